@@ -1,0 +1,34 @@
+# Every target here is a command the README documents. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TRAIN_MONTH ?= 2023-01
+VAL_MONTH ?= 2023-02
+COLOR ?= green
+
+.DEFAULT_GOAL := help
+.PHONY: help venv train test lint bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv from the pinned requirements
+
+train: venv ## train and register a model on the embedded default (PIPELINE_DATA_DIR: where the months are)
+	$(BIN)/python -m pipeline train --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH) --color $(COLOR)
+
+test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold 2023-01 and 2023-02 green)
+	$(BIN)/pytest
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipeline scripts infra policy

@@ -1,0 +1,1 @@
+"""Trip-duration training pipeline: stages as plain functions, wired by Prefect flows."""
