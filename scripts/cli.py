@@ -1,0 +1,132 @@
+"""``mlops``: the operator's command line (console script ``mlops = scripts.cli:main``).
+
+Commands are thin: each parses its options and calls a function of its module under
+``scripts/``. An expected failure is a :class:`scripts.common.OpsError` raised anywhere
+below a command: the app prints ``error: <message>`` on stderr and exits 1, no traceback.
+Tracebacks of unexpected errors never show local variables (they could hold credentials).
+
+To add a command, write its function in its module and register it below with
+``@app.command()`` (or a group with ``app.add_typer``); a command that needs the
+environment takes ``env_file: EnvFileOption = DEFAULT_ENV_FILE``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from scripts import ephemeral
+from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
+from scripts.env import describe, write_stack_env
+from scripts.smoke import ENV_KEYS, smoke_test
+from scripts.tunnel import LocalPorts, run_tunnel
+
+__all__ = ["app", "main"]
+
+
+class _Group(TyperGroup):
+    """The root group: an OpsError from any subcommand becomes stderr + exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Invoke the subcommand, reporting expected errors without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except OpsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="mlops",
+    help="Operate an mlops-platform environment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+ephemeral_app = typer.Typer(
+    help="Short-lived stacks from the dev configuration.", no_args_is_help=True
+)
+app.add_typer(ephemeral_app, name="ephemeral")
+
+StackOption = Annotated[str, typer.Option("--stack", help="Pulumi stack name, e.g. dev.")]
+MlflowPortOption = Annotated[
+    int, typer.Option("--mlflow-port", min=1, max=65535, help="Local end of the MLflow tunnel.")
+]
+PrefectPortOption = Annotated[
+    int, typer.Option("--prefect-port", min=1, max=65535, help="Local end of the Prefect tunnel.")
+]
+NameArgument = Annotated[str, typer.Argument(help="Stack name, e.g. pr-42.")]
+_DEFAULT_PORTS = LocalPorts()
+
+
+@app.command()
+def env(
+    stack: StackOption,
+    env_file: EnvFileOption = DEFAULT_ENV_FILE,
+    via_tunnel: Annotated[
+        bool,
+        typer.Option(
+            "--via-tunnel",
+            help="Write localhost URIs that go through `mlops tunnel` (from outside the VPC).",
+        ),
+    ] = False,
+    mlflow_port: MlflowPortOption = _DEFAULT_PORTS.mlflow,
+    prefect_port: PrefectPortOption = _DEFAULT_PORTS.prefect,
+) -> None:
+    """Write the stack's environment variables to the env file (mode 0600; secrets never shown)."""
+    ports = LocalPorts(mlflow=mlflow_port, prefect=prefect_port) if via_tunnel else None
+    values = write_stack_env(stack, env_file, ports)
+    typer.echo(f"wrote {len(values)} variables of stack {stack} to {env_file} (mode 0600):")
+    for line in describe(values):
+        typer.echo(f"  {line}")
+    if via_tunnel:
+        typer.echo(f"keep `mlops tunnel --stack {stack}` running while you use them")
+
+
+@app.command()
+def tunnel(
+    stack: StackOption,
+    mlflow_port: MlflowPortOption = _DEFAULT_PORTS.mlflow,
+    prefect_port: PrefectPortOption = _DEFAULT_PORTS.prefect,
+) -> None:
+    """Forward the control host's MLflow and Prefect ports to localhost (SSM) until Ctrl-C."""
+    run_tunnel(stack, LocalPorts(mlflow=mlflow_port, prefect=prefect_port), typer.echo)
+
+
+@app.command()
+def smoke(
+    env_file: EnvFileOption = DEFAULT_ENV_FILE,
+    work_pool: Annotated[
+        str, typer.Option("--work-pool", help="Prefect work pool to check.")
+    ] = "training",
+) -> None:
+    """Check the environment in the env file: one verdict per check, exit 1 if any fails."""
+    verdicts = smoke_test(load_env(env_file, ENV_KEYS), work_pool)
+    width = max(len(verdict.check) for verdict in verdicts)
+    for verdict in verdicts:
+        typer.echo(f"{verdict.outcome:<4}  {verdict.check:<{width}}  {verdict.detail}")
+    failed = [verdict.check for verdict in verdicts if verdict.outcome == "FAIL"]
+    if failed:
+        raise OpsError(f"smoke test failed: {', '.join(failed)}")
+    typer.echo(f"smoke test passed: {len(verdicts)} checks")
+
+
+@ephemeral_app.command("create")
+def ephemeral_create(name: NameArgument) -> None:
+    """Create (or update) stack NAME from dev's config as environment ephemeral, and deploy it."""
+    ephemeral.create(name, typer.echo)
+
+
+@ephemeral_app.command("destroy")
+def ephemeral_destroy(name: NameArgument) -> None:
+    """pulumi destroy and remove stack NAME; refuses a stack that is not ephemeral."""
+    ephemeral.destroy(name, typer.echo)
+
+
+def main() -> None:
+    """Entry point of the ``mlops`` console script."""
+    app()

@@ -1,0 +1,342 @@
+"""``mlops smoke``: does the environment in an env file answer, and does it do its job?
+
+Each check gives one verdict (PASS, FAIL, or SKIP when a check it builds on failed):
+
+- ``mlflow-health``: the tracking server answers ``/health``.
+- ``mlflow-auth``: it refuses a request without credentials (basic-auth is on) and accepts
+  ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``.
+- ``mlflow-artifacts``: in the experiment ``mlops-smoke``, a run's artifact is written and
+  read back through the server's artifact proxy (so the server's own access to the bucket
+  is what is tested, not the caller's).
+- ``prefect-health``: the Prefect server answers ``/api/health``.
+- ``prefect-auth``: it refuses a request without the auth string and accepts
+  ``PREFECT_API_AUTH_STRING``.
+- ``work-pool``: the work pool exists.
+- ``worker``: at least one worker of that pool is ONLINE (heartbeating).
+
+Talks plain HTTP (the servers' REST APIs) so that every failure maps to a precise verdict:
+a refused connection, a Host header the server rejects, a credential it rejects (401).
+No credential is ever part of a verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+SMOKE_EXPERIMENT = "mlops-smoke"
+ENV_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+)
+_TIMEOUT = httpx.Timeout(15.0, connect=10.0)
+_INVALID_HOST = "Invalid Host header"  # MLflow's answer to a Host outside --allowed-hosts
+_ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+class CheckFailed(Exception):
+    """A check's negative verdict; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check: ``PASS``, ``FAIL`` or ``SKIP``, and why."""
+
+    check: str
+    outcome: str
+    detail: str
+
+
+@dataclass
+class Service:
+    """One server as the smoke test sees it: a client on its base URL and its credential."""
+
+    name: str
+    client: httpx.Client
+    credential: str  # the env variables the server authenticates, for verdicts
+    auth_headers: dict[str, str]
+
+    @property
+    def where(self) -> str:
+        """The base URL without any user information, for verdicts."""
+        url = self.client.base_url
+        return f"{url.scheme}://{url.netloc.decode()}{url.path}"
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        authenticate: bool = True,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request; transport errors, a refused Host and a 401 become CheckFailed."""
+        sent = {**(self.auth_headers if authenticate else {}), **(headers or {})}
+        try:
+            response = self.client.request(method, path, headers=sent, **kwargs)
+        except httpx.ConnectError as exc:
+            raise CheckFailed(f"cannot connect to {self.where}: {exc}{self._hint()}") from None
+        except httpx.TimeoutException:
+            raise CheckFailed(f"no answer from {self.where} in time{self._hint()}") from None
+        except httpx.TransportError as exc:
+            raise CheckFailed(f"{method} {self.where}{path} failed: {exc}") from None
+        if response.status_code == 403 and _INVALID_HOST in response.text:
+            raise CheckFailed(
+                f"{self.name} refused the Host header {self.client.base_url.netloc.decode()!r} "
+                "(HTTP 403 Invalid Host header): the server's --allowed-hosts does not list it"
+            )
+        if authenticate and response.status_code == 401:
+            raise CheckFailed(f"{self.name} rejected {self.credential} (HTTP 401)")
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An authenticated call that must succeed; returns its JSON body."""
+        response = self.call(method, path, **kwargs)
+        if response.is_error:
+            raise CheckFailed(_unexpected(method, path, response))
+        return response.json()
+
+    def _hint(self) -> str:
+        """Why a connection may fail: a private address is reachable only inside the VPC."""
+        host = self.client.base_url.host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return ""
+        if not address.is_private or address.is_loopback:
+            return ""
+        return (
+            f" ({host} is a private address, reachable only inside the VPC: from a laptop run "
+            "`mlops tunnel --stack STACK` and write the env file with `mlops env --stack STACK "
+            "--via-tunnel`)"
+        )
+
+
+def _unexpected(method: str, path: str, response: httpx.Response) -> str:
+    """A verdict for an unexpected HTTP status, with the start of the body."""
+    body = " ".join(response.text.split())[:200]
+    return f"{method} {path} answered HTTP {response.status_code}: {body}"
+
+
+def _basic(credentials: str) -> dict[str, str]:
+    """An HTTP basic ``Authorization`` header carrying ``credentials``.
+
+    MLflow reads them as ``user:password``; Prefect compares them with its auth string.
+    """
+    token = base64.b64encode(credentials.encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _refuses_anonymous(service: Service, path: str) -> None:
+    """The server must answer 401 to ``path`` without credentials."""
+    response = service.call("GET", path, authenticate=False)
+    if response.status_code != 401:
+        raise CheckFailed(
+            f"{service.name} answered GET {path} without credentials with HTTP "
+            f"{response.status_code}, not 401: authentication is not enforced"
+        )
+
+
+def mlflow_health(mlflow: Service) -> str:
+    """The tracking server answers its health endpoint."""
+    response = mlflow.call("GET", "/health", authenticate=False)
+    if response.status_code != 200:
+        raise CheckFailed(_unexpected("GET", "/health", response))
+    return f"{mlflow.where} is up"
+
+
+def mlflow_auth(mlflow: Service) -> str:
+    """Basic-auth is enforced and the env file's user is accepted."""
+    path = "/api/2.0/mlflow/experiments/search"
+    _refuses_anonymous(mlflow, path)
+    mlflow.json("GET", path, params={"max_results": 1})
+    return "anonymous request refused (401); MLFLOW_TRACKING_USERNAME/PASSWORD accepted"
+
+
+def _smoke_experiment(mlflow: Service) -> str:
+    """The id of the smoke experiment, created (or restored) if needed."""
+    path = "/api/2.0/mlflow/experiments/get-by-name"
+    response = mlflow.call("GET", path, params={"experiment_name": SMOKE_EXPERIMENT})
+    if response.status_code == 404:
+        created = mlflow.json(
+            "POST", "/api/2.0/mlflow/experiments/create", json={"name": SMOKE_EXPERIMENT}
+        )
+        return str(created["experiment_id"])
+    if response.is_error:
+        raise CheckFailed(_unexpected("GET", path, response))
+    experiment = response.json()["experiment"]
+    if experiment.get("lifecycle_stage") == "deleted":
+        mlflow.json(
+            "POST",
+            "/api/2.0/mlflow/experiments/restore",
+            json={"experiment_id": experiment["experiment_id"]},
+        )
+    return str(experiment["experiment_id"])
+
+
+def _artifact_route(artifact_uri: str) -> str:
+    """The server route of a proxied artifact directory (as MLflow's own client resolves it)."""
+    parsed = urlsplit(artifact_uri)
+    if parsed.scheme != "mlflow-artifacts":
+        raise CheckFailed(
+            f"the server gave the run artifact URI {artifact_uri!r}, not mlflow-artifacts:/...: "
+            "artifacts are not proxied (the server needs --artifacts-destination)"
+        )
+    return f"{_ARTIFACTS_ROUTE}/{parsed.path.strip('/')}"
+
+
+def mlflow_artifacts(mlflow: Service) -> str:
+    """A small artifact is written and read back through the server's artifact proxy."""
+    experiment_id = _smoke_experiment(mlflow)
+    now_ms = int(time.time() * 1000)
+    run = mlflow.json(
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment_id, "run_name": "smoke", "start_time": now_ms},
+    )["run"]["info"]
+    status = "FAILED"
+    try:
+        route = f"{_artifact_route(run['artifact_uri'])}/smoke.txt"
+        token = f"mlops smoke {uuid.uuid4()}"
+        upload = mlflow.call("PUT", route, content=token.encode())
+        if upload.is_error:
+            raise CheckFailed(f"artifact upload failed: {_unexpected('PUT', route, upload)}")
+        download = mlflow.call("GET", route)
+        if download.is_error:
+            raise CheckFailed(f"artifact download failed: {_unexpected('GET', route, download)}")
+        if download.text != token:
+            raise CheckFailed(f"artifact read back from {route} differs from what was written")
+        status = "FINISHED"
+    finally:
+        # Best effort: a run left RUNNING is cosmetic, and the verdict above says more.
+        with contextlib.suppress(CheckFailed):
+            mlflow.call(
+                "POST",
+                "/api/2.0/mlflow/runs/update",
+                json={
+                    "run_id": run["run_id"],
+                    "status": status,
+                    "end_time": int(time.time() * 1000),
+                },
+            )
+    return f"wrote and read back smoke.txt of run {run['run_id']} (experiment {SMOKE_EXPERIMENT})"
+
+
+def prefect_health(prefect: Service) -> str:
+    """The Prefect server answers its health endpoint."""
+    response = prefect.call("GET", "health", authenticate=False)
+    if response.status_code != 200:
+        raise CheckFailed(_unexpected("GET", "health", response))
+    return f"{prefect.where} is up"
+
+
+def prefect_auth(prefect: Service) -> str:
+    """The auth string is enforced and the env file's one is accepted."""
+    _refuses_anonymous(prefect, "admin/version")
+    version = prefect.json("GET", "admin/version")
+    return f"anonymous request refused (401); PREFECT_API_AUTH_STRING accepted (server {version})"
+
+
+def work_pool(prefect: Service, pool: str) -> str:
+    """The work pool exists."""
+    path = f"work_pools/{quote(pool, safe='')}"
+    response = prefect.call("GET", path)
+    if response.status_code == 404:
+        raise CheckFailed(
+            f"work pool {pool!r} does not exist (its workers create it when they start)"
+        )
+    if response.is_error:
+        raise CheckFailed(_unexpected("GET", path, response))
+    details = response.json()
+    return f"work pool {pool!r} exists (type {details.get('type')}, status {details.get('status')})"
+
+
+def _csrf_headers(prefect: Service) -> dict[str, str]:
+    """The CSRF headers Prefect wants on a POST (none when its CSRF protection is off)."""
+    client_id = str(uuid.uuid4())
+    response = prefect.call("GET", "csrf-token", params={"client": client_id})
+    if response.status_code == 422:  # "CSRF protection is disabled."
+        return {}
+    if response.is_error:
+        raise CheckFailed(_unexpected("GET", "csrf-token", response))
+    return {"Prefect-Csrf-Token": response.json()["token"], "Prefect-Csrf-Client": client_id}
+
+
+def live_worker(prefect: Service, pool: str) -> str:
+    """At least one worker of the pool is ONLINE."""
+    path = f"work_pools/{quote(pool, safe='')}/workers/filter"
+    workers = prefect.json("POST", path, json={}, headers=_csrf_headers(prefect))
+    online = [worker["name"] for worker in workers if worker.get("status") == "ONLINE"]
+    if not online:
+        known = ", ".join(f"{w['name']} {w.get('status')}" for w in workers) or "none"
+        raise CheckFailed(f"no ONLINE worker in work pool {pool!r} (workers known: {known})")
+    return f"ONLINE: {', '.join(online)}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named check, the checks it builds on, and how to run it."""
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[], str]
+
+
+def run_checks(checks: list[Check]) -> list[Verdict]:
+    """Run ``checks`` in order; one whose needs did not pass is skipped."""
+    verdicts: dict[str, Verdict] = {}
+    for check in checks:
+        failed = [need for need in check.needs if verdicts[need].outcome != "PASS"]
+        if failed:
+            verdicts[check.name] = Verdict(check.name, "SKIP", f"needs {', '.join(failed)}")
+            continue
+        try:
+            verdicts[check.name] = Verdict(check.name, "PASS", check.run())
+        except CheckFailed as exc:
+            verdicts[check.name] = Verdict(check.name, "FAIL", str(exc))
+    return list(verdicts.values())
+
+
+def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
+    """Run every check against the environment described by ``env`` (keys ``ENV_KEYS``)."""
+    prefect_base = env["PREFECT_API_URL"].rstrip("/") + "/"
+    with (
+        httpx.Client(base_url=env["MLFLOW_TRACKING_URI"], timeout=_TIMEOUT) as mlflow_client,
+        httpx.Client(base_url=prefect_base, timeout=_TIMEOUT) as prefect_client,
+    ):
+        mlflow = Service(
+            "MLflow",
+            mlflow_client,
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD",
+            _basic(f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"),
+        )
+        prefect = Service(
+            "Prefect",
+            prefect_client,
+            "PREFECT_API_AUTH_STRING",
+            _basic(env["PREFECT_API_AUTH_STRING"]),
+        )
+        return run_checks(
+            [
+                Check("mlflow-health", (), lambda: mlflow_health(mlflow)),
+                Check("mlflow-auth", ("mlflow-health",), lambda: mlflow_auth(mlflow)),
+                Check("mlflow-artifacts", ("mlflow-auth",), lambda: mlflow_artifacts(mlflow)),
+                Check("prefect-health", (), lambda: prefect_health(prefect)),
+                Check("prefect-auth", ("prefect-health",), lambda: prefect_auth(prefect)),
+                Check("work-pool", ("prefect-auth",), lambda: work_pool(prefect, pool)),
+                Check("worker", ("work-pool",), lambda: live_worker(prefect, pool)),
+            ]
+        )

@@ -1,0 +1,152 @@
+"""``mlops smoke`` verdicts that need no running service (the real run is tests/e2e/test_smoke.py).
+
+Servers' answers are played by httpx's MockTransport with the status and body the real
+MLflow and Prefect servers give; no request leaves the process.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from scripts.cli import app
+from scripts.envfile import write_env_file
+from scripts.smoke import CheckFailed, Service, mlflow_artifacts, mlflow_auth, mlflow_health
+
+PASSWORD = "Qm7vT2xP9sLk4RzW8nYcHd3F"
+AUTH_STRING = "Zr5KpWq8Ns2Lx7Vb4MtYg6Hc"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _mlflow(base_url: str, handler: Callable[[httpx.Request], httpx.Response]) -> Service:
+    client = httpx.Client(base_url=base_url, transport=httpx.MockTransport(handler))
+    return Service("MLflow", client, "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD", {})
+
+
+def test_smoke_names_the_env_file_s_missing_variables(tmp_path: Path) -> None:
+    env_file = tmp_path / "partial.env"
+    write_env_file(env_file, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+
+    result = CliRunner().invoke(app, ["smoke", "--env-file", str(env_file)])
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: env file {env_file} lacks MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, "
+        "PREFECT_API_URL, PREFECT_API_AUTH_STRING\n"
+    )
+
+
+def test_smoke_with_nothing_listening_fails_the_health_checks_and_skips_the_rest(
+    tmp_path: Path,
+) -> None:
+    mlflow_port, prefect_port = _closed_port(), _closed_port()
+    env_file = tmp_path / "mlops.env"
+    write_env_file(
+        env_file,
+        {
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            "PREFECT_API_AUTH_STRING": AUTH_STRING,
+        },
+    )
+
+    result = CliRunner().invoke(app, ["smoke", "--env-file", str(env_file)])
+
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["FAIL", "mlflow-health"],
+        ["SKIP", "mlflow-auth"],
+        ["SKIP", "mlflow-artifacts"],
+        ["FAIL", "prefect-health"],
+        ["SKIP", "prefect-auth"],
+        ["SKIP", "work-pool"],
+        ["SKIP", "worker"],
+    ]
+    assert f"cannot connect to http://127.0.0.1:{mlflow_port}/" in lines[0]
+    assert lines[1].endswith("needs mlflow-health")
+    assert f"cannot connect to http://127.0.0.1:{prefect_port}/api/" in lines[3]
+    assert result.stderr == "error: smoke test failed: mlflow-health, prefect-health\n"
+    assert PASSWORD not in result.output
+    assert AUTH_STRING not in result.output
+
+
+def test_a_private_address_that_cannot_be_reached_points_at_the_tunnel() -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_health(_mlflow("http://10.0.0.10:5000", unreachable))
+
+    assert str(failed.value).startswith("no answer from http://10.0.0.10:5000/ in time (10.0.0.10")
+    assert "mlops tunnel --stack STACK" in str(failed.value)
+    assert "--via-tunnel" in str(failed.value)
+
+
+def test_a_rejected_password_is_a_verdict_naming_the_credential() -> None:
+    def basic_auth(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, text="You are not authenticated.")
+
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_auth(_mlflow("http://127.0.0.1:5000", basic_auth))
+
+    assert str(failed.value) == (
+        "MLflow rejected MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (HTTP 401)"
+    )
+
+
+def test_a_server_answering_anonymous_requests_fails_the_auth_check() -> None:
+    def open_server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"experiments": []})
+
+    with pytest.raises(CheckFailed, match="authentication is not enforced"):
+        mlflow_auth(_mlflow("http://127.0.0.1:5000", open_server))
+
+
+def test_a_refused_host_header_names_the_host_and_allowed_hosts() -> None:
+    def host_check(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            403, text="Invalid Host header - possible DNS rebinding attack detected"
+        )
+
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_auth(_mlflow("http://mlflow.internal:5000", host_check))
+
+    assert str(failed.value) == (
+        "MLflow refused the Host header 'mlflow.internal:5000' (HTTP 403 Invalid Host header): "
+        "the server's --allowed-hosts does not list it"
+    )
+
+
+def test_artifacts_not_proxied_by_the_server_fail_the_round_trip_and_the_run() -> None:
+    updates: list[bytes] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/experiments/get-by-name"):
+            return httpx.Response(200, json={"experiment": {"experiment_id": "3"}})
+        if path.endswith("/runs/create"):
+            info = {"run_id": "abc123", "artifact_uri": "s3://bucket/mlflow/3/abc123/artifacts"}
+            return httpx.Response(200, json={"run": {"info": info}})
+        if path.endswith("/runs/update"):
+            updates.append(request.content)
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+    with pytest.raises(CheckFailed, match="artifacts are not proxied"):
+        mlflow_artifacts(_mlflow("http://127.0.0.1:5000", server))
+
+    assert len(updates) == 1
+    assert b'"status":"FAILED"' in updates[0]
