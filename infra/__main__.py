@@ -1,0 +1,132 @@
+"""An MLOps environment on AWS, one Pulumi stack: network, artifact bucket, PostgreSQL, MLflow and
+Prefect on a control host, Prefect workers; secrets generated and kept in Secrets Manager.
+
+Read the stack configuration (validated before anything is created), build the components,
+export the outputs scripts/ turns into the environment variables of ARCHITECTURE.md.
+"""
+
+import pulumi
+import pulumi_aws as aws
+from artifact_store import ArtifactStore, ArtifactStoreArgs
+from config import load
+from control_host import ControlHost, ControlHostArgs
+from credentials import Credentials, CredentialsArgs
+from database import Database, DatabaseArgs
+from firewall import MLFLOW_PORT, PREFECT_PORT, Firewall, FirewallArgs
+from hosts import HostPlacement, resolve_ami
+from network import Network, NetworkArgs
+from workers import Workers, WorkersArgs
+
+WORK_POOL = "training"
+MLFLOW_ADMIN_USERNAME = "admin"
+
+cfg = load()
+provider = aws.Provider(
+    "aws",
+    region=cfg.region,
+    default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.default_tags),
+)
+scope = pulumi.ResourceOptions(providers=[provider])
+
+network = Network(
+    "mlops",
+    NetworkArgs(
+        vpc_cidr=cfg.vpc_cidr,
+        region=cfg.region,
+        hosts_in_private_subnets=cfg.hosts_in_private_subnets,
+        host_instance_types=[cfg.control_instance_type, cfg.worker_instance_type],
+    ),
+    scope,
+)
+firewall = Firewall(
+    "mlops",
+    FirewallArgs(vpc_id=network.vpc_id, service_ingress_cidrs=cfg.service_ingress_cidrs),
+    scope,
+)
+store = ArtifactStore(
+    "mlops-artifacts",
+    ArtifactStoreArgs(
+        bucket_name=cfg.artifact_bucket_name,
+        force_destroy=cfg.throwaway,
+        protect=cfg.deletion_protection,
+    ),
+    scope,
+)
+credentials = Credentials(
+    "mlops", CredentialsArgs(recovery_window_days=cfg.secret_recovery_days), scope
+)
+database = Database(
+    "mlops-db",
+    DatabaseArgs(
+        subnet_ids=network.database_subnet_ids,
+        security_group_id=firewall.database_group_id,
+        password=credentials.db_password.value,
+        instance_class=cfg.db_instance_class,
+        allocated_storage_gib=cfg.db_allocated_storage_gib,
+        backup_retention_days=cfg.db_backup_retention_days,
+        multi_az=cfg.is_prod,
+        deletion_protection=cfg.deletion_protection,
+        throwaway=cfg.throwaway,
+    ),
+    scope,
+)
+
+placement = HostPlacement(
+    ami_id=resolve_ami(cfg.ami_id, pulumi.InvokeOptions(provider=provider)),
+    ami_pinned=cfg.ami_id is not None,
+    public_address=not cfg.hosts_in_private_subnets,
+)
+control = ControlHost(
+    "mlops-control",
+    ControlHostArgs(
+        environment=cfg.environment,
+        region=cfg.region,
+        placement=placement,
+        instance_type=cfg.control_instance_type,
+        subnet_id=network.host_subnet_ids[0],
+        private_ip=network.control_private_ip,
+        security_group_id=firewall.control_group_id,
+        termination_protection=cfg.deletion_protection,
+        bucket_name=store.bucket_name,
+        bucket_arn=store.bucket_arn,
+        db_address=database.address,
+        db_port=database.port,
+        db_username=database.username,
+        credentials=credentials,
+        mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
+        work_pool=WORK_POOL,
+    ),
+    scope,
+)
+workers = Workers(
+    "mlops-worker",
+    WorkersArgs(
+        count=cfg.worker_count,
+        environment=cfg.environment,
+        region=cfg.region,
+        placement=placement,
+        instance_type=cfg.worker_instance_type,
+        subnet_ids=network.host_subnet_ids,
+        security_group_id=firewall.worker_group_id,
+        bucket_name=store.bucket_name,
+        bucket_arn=store.bucket_arn,
+        control_private_ip=control.private_ip,
+        credentials=credentials,
+        mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
+        work_pool=WORK_POOL,
+    ),
+    scope,
+)
+
+pulumi.export("environment", cfg.environment)
+pulumi.export("region", cfg.region)
+pulumi.export("artifact_bucket", store.bucket_name)
+pulumi.export("mlflow_tracking_uri", f"http://{control.private_ip}:{MLFLOW_PORT}")
+pulumi.export("prefect_api_url", f"http://{control.private_ip}:{PREFECT_PORT}/api")
+pulumi.export("work_pool", WORK_POOL)
+pulumi.export("control_instance_id", control.instance_id)
+pulumi.export("worker_instance_ids", workers.instance_ids)
+pulumi.export("db_endpoint", database.endpoint)
+pulumi.export("mlflow_admin_username", MLFLOW_ADMIN_USERNAME)
+pulumi.export("mlflow_admin_password", credentials.mlflow_admin_password.value)
+pulumi.export("prefect_api_auth_string", credentials.prefect_auth_string.value)

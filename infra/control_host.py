@@ -1,0 +1,130 @@
+"""The control host: the MLflow tracking server and the Prefect server, on a fixed address.
+
+Its address is chosen by the network (the 10th host address of its subnet), so MLflow's
+``--allowed-hosts``, the workers' settings and the stack outputs know it at preview time. The
+user data comes from the shared host-bootstrap renderer (``hostboot``) and carries the
+secrets' ARNs only; the boot script fetches the values with the host's role, which may read
+these four secrets and the ``mlflow/`` prefix of the bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import hostboot
+import pulumi
+from artifact_store import MLFLOW_PREFIX
+from credentials import Credentials
+from hosts import HostPlacement, HostSpec, checked_user_data, host_instance
+from iam import HostIdentity, HostIdentityArgs, ObjectGrant
+
+MLFLOW_ARTIFACT_ACTIONS = (
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlHostArgs:
+    """Inputs of the control host."""
+
+    environment: str
+    region: str
+    placement: HostPlacement
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    private_ip: str
+    security_group_id: pulumi.Input[str]
+    termination_protection: bool
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    db_address: pulumi.Input[str]
+    db_port: pulumi.Input[int]
+    db_username: str
+    credentials: Credentials
+    mlflow_admin_username: str
+    work_pool: str
+
+
+class ControlHost(pulumi.ComponentResource):
+    """The control host's identity and instance."""
+
+    instance_id: pulumi.Output[str]
+    private_ip: str
+
+    def __init__(
+        self, name: str, args: ControlHostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:ControlHost", name, None, opts)
+        secrets = args.credentials
+        identity = HostIdentity(
+            f"{name}-identity",
+            HostIdentityArgs(
+                description="MLOps control host: MLflow artifacts in S3, the stack's secrets",
+                bucket_arn=args.bucket_arn,
+                object_grants=[ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS)],
+                secret_arns=[
+                    secrets.db_password.arn,
+                    secrets.mlflow_admin_password.arn,
+                    secrets.mlflow_flask_secret_key.arn,
+                    secrets.prefect_auth_string.arn,
+                ],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        instance = host_instance(
+            name,
+            args.placement,
+            HostSpec(
+                instance_type=args.instance_type,
+                subnet_id=args.subnet_id,
+                private_ip=args.private_ip,
+                security_group_id=args.security_group_id,
+                instance_profile=identity.instance_profile_name,
+                user_data=control_user_data(args),
+                termination_protection=args.termination_protection,
+            ),
+            parent=self,
+        )
+
+        self.instance_id = instance.id
+        self.private_ip = args.private_ip
+        self.register_outputs({"instance_id": self.instance_id, "private_ip": self.private_ip})
+
+
+def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
+    """The control host's cloud-init user data, rendered once every input is known."""
+    secrets = args.credentials
+
+    def render(values: dict[str, Any]) -> str:
+        settings = hostboot.ControlHostSettings(
+            environment=args.environment,
+            region=args.region,
+            artifact_bucket=values["bucket"],
+            private_ip=args.private_ip,
+            db_host=values["db_host"],
+            db_port=int(values["db_port"]),
+            db_username=args.db_username,
+            db_password_secret_arn=values["db_password"],
+            mlflow_admin_username=args.mlflow_admin_username,
+            mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
+            mlflow_flask_secret_key_secret_arn=values["mlflow_flask_secret_key"],
+            prefect_auth_string_secret_arn=values["prefect_auth_string"],
+            work_pool=args.work_pool,
+            instance_type=args.instance_type,
+            db_sslmode="require",
+        )
+        return checked_user_data(hostboot.render_control_user_data(settings))
+
+    return pulumi.Output.all(
+        bucket=args.bucket_name,
+        db_host=args.db_address,
+        db_port=args.db_port,
+        db_password=secrets.db_password.arn,
+        mlflow_admin_password=secrets.mlflow_admin_password.arn,
+        mlflow_flask_secret_key=secrets.mlflow_flask_secret_key.arn,
+        prefect_auth_string=secrets.prefect_auth_string.arn,
+    ).apply(render)

@@ -1,0 +1,147 @@
+"""The traffic matrix: three security groups and every rule between them, in one place.
+
+Nothing accepts traffic from the internet. The database admits PostgreSQL from the control
+host only; the control host admits MLflow (5000) and Prefect (4200) from the workers and from
+the CIDRs listed in ``serviceIngressCidrs`` (empty by default: operators use an SSM tunnel).
+Egress is what the hosts need: HTTPS anywhere (AWS APIs such as SSM, Secrets Manager and S3,
+the dnf repositories, PyPI), PostgreSQL to the database (control host), and MLflow and Prefect
+to the control host (workers). Rules are separate resources; the groups carry none inline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+POSTGRES_PORT = 5432
+MLFLOW_PORT = 5000
+PREFECT_PORT = 4200
+HTTPS_PORT = 443
+HTTPS_EGRESS = "HTTPS to AWS APIs (SSM, Secrets Manager, S3), dnf repositories and PyPI"
+SERVICES = {"mlflow": MLFLOW_PORT, "prefect": PREFECT_PORT}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirewallArgs:
+    """Inputs of the firewall."""
+
+    vpc_id: pulumi.Input[str]
+    service_ingress_cidrs: Sequence[str] = ()
+
+
+class Firewall(pulumi.ComponentResource):
+    """Security groups of the database, the control host and the workers, and their rules."""
+
+    database_group_id: pulumi.Output[str]
+    control_group_id: pulumi.Output[str]
+    worker_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:Firewall", name, None, opts)
+        database = self._group(f"{name}-database", args.vpc_id, "RDS PostgreSQL of the MLOps stack")
+        control = self._group(
+            f"{name}-control", args.vpc_id, "MLOps control host (MLflow and Prefect servers)"
+        )
+        worker = self._group(f"{name}-worker", args.vpc_id, "MLOps Prefect worker hosts")
+
+        ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
+        self._rule(
+            ingress,
+            f"{name}-database-from-control",
+            database,
+            POSTGRES_PORT,
+            "PostgreSQL from the control host",
+            peer=control,
+        )
+        self._rule(
+            egress,
+            f"{name}-control-to-database",
+            control,
+            POSTGRES_PORT,
+            "PostgreSQL to the database",
+            peer=database,
+        )
+        for host, group in (("control", control), ("worker", worker)):
+            self._rule(
+                egress, f"{name}-{host}-https", group, HTTPS_PORT, HTTPS_EGRESS, cidr="0.0.0.0/0"
+            )
+        for service, port in SERVICES.items():
+            self._rule(
+                ingress,
+                f"{name}-control-{service}-from-workers",
+                control,
+                port,
+                f"{service} from the workers",
+                peer=worker,
+            )
+            self._rule(
+                egress,
+                f"{name}-worker-to-{service}",
+                worker,
+                port,
+                f"{service} on the control host",
+                peer=control,
+            )
+            for cidr in args.service_ingress_cidrs:
+                label = cidr.replace(".", "-").replace("/", "-")
+                self._rule(
+                    ingress,
+                    f"{name}-control-{service}-from-{label}",
+                    control,
+                    port,
+                    f"{service} from {cidr} (serviceIngressCidrs)",
+                    cidr=cidr,
+                )
+
+        self.database_group_id = database.id
+        self.control_group_id = control.id
+        self.worker_group_id = worker.id
+        self.register_outputs(
+            {
+                "database_group_id": self.database_group_id,
+                "control_group_id": self.control_group_id,
+                "worker_group_id": self.worker_group_id,
+            }
+        )
+
+    def _group(
+        self, name: str, vpc_id: pulumi.Input[str], description: str
+    ) -> aws.ec2.SecurityGroup:
+        """A security group with no inline rules (so AWS's default allow-all egress is removed)."""
+        return aws.ec2.SecurityGroup(
+            name,
+            vpc_id=vpc_id,
+            description=description,
+            tags={"Name": name},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _rule(
+        self,
+        kind: type[aws.vpc.SecurityGroupIngressRule] | type[aws.vpc.SecurityGroupEgressRule],
+        name: str,
+        group: aws.ec2.SecurityGroup,
+        port: int,
+        description: str,
+        *,
+        peer: aws.ec2.SecurityGroup | None = None,
+        cidr: str | None = None,
+    ) -> None:
+        """One TCP ``port`` rule of ``group`` (ingress or egress) with ``peer`` or ``cidr``."""
+        kind(
+            name,
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            referenced_security_group_id=peer.id if peer else None,
+            cidr_ipv4=cidr,
+            description=description,
+            tags={"Name": name},
+            opts=pulumi.ResourceOptions(parent=self),
+        )

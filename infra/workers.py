@@ -1,0 +1,110 @@
+"""The workers: ``workerCount`` hosts, each running one Prefect process worker on the pool.
+
+Workers spread over the host subnets of both zones. They reach MLflow and Prefect on the
+control host's fixed address, read flow code from ``flow-code/`` and read and cache training
+data under ``data/`` in the bucket, and may read two secrets: the Prefect auth string and the
+MLflow admin password (they log to MLflow as the admin user, a documented simplification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hostboot
+import pulumi
+from artifact_store import DATA_PREFIX, FLOW_CODE_PREFIX
+from credentials import Credentials
+from hosts import HostPlacement, HostSpec, checked_user_data, host_instance
+from iam import HostIdentity, HostIdentityArgs, ObjectGrant
+
+FLOW_CODE_ACTIONS = ("s3:GetObject",)
+DATA_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersArgs:
+    """Inputs of the workers."""
+
+    count: int
+    environment: str
+    region: str
+    placement: HostPlacement
+    instance_type: str
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    control_private_ip: str
+    credentials: Credentials
+    mlflow_admin_username: str
+    work_pool: str
+
+
+class Workers(pulumi.ComponentResource):
+    """The workers' shared identity and their instances."""
+
+    instance_ids: list[pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: WorkersArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:Workers", name, None, opts)
+        secrets = args.credentials
+        identity = HostIdentity(
+            f"{name}-identity",
+            HostIdentityArgs(
+                description="MLOps Prefect workers: flow code and data in S3, two secrets",
+                bucket_arn=args.bucket_arn,
+                object_grants=[
+                    ObjectGrant(FLOW_CODE_PREFIX, FLOW_CODE_ACTIONS),
+                    ObjectGrant(DATA_PREFIX, DATA_ACTIONS),
+                ],
+                secret_arns=[secrets.prefect_auth_string.arn, secrets.mlflow_admin_password.arn],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        instances = [
+            host_instance(
+                f"{name}-{number}",
+                args.placement,
+                HostSpec(
+                    instance_type=args.instance_type,
+                    subnet_id=args.subnet_ids[(number - 1) % len(args.subnet_ids)],
+                    security_group_id=args.security_group_id,
+                    instance_profile=identity.instance_profile_name,
+                    user_data=worker_user_data(args, worker_name=f"{name}-{number}"),
+                ),
+                parent=self,
+            )
+            for number in range(1, args.count + 1)
+        ]
+
+        self.instance_ids = [instance.id for instance in instances]
+        self.register_outputs({"instance_ids": self.instance_ids})
+
+
+def worker_user_data(args: WorkersArgs, *, worker_name: str) -> pulumi.Output[str]:
+    """One worker's cloud-init user data, rendered once every input is known."""
+    secrets = args.credentials
+
+    def render(values: dict[str, Any]) -> str:
+        settings = hostboot.WorkerHostSettings(
+            environment=args.environment,
+            region=args.region,
+            artifact_bucket=values["bucket"],
+            control_private_ip=args.control_private_ip,
+            work_pool=args.work_pool,
+            worker_name=worker_name,
+            mlflow_admin_username=args.mlflow_admin_username,
+            mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
+            prefect_auth_string_secret_arn=values["prefect_auth_string"],
+        )
+        return checked_user_data(hostboot.render_worker_user_data(settings))
+
+    return pulumi.Output.all(
+        bucket=args.bucket_name,
+        mlflow_admin_password=secrets.mlflow_admin_password.arn,
+        prefect_auth_string=secrets.prefect_auth_string.arn,
+    ).apply(render)
