@@ -1,26 +1,52 @@
 """Pure host-bootstrap renderer, shared by the Pulumi program and the local twin.
 
-No pulumi import: the Pulumi program resolves its Outputs and calls these functions inside
-an ``apply``; the local twin calls the same functions with loopback values and runs the
-services' command lines directly.
+No pulumi import: the Pulumi program resolves its Outputs and calls the ``render_*``
+functions inside an ``apply``; the local twin calls :func:`control_plan` and
+:func:`worker_plan` with loopback settings and its own :class:`HostLayout`, and runs the
+services' command lines and environments directly (see :mod:`hostboot.services`).
 
 Hosts run Amazon Linux 2023 (dnf repositories over HTTPS, so HTTPS is the only egress the
 hosts need besides the database port and the control host's service ports).
-
-STUB: the settings below are the contract with infra/; the renderer is filled in by the
-local-twin work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hostboot.cloudconfig import render_user_data, requirements_except
+from hostboot.services import (
+    HOST_LAYOUT,
+    BootConfig,
+    HostLayout,
+    HostPlan,
+    ServiceSpec,
+    control_plan,
+    worker_plan,
+)
+from hostboot.units import render_unit
+
 __all__ = [
+    "HOST_LAYOUT",
+    "BootConfig",
     "ControlHostSettings",
+    "HostLayout",
+    "HostPlan",
+    "ServiceSpec",
     "WorkerHostSettings",
+    "control_plan",
     "render_control_user_data",
+    "render_unit",
     "render_worker_user_data",
+    "worker_plan",
 ]
+
+# What the control host's virtualenv needs: the two servers, S3 for the artifact proxy and
+# PostgreSQL drivers (psycopg for MLflow and the boot step; prefect brings asyncpg).
+CONTROL_PACKAGES = ("mlflow", "prefect", "boto3", "psycopg")
+# Workers run the pipeline: every runtime pin except the tools that never run on a host.
+LOCAL_ONLY_PACKAGES = frozenset(
+    {"pulumi", "pulumi-aws", "pulumi-random", "pulumi-policy", "moto", "psutil"}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +70,16 @@ class ControlHostSettings:
     prefect_auth_string_secret_arn: str
     work_pool: str = "training"
     instance_type: str = "t3.medium"  # used to size the MLflow server's workers
+    # libpq sslmode (asyncpg's ssl takes the same values). The local twin's PostgreSQL has
+    # no TLS and sets "disable"; RDS forces TLS (rds.force_ssl) and hosts keep "require".
     db_sslmode: str = "require"
+    # All interfaces: the security groups decide who reaches the ports (S104 is the point).
+    bind_address: str = "0.0.0.0"  # noqa: S104
+    mlflow_port: int = 5000
+    prefect_port: int = 4200
+    mlflow_db: str = "mlflow"  # the RDS master user's default database
+    mlflow_auth_db: str = "mlflow_auth"  # created at boot
+    prefect_db: str = "prefect"  # created at boot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,13 +95,23 @@ class WorkerHostSettings:
     mlflow_admin_username: str
     mlflow_admin_password_secret_arn: str
     prefect_auth_string_secret_arn: str
+    control_mlflow_port: int = 5000
+    control_prefect_port: int = 4200
 
 
 def render_control_user_data(settings: ControlHostSettings) -> str:
     """Cloud-init user data (``#cloud-config``) for the control host."""
-    return "#cloud-config\n"
+    return render_user_data(
+        control_plan(settings),
+        title=f"mlops-platform control host ({settings.environment})",
+        packages=CONTROL_PACKAGES,
+    )
 
 
 def render_worker_user_data(settings: WorkerHostSettings) -> str:
     """Cloud-init user data (``#cloud-config``) for a worker host."""
-    return "#cloud-config\n"
+    return render_user_data(
+        worker_plan(settings),
+        title=f"mlops-platform worker {settings.worker_name} ({settings.environment})",
+        packages=requirements_except(LOCAL_ONLY_PACKAGES),
+    )

@@ -1,0 +1,109 @@
+"""The boot script against an in-process Secrets Manager emulator (moto).
+
+Database creation is exercised by the local twin (tests/e2e), which runs this same script
+against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from hostboot import boot
+from moto import mock_aws
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def secretsmanager(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """An emulated Secrets Manager (dummy credentials, no network)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name=REGION)
+
+
+def config(tmp_path: Path, arns: dict[str, str]) -> dict[str, object]:
+    """A boot config writing one env file and one service-readable file under ``tmp_path``."""
+    return {
+        "region": REGION,
+        "secrets": arns,
+        "min_secret_length": 12,
+        "files": [
+            {
+                "path": str(tmp_path / "etc/app.env"),
+                "template": "URL=postgresql://u:${db}@h/d\nTOKEN=${token}\n",
+                "mode": "0600",
+                "group": None,
+            },
+            {
+                "path": str(tmp_path / "etc/app.ini"),
+                "template": "[x]\nkey = ${token}\n",
+                "mode": "0640",
+                "group": None,
+            },
+        ],
+        "database": None,
+    }
+
+
+def create(client: object, name: str, value: str) -> str:
+    """Store a secret and return its ARN."""
+    return client.create_secret(Name=name, SecretString=value)["ARN"]  # type: ignore[attr-defined]
+
+
+def test_boot_writes_files_with_secrets_substituted_and_modes(
+    secretsmanager: object, tmp_path: Path
+) -> None:
+    arns = {
+        "db": create(secretsmanager, "db", "Pg0123456789abcdef"),
+        "token": create(secretsmanager, "token", "Tk0123456789abcdef"),
+    }
+    boot.boot(config(tmp_path, arns))
+    env = tmp_path / "etc/app.env"
+    assert (
+        env.read_text() == "URL=postgresql://u:Pg0123456789abcdef@h/d\nTOKEN=Tk0123456789abcdef\n"
+    )
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    ini = tmp_path / "etc/app.ini"
+    assert ini.read_text() == "[x]\nkey = Tk0123456789abcdef\n"
+    assert stat.S_IMODE(ini.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("short", "secret token is 5 characters long; at least 12 are needed"),
+        ("has spaces and $igns", "secret token holds characters outside [A-Za-z0-9_-]"),
+    ],
+)
+def test_boot_refuses_an_unusable_secret_and_writes_nothing(
+    secretsmanager: object,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+    message: str,
+) -> None:
+    arns = {
+        "db": create(secretsmanager, "db", "Pg0123456789abcdef"),
+        "token": create(secretsmanager, "token", value),
+    }
+    path = tmp_path / "boot.json"
+    path.write_text(json.dumps(config(tmp_path, arns)))
+    assert boot.main(["boot.py", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"boot: {message}"
+    assert value not in err  # the value itself is never shown
+    assert not (tmp_path / "etc").exists()
+
+
+def test_boot_names_a_placeholder_without_secret(secretsmanager: object, tmp_path: Path) -> None:
+    arns = {"db": create(secretsmanager, "db", "Pg0123456789abcdef")}
+    with pytest.raises(boot.BootError, match=r"app.env refers to unknown secret 'token'"):
+        boot.boot(config(tmp_path, arns))
