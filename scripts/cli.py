@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from scripts import ephemeral
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
-from scripts.smoke import ENV_KEYS, smoke_test
+from scripts.smoke import ENV_KEYS, failures, smoke_until
 from scripts.tunnel import LocalPorts, run_tunnel
 
 __all__ = ["app", "main"]
@@ -103,15 +103,18 @@ def smoke(
     work_pool: Annotated[
         str, typer.Option("--work-pool", help="Prefect work pool to check.")
     ] = "training",
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="Retry failing checks for up to this many seconds."),
+    ] = 0,
 ) -> None:
     """Check the environment in the env file: one verdict per check, exit 1 if any fails."""
-    verdicts = smoke_test(load_env(env_file, ENV_KEYS), work_pool)
+    verdicts = smoke_until(load_env(env_file, ENV_KEYS), work_pool, wait, typer.echo)
     width = max(len(verdict.check) for verdict in verdicts)
     for verdict in verdicts:
         typer.echo(f"{verdict.outcome:<4}  {verdict.check:<{width}}  {verdict.detail}")
-    failed = [verdict.check for verdict in verdicts if verdict.outcome == "FAIL"]
-    if failed:
-        raise OpsError(f"smoke test failed: {', '.join(failed)}")
+    if failures(verdicts):
+        raise OpsError(f"smoke test failed: {', '.join(failures(verdicts))}")
     typer.echo(f"smoke test passed: {len(verdicts)} checks")
 
 

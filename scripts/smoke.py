@@ -44,6 +44,7 @@ ENV_KEYS = (
 _TIMEOUT = httpx.Timeout(15.0, connect=10.0)
 _INVALID_HOST = "Invalid Host header"  # MLflow's answer to a Host outside --allowed-hosts
 _ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
+_RETRY_SECONDS = 10.0
 
 
 class CheckFailed(Exception):
@@ -107,7 +108,7 @@ class Service:
         response = self.call(method, path, **kwargs)
         if response.is_error:
             raise CheckFailed(_unexpected(method, path, response))
-        return response.json()
+        return _body(method, path, response)
 
     def _hint(self) -> str:
         """Why a connection may fail: a private address is reachable only inside the VPC."""
@@ -129,6 +130,14 @@ def _unexpected(method: str, path: str, response: httpx.Response) -> str:
     """A verdict for an unexpected HTTP status, with the start of the body."""
     body = " ".join(response.text.split())[:200]
     return f"{method} {path} answered HTTP {response.status_code}: {body}"
+
+
+def _body(method: str, path: str, response: httpx.Response) -> Any:
+    """The JSON body of a successful answer; anything else is a verdict."""
+    try:
+        return response.json()
+    except ValueError:
+        raise CheckFailed(_unexpected(method, path, response) + " (not JSON)") from None
 
 
 def _basic(credentials: str) -> dict[str, str]:
@@ -177,7 +186,7 @@ def _smoke_experiment(mlflow: Service) -> str:
         return str(created["experiment_id"])
     if response.is_error:
         raise CheckFailed(_unexpected("GET", path, response))
-    experiment = response.json()["experiment"]
+    experiment = _body("GET", path, response)["experiment"]
     if experiment.get("lifecycle_stage") == "deleted":
         mlflow.json(
             "POST",
@@ -260,7 +269,7 @@ def work_pool(prefect: Service, pool: str) -> str:
         )
     if response.is_error:
         raise CheckFailed(_unexpected("GET", path, response))
-    details = response.json()
+    details = _body("GET", path, response)
     return f"work pool {pool!r} exists (type {details.get('type')}, status {details.get('status')})"
 
 
@@ -272,7 +281,8 @@ def _csrf_headers(prefect: Service) -> dict[str, str]:
         return {}
     if response.is_error:
         raise CheckFailed(_unexpected("GET", "csrf-token", response))
-    return {"Prefect-Csrf-Token": response.json()["token"], "Prefect-Csrf-Client": client_id}
+    token = _body("GET", "csrf-token", response)["token"]
+    return {"Prefect-Csrf-Token": token, "Prefect-Csrf-Client": client_id}
 
 
 def live_worker(prefect: Service, pool: str) -> str:
@@ -340,3 +350,22 @@ def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
                 Check("worker", ("work-pool",), lambda: live_worker(prefect, pool)),
             ]
         )
+
+
+def failures(verdicts: list[Verdict]) -> list[str]:
+    """The names of the failed checks."""
+    return [verdict.check for verdict in verdicts if verdict.outcome == "FAIL"]
+
+
+def smoke_until(
+    env: dict[str, str], pool: str, wait_seconds: float, on_retry: Callable[[str], None]
+) -> list[Verdict]:
+    """Run the checks until all pass or ``wait_seconds`` have passed (hosts still booting)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        verdicts = smoke_test(env, pool)
+        remaining = deadline - time.monotonic()
+        if not failures(verdicts) or remaining <= 0:
+            return verdicts
+        on_retry(f"not passing yet: {', '.join(failures(verdicts))} ({remaining:.0f} s left)")
+        time.sleep(min(_RETRY_SECONDS, remaining))

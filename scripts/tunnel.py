@@ -3,7 +3,8 @@
 Two SSM sessions (``aws ssm start-session --document-name AWS-StartPortForwardingSession``),
 one per service, so no inbound rule and no SSH key is needed: the instance's SSM agent dials
 out. Each session runs in its own process group, so Ctrl-C reaches only this command, which
-then stops both sessions (the aws CLI and its session-manager-plugin child) and exits 0.
+then stops both sessions (the aws CLI and its session-manager-plugin child) and exits 0;
+SIGTERM does the same (a script running the tunnel in the background stops it that way).
 If either session ends on its own, the other is stopped too and the command fails.
 """
 
@@ -118,6 +119,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: close the tunnel as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def run_tunnel(stack: str, ports: LocalPorts, announce: Callable[[str], None]) -> None:
     """Forward the stack's MLflow and Prefect ports to localhost until Ctrl-C."""
     outputs = string_outputs(stack, stack_outputs(stack), TUNNEL_OUTPUTS)
@@ -127,6 +133,7 @@ def run_tunnel(stack: str, ports: LocalPorts, announce: Callable[[str], None]) -
     for forward in planned:
         _check_port_free(forward)
     sessions: list[tuple[Forward, subprocess.Popen[bytes]]] = []
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         for forward in planned:
             command = session_command(outputs["control_instance_id"], outputs["region"], forward)
@@ -141,5 +148,6 @@ def run_tunnel(stack: str, ports: LocalPorts, announce: Callable[[str], None]) -
     except KeyboardInterrupt:
         announce("closing the tunnel")
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         for _, process in sessions:
             _stop(process)

@@ -66,6 +66,7 @@ class FakeTools:
 
     state: Path
     bin_dir: Path
+    pulumi_cwd: Path = REPO_ROOT  # where pulumi must run: the mlops commands run it there
 
     def answer(
         self,
@@ -94,14 +95,14 @@ class FakeTools:
         path.write_text(json.dumps(answers))
 
     def calls(self) -> list[list[str]]:
-        """Every recorded call, tool name first, in order (pulumi's must run in the repo root)."""
+        """Every recorded call, tool name first, in order (pulumi's must run in ``pulumi_cwd``)."""
         log = self.state / "calls.jsonl"
         if not log.exists():
             return []
         records = [json.loads(line) for line in log.read_text().splitlines()]
         for record in records:
             if record["tool"] == "pulumi":
-                assert record["cwd"] == str(REPO_ROOT), record
+                assert record["cwd"] == str(self.pulumi_cwd), record
         return [[record["tool"], *record["args"]] for record in records]
 
     def pids(self, tool: str) -> list[int]:
@@ -111,6 +112,12 @@ class FakeTools:
             [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         )
         return [record["pid"] for record in records if record["tool"] == tool]
+
+    def install(self, path: Path) -> None:
+        """Put a stand-in at ``path`` (its file name is the tool name it answers as)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_STAND_IN.format(python=sys.executable))
+        path.chmod(0o755)
 
     def remove(self, tool: str) -> None:
         """Take ``tool``'s stand-in off PATH (as if the tool were not installed)."""
@@ -138,13 +145,12 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     bin_dir.mkdir()
     state.mkdir()
     (state / "answers.json").write_text("{}")
+    tools = FakeTools(state, bin_dir)
     for tool in ("pulumi", "aws", "session-manager-plugin"):
-        path = bin_dir / tool
-        path.write_text(_STAND_IN.format(python=sys.executable))
-        path.chmod(0o755)
+        tools.install(bin_dir / tool)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_TOOLS_STATE", str(state))
-    return FakeTools(state, bin_dir)
+    return tools
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ MLflow and Prefect servers give; no request leaves the process.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -46,23 +47,27 @@ def test_smoke_names_the_env_file_s_missing_variables(tmp_path: Path) -> None:
     )
 
 
-def test_smoke_with_nothing_listening_fails_the_health_checks_and_skips_the_rest(
-    tmp_path: Path,
-) -> None:
-    mlflow_port, prefect_port = _closed_port(), _closed_port()
+@pytest.fixture
+def unreachable_env_file(tmp_path: Path) -> Path:
+    """An env file naming loopback ports where nothing listens."""
     env_file = tmp_path / "mlops.env"
     write_env_file(
         env_file,
         {
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}",
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": PASSWORD,
-            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            "PREFECT_API_URL": f"http://127.0.0.1:{_closed_port()}/api",
             "PREFECT_API_AUTH_STRING": AUTH_STRING,
         },
     )
+    return env_file
 
-    result = CliRunner().invoke(app, ["smoke", "--env-file", str(env_file)])
+
+def test_smoke_with_nothing_listening_fails_the_health_checks_and_skips_the_rest(
+    unreachable_env_file: Path,
+) -> None:
+    result = CliRunner().invoke(app, ["smoke", "--env-file", str(unreachable_env_file)])
 
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
@@ -75,12 +80,26 @@ def test_smoke_with_nothing_listening_fails_the_health_checks_and_skips_the_rest
         ["SKIP", "work-pool"],
         ["SKIP", "worker"],
     ]
-    assert f"cannot connect to http://127.0.0.1:{mlflow_port}/" in lines[0]
+    assert "cannot connect to http://127.0.0.1:" in lines[0]
     assert lines[1].endswith("needs mlflow-health")
-    assert f"cannot connect to http://127.0.0.1:{prefect_port}/api/" in lines[3]
+    assert "cannot connect to http://127.0.0.1:" in lines[3]
+    assert "/api/: " in lines[3]
     assert result.stderr == "error: smoke test failed: mlflow-health, prefect-health\n"
     assert PASSWORD not in result.output
     assert AUTH_STRING not in result.output
+
+
+def test_smoke_wait_retries_until_the_deadline_then_reports(unreachable_env_file: Path) -> None:
+    args = ["smoke", "--env-file", str(unreachable_env_file), "--wait", "1"]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 1
+    assert re.match(
+        r"not passing yet: mlflow-health, prefect-health \([01] s left\)\n", result.stdout
+    )
+    assert result.stdout.count("FAIL  mlflow-health") == 1
+    assert result.stderr == "error: smoke test failed: mlflow-health, prefect-health\n"
 
 
 def test_a_private_address_that_cannot_be_reached_points_at_the_tunnel() -> None:

@@ -68,8 +68,13 @@ def _assert_all_gone(pids: list[int]) -> None:
             os.kill(pid, 0)
 
 
-def test_tunnel_runs_both_sessions_until_ctrl_c_then_stops_them(
-    fake_tools, dev_outputs_masked: str, free_ports: tuple[int, int], request: pytest.FixtureRequest
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_tunnel_runs_both_sessions_until_stopped_then_stops_them(
+    fake_tools,
+    dev_outputs_masked: str,
+    free_ports: tuple[int, int],
+    request: pytest.FixtureRequest,
+    stop_signal: signal.Signals,
 ) -> None:
     mlflow_port, prefect_port = free_ports
     mlflow_session, prefect_session = _session(5000, mlflow_port), _session(4200, prefect_port)
@@ -79,7 +84,7 @@ def test_tunnel_runs_both_sessions_until_ctrl_c_then_stops_them(
     process = request.getfixturevalue("tunnel_process")
 
     fake_tools.wait_for_markers("serving", 2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     stdout, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 0, stderr
