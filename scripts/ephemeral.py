@@ -1,7 +1,8 @@
 """``mlops ephemeral create|destroy NAME``: short-lived stacks made from the dev configuration.
 
 An ephemeral stack is the dev stack's configuration with ``mlops-platform:environment`` set to
-``ephemeral`` (which turns off deletion protection and lets the bucket be emptied on destroy).
+``ephemeral`` and ``mlops-platform:deletionProtection`` to false (the program refuses an
+ephemeral stack with deletion protection; its bucket is emptied on destroy).
 
 What a stack *is* must be readable wherever the command runs, including a CI job on another
 machine where the stack's ``Pulumi.<name>.yaml`` does not exist (it is never committed). So
@@ -21,6 +22,7 @@ from scripts.common import OpsError, pulumi, stack_outputs
 
 EPHEMERAL = "ephemeral"
 ENVIRONMENT_KEY = "mlops-platform:environment"
+DELETION_PROTECTION_KEY = "mlops-platform:deletionProtection"
 SOURCE_STACK = "dev"
 _RESERVED = frozenset({"dev", "prod"})
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
@@ -87,6 +89,7 @@ def create(name: str, announce: Callable[[str], None]) -> None:
     # (re)made from dev's every time: an ephemeral stack is dev's config by definition.
     pulumi("config", "cp", "--stack", SOURCE_STACK, "--dest", name)
     pulumi("config", "set", ENVIRONMENT_KEY, EPHEMERAL, "--stack", name)
+    pulumi("config", "set", DELETION_PROTECTION_KEY, "false", "--stack", name)
     announce(f"deploying {name} (dev configuration, environment {EPHEMERAL})")
     pulumi("up", "--yes", "--stack", name, capture=False)
 

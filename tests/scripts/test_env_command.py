@@ -37,16 +37,16 @@ def test_env_writes_the_architecture_variables_to_a_private_file(
     assert result.exit_code == 0, result.stderr
     env_file = tmp_path / "mlops.env"
     assert read_env_file(env_file) == {
-        "MLFLOW_TRACKING_URI": "http://10.0.0.10:5000",
+        "MLFLOW_TRACKING_URI": "http://10.42.0.10:5000",
         "MLFLOW_TRACKING_USERNAME": "admin",
         "MLFLOW_TRACKING_PASSWORD": "Qm7vT2xP9sLk4RzW8nYcHd3F",
-        "PREFECT_API_URL": "http://10.0.0.10:4200/api",
+        "PREFECT_API_URL": "http://10.42.0.10:4200/api",
         "PREFECT_API_AUTH_STRING": "Zr5KpWq8Ns2Lx7Vb4MtYg6Hc",
-        "AWS_REGION": "eu-west-1",
+        "AWS_REGION": "us-east-1",
         "PIPELINE_DATA_DIR": "s3://mlops-artifacts-dev-3f9a2c1/data",
     }
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert "MLFLOW_TRACKING_URI=http://10.0.0.10:5000" in result.stdout
+    assert "MLFLOW_TRACKING_URI=http://10.42.0.10:5000" in result.stdout
     assert "MLFLOW_TRACKING_PASSWORD=<secret, in the file only>" in result.stdout
     _assert_no_secret_shown(result)
     assert fake_tools.calls() == [OUTPUT_COMMAND]

@@ -41,6 +41,7 @@ def _configure_and_up(name: str) -> list[list[str]]:
     return [
         ["pulumi", "config", "cp", "--stack", "dev", "--dest", name],
         ["pulumi", "config", "set", KEY, "ephemeral", "--stack", name],
+        ["pulumi", "config", "set", "mlops-platform:deletionProtection", "false", "--stack", name],
         ["pulumi", "up", "--yes", "--stack", name],
     ]
 
@@ -103,7 +104,7 @@ def test_create_refuses_to_reconfigure_a_stack_that_is_not_ephemeral(fake_tools)
 def test_destroy_destroys_then_removes_an_ephemeral_stack(fake_tools) -> None:
     fake_tools.answer(LS, stdout=_stacks("acme/dev", "acme/pr-42"))
     fake_tools.answer(
-        _outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral", "region": "eu-west-1"})
+        _outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral", "region": "us-east-1"})
     )
     _script(fake_tools, _destroy_and_rm("pr-42"))
 

@@ -32,7 +32,7 @@ def _session(remote_port: int, local_port: int) -> list[str]:
         "--parameters",
         f'{{"portNumber":["{remote_port}"],"localPortNumber":["{local_port}"]}}',
         "--region",
-        "eu-west-1",
+        "us-east-1",
     ]
 
 
