@@ -1,0 +1,160 @@
+"""infra/config.py: every key declared once, example stacks valid, bad values refused by name."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+import yaml
+from config import KEYS, NAMESPACE, ConfigError, StackConfig, parse
+from conftest import ROOT, STACKS, Mocks, run_program, stack_config
+
+
+def parse_stack(stack: str, **overrides: object) -> StackConfig:
+    """Parse a stack's merged config with some keys overridden (short names or aws:region)."""
+    named = {(k if ":" in k else f"{NAMESPACE}:{k}"): v for k, v in overrides.items()}
+    return parse(stack_config(stack, named), stack=stack)
+
+
+def refusal(stack: str, **overrides: object) -> str:
+    with pytest.raises(ConfigError) as refused:
+        parse_stack(stack, **overrides)
+    return str(refused.value)
+
+
+def test_every_key_declared_in_pulumi_yaml_with_description_and_default() -> None:
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(KEYS)
+    for key, spec in declared.items():
+        assert spec["description"].strip(), key
+        assert "default" in spec, key
+        assert spec["type"] in ("string", "integer", "boolean", "array"), key
+
+
+@pytest.mark.parametrize("example", ["dev", "prod"])
+def test_example_stack_files_only_set_declared_keys(example: str) -> None:
+    values = yaml.safe_load((ROOT / f"Pulumi.{example}.yaml").read_text())["config"]
+    assert set(values) - {"aws:region"} <= {f"{NAMESPACE}:{key}" for key in KEYS}
+    assert values[f"{NAMESPACE}:environment"] == example
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_example_stacks_are_valid(stack: str) -> None:
+    config = parse(stack_config(stack), stack=stack)
+    assert config.environment == stack
+    assert config.is_prod is (stack == "prod")
+    assert config.hosts_in_private_subnets is (stack == "prod")
+    assert config.throwaway is (stack != "prod")
+    assert config.deletion_protection is (stack == "prod")
+
+
+def test_values_are_parsed_into_types() -> None:
+    config = parse_stack(
+        "dev",
+        workerCount="3",
+        serviceIngressCidrs='["10.8.0.0/16", "192.168.10.0/24"]',
+        artifactBucketName="acme-mlops-artifacts",
+        amiId="ami-0abcdef1234567890",
+    )
+    assert config.worker_count == 3
+    assert config.service_ingress_cidrs == ("10.8.0.0/16", "192.168.10.0/24")
+    assert config.artifact_bucket_name == "acme-mlops-artifacts"
+    assert config.ami_id == "ami-0abcdef1234567890"
+    assert parse_stack("dev").artifact_bucket_name is None
+    assert parse_stack("dev").ami_id is None
+
+
+BAD_VALUES = [
+    # malformed CIDRs
+    ("vpcCidr", "10.0.0.0/33"),
+    ("vpcCidr", "10.42.0.1/16"),
+    ("vpcCidr", "ten.0.0.0/16"),
+    ("vpcCidr", "8.8.0.0/16"),
+    ("vpcCidr", "10.0.0.0/8"),
+    ("serviceIngressCidrs", '["10.0.0.0/33"]'),
+    ("serviceIngressCidrs", '["0.0.0.0/0"]'),
+    ("serviceIngressCidrs", '"10.0.0.0/8"'),
+    ("serviceIngressCidrs", "10.0.0.0/8,"),
+    # instance types not of the form family.size (or not bootable with the x86_64 image)
+    ("controlInstanceType", "t3medium"),
+    ("controlInstanceType", "t3."),
+    ("workerInstanceType", "T3.MEDIUM"),
+    ("workerInstanceType", "t4g.medium"),
+    ("workerInstanceType", "m7g.large"),
+    ("dbInstanceClass", "t4g.micro"),
+    # worker count outside 1..20
+    ("workerCount", "0"),
+    ("workerCount", "21"),
+    ("workerCount", "two"),
+    # unknown environment kind
+    ("environment", "staging"),
+    ("environment", "Prod"),
+    # bucket names S3 would refuse
+    ("artifactBucketName", "My_Bucket"),
+    ("artifactBucketName", "ab"),
+    ("artifactBucketName", "a" * 64),
+    ("artifactBucketName", "-artifacts"),
+    ("artifactBucketName", "artifacts-"),
+    ("artifactBucketName", "mlops..artifacts"),
+    ("artifactBucketName", "192.168.1.10"),
+    ("artifactBucketName", "xn--artifacts"),
+    ("artifactBucketName", "sthree-artifacts"),
+    ("artifactBucketName", "artifacts-s3alias"),
+    ("artifactBucketName", "artifacts--ol-s3"),
+    # the rest of the keys
+    ("dbAllocatedStorageGiB", "10"),
+    ("dbBackupRetentionDays", "0"),
+    ("dbBackupRetentionDays", "36"),
+    ("deletionProtection", "yes"),
+    ("amiId", "ami-123"),
+    ("amiId", "ubuntu-24.04"),
+    ("aws:region", "us_east_1"),
+    ("aws:region", "cn-north-1"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_VALUES)
+def test_bad_value_refused_naming_key_allowed_values_and_what_it_got(key: str, value: str) -> None:
+    message = refusal("dev", **{key: value})
+    full_key = key if ":" in key else f"{NAMESPACE}:{key}"
+    assert f"{full_key}: expected " in message
+    assert f"got {value!r}" in message
+
+
+def test_prod_without_deletion_protection_refused() -> None:
+    message = refusal("prod", deletionProtection=False)
+    assert "mlops-platform:deletionProtection: expected true in prod; got 'false'" in message
+
+
+def test_ephemeral_with_deletion_protection_refused() -> None:
+    message = refusal("ephemeral", deletionProtection=True)
+    assert "mlops-platform:deletionProtection: expected false in an ephemeral stack" in message
+
+
+def test_prod_with_short_backups_refused() -> None:
+    message = refusal("prod", dbBackupRetentionDays=3)
+    assert "mlops-platform:dbBackupRetentionDays: expected at least 7 in prod; got '3'" in message
+
+
+def test_missing_key_says_how_to_set_it() -> None:
+    raw = stack_config("dev")
+    del raw[f"{NAMESPACE}:workerCount"], raw["aws:region"]
+    with pytest.raises(ConfigError) as refused:
+        parse(raw, stack="dev")
+    assert "mlops-platform:workerCount is not set" in str(refused.value)
+    assert "pulumi config set aws:region <value>" in str(refused.value)
+
+
+def test_every_bad_key_reported_at_once() -> None:
+    message = refusal("dev", workerCount="99", vpcCidr="10.0.0.0/99", environment="qa")
+    for key in ("workerCount", "vpcCidr", "environment"):
+        assert f"mlops-platform:{key}: expected" in message
+
+
+def test_refusal_ends_the_program_cleanly_before_any_resource() -> None:
+    assert issubclass(ConfigError, pulumi.RunError)  # Pulumi prints the message, no traceback
+    mocks = Mocks("us-east-1", stack="prod")
+    config = stack_config("prod", {f"{NAMESPACE}:deletionProtection": False})
+    with pytest.raises(ConfigError, match="deletionProtection"):
+        run_program("prod", config, mocks)
+    assert mocks.resources == []
+    assert mocks.calls == []

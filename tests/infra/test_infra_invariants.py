@@ -1,0 +1,588 @@
+"""One test per invariant of SECURITY_INVARIANTS.md (1-32) over the program's registrations.
+
+Each test runs for the dev, prod and ephemeral stacks (the ``run`` fixture) and asserts on what
+the mocked program registered, after it ran. Host-service invariants 33-35 are asserted on the
+rendered files in tests/hostboot; 36 (flow code) in tests/pipeline.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from conftest import AMI_ID, ProgramRun, Registered
+
+BUCKET = "aws:s3/bucket:Bucket"
+PUBLIC_ACCESS = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+ENCRYPTION = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+)
+VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
+DB = "aws:rds/instance:Instance"
+DB_SUBNETS = "aws:rds/subnetGroup:SubnetGroup"
+DB_PARAMS = "aws:rds/parameterGroup:ParameterGroup"
+INSTANCE = "aws:ec2/instance:Instance"
+SUBNET = "aws:ec2/subnet:Subnet"
+ROUTE = "aws:ec2/route:Route"
+ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+NAT = "aws:ec2/natGateway:NatGateway"
+GROUP = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+
+
+# -- reading the registrations ------------------------------------------------------------------
+
+
+def bucket_parts(run: ProgramRun, resource_type: str) -> list[Registered]:
+    """The resources of a type that configure the artifact bucket."""
+    bucket = run.one(BUCKET)
+    return [r for r in run.of_type(resource_type) if r.get("bucket") == bucket.id]
+
+
+def control(run: ProgramRun) -> Registered:
+    return run.by_id(run.outputs["control_instance_id"])
+
+
+def workers(run: ProgramRun) -> list[Registered]:
+    return [run.by_id(i) for i in run.outputs["worker_instance_ids"]]
+
+
+def group_of(run: ProgramRun, host: Registered) -> str:
+    (group_id,) = host.get("vpcSecurityGroupIds")
+    return group_id
+
+
+def database_group(run: ProgramRun) -> str:
+    (group_id,) = run.one(DB).get("vpcSecurityGroupIds")
+    return group_id
+
+
+def public_subnet_ids(run: ProgramRun) -> set[str]:
+    """Subnets whose route table sends traffic to an internet gateway."""
+    to_internet = {
+        r.get("routeTableId")
+        for r in run.of_type(ROUTE)
+        if r.get("gatewayId", "").startswith("igw-")
+    }
+    return {
+        a.get("subnetId") for a in run.of_type(ASSOCIATION) if a.get("routeTableId") in to_internet
+    }
+
+
+def private_subnet_ids(run: ProgramRun) -> set[str]:
+    return {s.id for s in run.of_type(SUBNET)} - public_subnet_ids(run)
+
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    port: tuple[int, int]
+    protocol: str
+    cidr: str | None
+    peer: str | None
+    description: str
+
+
+def rules(run: ProgramRun, resource_type: str) -> list[Rule]:
+    return [
+        Rule(
+            group=r.get("securityGroupId"),
+            port=(int(r.get("fromPort", -1)), int(r.get("toPort", -1))),
+            protocol=str(r.get("ipProtocol")),
+            cidr=r.get("cidrIpv4") or r.get("cidrIpv6"),
+            peer=r.get("referencedSecurityGroupId"),
+            description=r.get("description", ""),
+        )
+        for r in run.of_type(resource_type)
+    ]
+
+
+def policy_statements(run: ProgramRun) -> list[dict[str, Any]]:
+    """Every statement of every inline role policy."""
+    return [s for p in run.of_type(ROLE_POLICY) for s in json.loads(p.get("policy"))["Statement"]]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def secret_values(run: ProgramRun) -> list[str]:
+    """Every generated secret value (the mocked random passwords)."""
+    return [p.state["result"] for p in run.of_type(PASSWORD)]
+
+
+def stored_secret(run: ProgramRun, name_part: str) -> Registered:
+    (secret,) = [s for s in run.of_type(SECRET) if name_part in s.name]
+    return secret
+
+
+def user_data_texts(user_data: str) -> list[str]:
+    """The user data, and every write_files content in it decoded (secrets could hide there)."""
+    texts = [user_data]
+    for item in yaml.safe_load(user_data).get("write_files", []):
+        content, encoding = item.get("content", ""), item.get("encoding", "")
+        if "b64" in encoding or "base64" in encoding:
+            raw = base64.b64decode(content)
+            texts.append((gzip.decompress(raw) if "gz" in encoding else raw).decode())
+    return texts
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+
+
+def test_01_bucket_public_access_fully_blocked(run: ProgramRun) -> None:
+    (block,) = bucket_parts(run, PUBLIC_ACCESS)
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    assert {flag: block.get(flag) for flag in flags} == dict.fromkeys(flags, True)
+
+
+def test_02_bucket_encrypted_at_rest(run: ProgramRun) -> None:
+    (encryption,) = bucket_parts(run, ENCRYPTION)
+    (rule,) = encryption.get("rules")
+    default = rule["applyServerSideEncryptionByDefault"]
+    assert default["sseAlgorithm"] == "AES256" or (
+        default["sseAlgorithm"] == "aws:kms" and rule.get("bucketKeyEnabled") is True
+    )
+
+
+def test_03_bucket_versioning(run: ProgramRun) -> None:
+    (versioning,) = bucket_parts(run, VERSIONING)
+    allowed = {"Enabled", "Suspended"} if run.environment == "ephemeral" else {"Enabled"}
+    assert versioning.get("versioningConfiguration")["status"] in allowed
+
+
+def test_04_lifecycle_expires_noncurrent_versions_and_aborts_uploads(run: ProgramRun) -> None:
+    (lifecycle,) = bucket_parts(run, LIFECYCLE)
+    whole_bucket = [
+        r
+        for r in lifecycle.get("rules")
+        if r["status"] == "Enabled" and not r.get("filter", {}).get("prefix")
+    ]
+    assert any(r["noncurrentVersionExpiration"]["noncurrentDays"] > 0 for r in whole_bucket)
+    assert any(r["abortIncompleteMultipartUpload"]["daysAfterInitiation"] > 0 for r in whole_bucket)
+
+
+def test_05_bucket_policy_denies_insecure_transport(run: ProgramRun) -> None:
+    bucket = run.one(BUCKET)
+    (policy,) = bucket_parts(run, BUCKET_POLICY)
+    statements = json.loads(policy.get("policy"))["Statement"]
+    denials = [
+        s
+        for s in statements
+        if s["Effect"] == "Deny"
+        and s["Principal"] == "*"
+        and s["Action"] == "s3:*"
+        and s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    (denial,) = denials
+    assert set(denial["Resource"]) == {bucket.state["arn"], bucket.state["arn"] + "/*"}
+
+
+def test_06_bucket_owner_enforced_no_public_acl_no_public_allow(run: ProgramRun) -> None:
+    (ownership,) = bucket_parts(run, OWNERSHIP)
+    assert ownership.get("rule") == {"objectOwnership": "BucketOwnerEnforced"}
+    assert run.one(BUCKET).get("acl") in (None, "private")
+    assert not [r for r in run.resources if r.type.startswith("aws:s3/bucketAcl")]
+    for policy in run.of_type(BUCKET_POLICY):
+        for statement in json.loads(policy.get("policy"))["Statement"]:
+            assert not (
+                statement["Effect"] == "Allow" and statement["Principal"] in ("*", {"AWS": "*"})
+            )
+
+
+def test_07_bucket_force_destroy_only_outside_prod(run: ProgramRun) -> None:
+    assert run.one(BUCKET).get("forceDestroy", False) is (run.environment != "prod")
+
+
+# -- RDS -----------------------------------------------------------------------------------------
+
+
+def test_08_database_private(run: ProgramRun) -> None:
+    db = run.one(DB)
+    assert db.get("publiclyAccessible", False) is False
+    (group,) = [g for g in run.of_type(DB_SUBNETS) if g.id == db.get("dbSubnetGroupName")]
+    subnets = set(group.get("subnetIds"))
+    assert len(subnets) == 2
+    assert subnets <= private_subnet_ids(run)
+    zones = {run.by_id(s).get("availabilityZone") for s in subnets}
+    assert len(zones) == 2, "a DB subnet group needs two availability zones"
+
+
+def test_09_database_storage_encrypted(run: ProgramRun) -> None:
+    assert run.one(DB).get("storageEncrypted") is True
+
+
+def test_10_database_backups_retained(run: ProgramRun) -> None:
+    days = run.one(DB).get("backupRetentionPeriod")
+    assert days is not None
+    assert days >= (7 if run.environment == "prod" else 1)
+
+
+def test_11_database_deletion_protection(run: ProgramRun) -> None:
+    expected = {"prod": True, "ephemeral": False}.get(run.environment)
+    protection = run.one(DB).get("deletionProtection")
+    if expected is None:  # dev follows its configuration
+        expected = run.config["mlops-platform:deletionProtection"] == "true"
+    assert protection is expected
+
+
+def test_12_database_final_snapshot(run: ProgramRun) -> None:
+    db = run.one(DB)
+    if run.environment == "prod":
+        assert db.get("skipFinalSnapshot") is False
+        assert re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", db.get("finalSnapshotIdentifier"))
+    else:
+        assert db.get("skipFinalSnapshot") is True
+
+
+def test_13_database_password_generated_and_secret(run: ProgramRun) -> None:
+    db = run.one(DB)
+    assert db.is_secret("password")
+    (generated,) = [p for p in run.of_type(PASSWORD) if "db-password" in p.name]
+    assert db.get("password") == generated.state["result"]
+    assert generated.get("special") is False
+    assert generated.get("length") >= 16
+    secret = stored_secret(run, "db-password")
+    (version,) = [v for v in run.of_type(SECRET_VERSION) if v.get("secretId") == secret.id]
+    assert version.is_secret("secretString")
+    assert version.get("secretString") == generated.state["result"]
+
+
+def test_14_database_admits_postgres_only_from_control_group(run: ProgramRun) -> None:
+    db_group = database_group(run)
+    admitted = [r for r in rules(run, INGRESS) if r.group == db_group]
+    assert admitted == [
+        Rule(
+            db_group,
+            (5432, 5432),
+            "tcp",
+            None,
+            group_of(run, control(run)),
+            admitted[0].description,
+        )
+    ]
+    (group,) = [g for g in run.of_type(GROUP) if g.id == db_group]
+    assert not group.get("ingress"), "no inline ingress on the database group"
+
+
+def test_15_database_multi_az_minor_upgrades_and_tls(run: ProgramRun) -> None:
+    db = run.one(DB)
+    assert db.get("multiAz", False) is (run.environment == "prod")
+    assert db.get("autoMinorVersionUpgrade") is not False
+    (params,) = [p for p in run.of_type(DB_PARAMS) if p.id == db.get("parameterGroupName")]
+    assert params.get("family") == "postgres16"
+    assert db.get("engineVersion") == "16"
+    assert {"name": "rds.force_ssl", "value": "1", "applyMethod": "immediate"} in params.get(
+        "parameters"
+    )
+    (settings,) = run.control_settings
+    assert settings.db_sslmode == "require"
+
+
+# -- EC2 -----------------------------------------------------------------------------------------
+
+
+def test_16_hosts_require_imdsv2_with_hop_limit_1(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        options = host.get("metadataOptions")
+        assert options["httpTokens"] == "required", host.name
+        assert options["httpPutResponseHopLimit"] == 1, host.name
+
+
+def test_17_public_address_only_where_hosts_egress_publicly(run: ProgramRun) -> None:
+    public = run.environment != "prod"
+    expected_subnets = public_subnet_ids(run) if public else private_subnet_ids(run)
+    for host in run.of_type(INSTANCE):
+        assert host.get("associatePublicIpAddress") is public, host.name
+        assert host.get("subnetId") in expected_subnets, host.name
+        assert ("publicIp" in host.state) is public, host.name
+    if public:
+        assert not [r for r in run.resources if r.type == NAT]
+    else:  # prod: private hosts reach the internet through the NAT gateway
+        (nat,) = run.of_type(NAT)
+        assert nat.get("subnetId") in public_subnet_ids(run)
+        assert any(r.get("natGatewayId") == nat.id for r in run.of_type(ROUTE))
+    host_groups = {group_of(run, h) for h in run.of_type(INSTANCE)}
+    assert not [r for r in rules(run, INGRESS) if r.group in host_groups and r.cidr]
+
+
+def test_18_volumes_encrypted(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        assert host.get("rootBlockDevice")["encrypted"] is True, host.name
+        assert all(v["encrypted"] for v in host.get("ebsBlockDevices", [])), host.name
+    assert not [r for r in run.resources if r.type == "aws:ebs/volume:Volume"]
+
+
+def test_19_hosts_have_instance_profile_and_no_key(run: ProgramRun) -> None:
+    profiles = {p.id for p in run.of_type(PROFILE)}
+    for host in run.of_type(INSTANCE):
+        assert host.get("iamInstanceProfile") in profiles, host.name
+        assert host.get("keyName") is None, host.name
+
+
+def test_20_user_data_holds_no_secret_and_replaces_on_change(run: ProgramRun) -> None:
+    values = secret_values(run)
+    assert len(values) == 4
+    for host in run.of_type(INSTANCE):
+        assert host.get("userDataReplaceOnChange") is True, host.name
+        assert not host.is_secret("userData"), f"a secret flowed into {host.name}'s user data"
+        for text in user_data_texts(host.get("userData")):
+            assert not [v for v in values if v in text], host.name
+            assert not ACCESS_KEY_ID.search(text), host.name
+            assert "PRIVATE KEY-----" not in text, host.name
+    arns = {s.state["arn"] for s in run.of_type(SECRET)}
+    (settings,) = run.control_settings
+    assert {
+        settings.db_password_secret_arn,
+        settings.mlflow_admin_password_secret_arn,
+        settings.mlflow_flask_secret_key_secret_arn,
+        settings.prefect_auth_string_secret_arn,
+    } == arns
+    for worker in run.worker_settings:
+        assert {
+            worker.mlflow_admin_password_secret_arn,
+            worker.prefect_auth_string_secret_arn,
+        } <= arns
+
+
+def test_21_prod_control_host_termination_protected(run: ProgramRun) -> None:
+    host = control(run)
+    if run.environment == "prod":
+        assert host.get("disableApiTermination") is True
+        assert host.get("forceDestroy") is True, "pulumi-previewed replacements must still work"
+    assert not any(w.get("disableApiTermination") for w in workers(run))
+
+
+# -- security groups -----------------------------------------------------------------------------
+
+
+def test_22_no_ingress_from_anywhere(run: ProgramRun) -> None:
+    for rule in rules(run, INGRESS):
+        assert rule.cidr not in ("0.0.0.0/0", "::/0"), rule
+        assert not (rule.protocol == "-1" and rule.cidr), rule
+        if rule.cidr:
+            assert ipaddress.ip_network(rule.cidr).prefixlen > 0, rule
+    assert not [g for g in run.of_type(GROUP) if g.get("ingress")]
+
+
+def test_23_no_ssh_ingress(run: ProgramRun) -> None:
+    for rule in rules(run, INGRESS):
+        assert rule.protocol != "-1", rule
+        assert not rule.port[0] <= 22 <= rule.port[1], rule
+
+
+def test_24_service_ports_admit_only_workers_and_configured_cidrs(run: ProgramRun) -> None:
+    worker_group = group_of(run, workers(run)[0])
+    configured = set(json.loads(run.config["mlops-platform:serviceIngressCidrs"]))
+    for port in (5000, 4200):
+        admitted = [r for r in rules(run, INGRESS) if r.port[0] <= port <= r.port[1]]
+        assert {r.peer for r in admitted if r.peer} == {worker_group}
+        assert {r.cidr for r in admitted if r.cidr} == configured
+
+
+def test_25_every_group_and_rule_described(run: ProgramRun) -> None:
+    for group in run.of_type(GROUP):
+        assert group.get("description", "").strip() not in ("", "Managed by Pulumi"), group.name
+    for rule in rules(run, INGRESS) + rules(run, EGRESS):
+        assert rule.description.strip(), rule
+
+
+def test_26_no_group_mixes_inline_and_separate_rules(run: ProgramRun) -> None:
+    targeted = {r.group for r in rules(run, INGRESS) + rules(run, EGRESS)}
+    inline = {g.id for g in run.of_type(GROUP) if g.get("ingress") or g.get("egress")}
+    assert not targeted & inline
+
+
+def test_27_egress_limited_to_what_hosts_need(run: ProgramRun) -> None:
+    control_group, worker_group = group_of(run, control(run)), group_of(run, workers(run)[0])
+    db_group = database_group(run)
+    egress = {(r.group, r.port, r.protocol, r.cidr, r.peer) for r in rules(run, EGRESS)}
+    assert egress == {
+        (control_group, (443, 443), "tcp", "0.0.0.0/0", None),
+        (control_group, (5432, 5432), "tcp", None, db_group),
+        (worker_group, (443, 443), "tcp", "0.0.0.0/0", None),
+        (worker_group, (5000, 5000), "tcp", None, control_group),
+        (worker_group, (4200, 4200), "tcp", None, control_group),
+    }
+
+
+# -- IAM -----------------------------------------------------------------------------------------
+
+
+def test_28_no_wildcard_actions_and_s3_scoped_to_bucket(run: ProgramRun) -> None:
+    bucket_arn = run.one(BUCKET).state["arn"]
+    for statement in policy_statements(run):
+        actions, resources = as_list(statement["Action"]), as_list(statement["Resource"])
+        assert not [a for a in actions if a == "*" or a.endswith(":*")], statement
+        assert "*" not in resources, statement
+        if any(a.startswith("s3:") for a in actions):
+            assert all(r == bucket_arn or r.startswith(bucket_arn + "/") for r in resources)
+
+
+def test_29_roles_trust_only_ec2(run: ProgramRun) -> None:
+    for role in run.of_type(ROLE):
+        (statement,) = json.loads(role.get("assumeRolePolicy"))["Statement"]
+        assert statement == {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+
+
+def test_30_no_users_or_keys_no_admin_ssm_core_everywhere(run: ProgramRun) -> None:
+    forbidden = ("aws:iam/user:", "aws:iam/accessKey:", "aws:iam/userLoginProfile:")
+    assert not [r for r in run.resources if r.type.startswith(forbidden)]
+    attachments = run.of_type(ATTACHMENT)
+    assert not [a for a in attachments if a.get("policyArn").endswith("/AdministratorAccess")]
+    profiled_roles = {p.get("role") for p in run.of_type(PROFILE)}
+    with_ssm = {a.get("role") for a in attachments if a.get("policyArn") == SSM_CORE}
+    assert profiled_roles
+    assert profiled_roles <= with_ssm
+
+
+def test_31_secret_reads_scoped_to_own_secrets(run: ProgramRun) -> None:
+    arns = {s.state["arn"]: s.name for s in run.of_type(SECRET)}
+    readers = {}
+    for policy in run.of_type(ROLE_POLICY):
+        for statement in json.loads(policy.get("policy"))["Statement"]:
+            if "secretsmanager:GetSecretValue" in as_list(statement["Action"]):
+                readers[policy.get("role")] = set(as_list(statement["Resource"]))
+    assert all(resources <= arns.keys() for resources in readers.values())
+    by_role = {role: sorted(arns[a] for a in r) for role, r in readers.items()}
+    assert sorted(by_role.values()) == [
+        [
+            "mlops-db-password",
+            "mlops-mlflow-admin-password",
+            "mlops-mlflow-flask-secret-key",
+            "mlops-prefect-auth-string",
+        ],
+        ["mlops-mlflow-admin-password", "mlops-prefect-auth-string"],
+    ]
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def test_32_secrets_exported_only_as_secret_outputs(run: ProgramRun) -> None:
+    assert run.secret_outputs == {"mlflow_admin_password", "prefect_api_auth_string"}
+    values = secret_values(run)
+    for name, value in run.outputs.items():
+        if name not in run.secret_outputs:
+            assert not [v for v in values if v in json.dumps(value)], name
+
+
+# -- the outputs and the shape of the stack ------------------------------------------------------
+
+
+def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
+    outputs = run.outputs
+    address = control(run).state["privateIp"]
+    db = run.one(DB)
+    assert outputs == {
+        "environment": run.environment,
+        "region": "us-east-1",
+        "artifact_bucket": run.one(BUCKET).id,
+        "mlflow_tracking_uri": f"http://{address}:5000",
+        "prefect_api_url": f"http://{address}:4200/api",
+        "work_pool": "training",
+        "control_instance_id": control(run).id,
+        "worker_instance_ids": [w.id for w in workers(run)],
+        "db_endpoint": f"{db.state['address']}:5432",
+        "mlflow_admin_username": "admin",
+        "mlflow_admin_password": outputs["mlflow_admin_password"],
+        "prefect_api_auth_string": outputs["prefect_api_auth_string"],
+    }
+    assert len(outputs["worker_instance_ids"]) == int(run.config["mlops-platform:workerCount"])
+
+
+def test_control_host_has_the_fixed_address_everyone_uses(run: ProgramRun) -> None:
+    host = control(run)
+    subnet = ipaddress.ip_network(run.by_id(host.get("subnetId")).get("cidrBlock"))
+    assert host.get("privateIp") == str(subnet.network_address + 10)
+    assert host.options.delete_before_replace, "a fixed address needs delete-before-replace"
+    (settings,) = run.control_settings
+    assert settings.private_ip == host.get("privateIp")
+    assert {w.control_private_ip for w in run.worker_settings} == {host.get("privateIp")}
+
+
+def test_hosts_boot_with_the_stack_settings(run: ProgramRun) -> None:
+    (settings,) = run.control_settings
+    db = run.one(DB)
+    assert (settings.db_host, settings.db_port, settings.db_username) == (
+        db.state["address"],
+        5432,
+        db.get("username"),
+    )
+    assert settings.artifact_bucket == run.one(BUCKET).id
+    assert settings.instance_type == control(run).get("instanceType")
+    assert (settings.environment, settings.region, settings.work_pool) == (
+        run.environment,
+        "us-east-1",
+        "training",
+    )
+    names = [w.worker_name for w in run.worker_settings]
+    assert len(names) == len(set(names)) == len(workers(run))
+    for host in run.of_type(INSTANCE):
+        assert len(host.get("userData").encode()) < 16 * 1024, host.name
+
+
+def test_hosts_run_the_looked_up_al2023_ami_and_keep_it(run: ProgramRun) -> None:
+    (lookup,) = [c for c in run.mocks.calls if c.token == "aws:ec2/getAmi:getAmi"]
+    assert lookup.args["owners"] == ["amazon"]
+    assert {"name": "name", "values": ["al2023-ami-2023.*-x86_64"]} in lookup.args["filters"]
+    for host in run.of_type(INSTANCE):
+        assert host.get("ami") == AMI_ID, host.name
+        assert host.options.ignore_changes == ("ami",), host.name
+
+
+def test_stateful_resources_protected_with_deletion_protection(run: ProgramRun) -> None:
+    protected = run.config["mlops-platform:deletionProtection"] == "true"
+    assert run.one(DB).options.protect is protected
+    assert run.one(BUCKET).options.protect is protected
+
+
+def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
+    provider = run.one("pulumi:providers:aws")
+    tags = json.loads(provider.get("defaultTags"))["tags"]
+    assert tags["Environment"] == run.environment
+    assert tags["Project"] == "mlops-platform"
+    aws_resources = [r for r in run.resources if r.type.startswith("aws:")]
+    assert {r.provider.rsplit("::", 1)[1] for r in aws_resources} == {provider.id}
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "count"),
+    [
+        (BUCKET, 1),
+        (DB, 1),
+        (SECRET, 4),
+        (PASSWORD, 4),
+        (GROUP, 3),
+        (ROLE, 2),
+        (PROFILE, 2),
+        (SUBNET, 4),
+    ],
+)
+def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -> None:
+    assert len(run.of_type(resource_type)) == count
+    assert len(run.of_type(INSTANCE)) == 1 + int(run.config["mlops-platform:workerCount"])
