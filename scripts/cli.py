@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -30,7 +29,7 @@ __all__ = ["app", "main"]
 class _Group(TyperGroup):
     """The root group: an OpsError from any subcommand becomes stderr + exit status 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's context type lives in its private click copy
         """Invoke the subcommand, reporting expected errors without a traceback."""
         try:
             return super().invoke(ctx)

@@ -159,12 +159,12 @@ def _refuses_anonymous(service: Service, path: str) -> None:
         )
 
 
-def mlflow_health(mlflow: Service) -> str:
-    """The tracking server answers its health endpoint."""
-    response = mlflow.call("GET", "/health", authenticate=False)
+def health(service: Service, path: str) -> str:
+    """The server answers its health endpoint (which needs no credentials)."""
+    response = service.call("GET", path, authenticate=False)
     if response.status_code != 200:
-        raise CheckFailed(_unexpected("GET", "/health", response))
-    return f"{mlflow.where} is up"
+        raise CheckFailed(_unexpected("GET", path, response))
+    return f"{service.where} is up"
 
 
 def mlflow_auth(mlflow: Service) -> str:
@@ -242,14 +242,6 @@ def mlflow_artifacts(mlflow: Service) -> str:
                 },
             )
     return f"wrote and read back smoke.txt of run {run['run_id']} (experiment {SMOKE_EXPERIMENT})"
-
-
-def prefect_health(prefect: Service) -> str:
-    """The Prefect server answers its health endpoint."""
-    response = prefect.call("GET", "health", authenticate=False)
-    if response.status_code != 200:
-        raise CheckFailed(_unexpected("GET", "health", response))
-    return f"{prefect.where} is up"
 
 
 def prefect_auth(prefect: Service) -> str:
@@ -341,10 +333,10 @@ def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
         )
         return run_checks(
             [
-                Check("mlflow-health", (), lambda: mlflow_health(mlflow)),
+                Check("mlflow-health", (), lambda: health(mlflow, "/health")),
                 Check("mlflow-auth", ("mlflow-health",), lambda: mlflow_auth(mlflow)),
                 Check("mlflow-artifacts", ("mlflow-auth",), lambda: mlflow_artifacts(mlflow)),
-                Check("prefect-health", (), lambda: prefect_health(prefect)),
+                Check("prefect-health", (), lambda: health(prefect, "health")),
                 Check("prefect-auth", ("prefect-health",), lambda: prefect_auth(prefect)),
                 Check("work-pool", ("prefect-auth",), lambda: work_pool(prefect, pool)),
                 Check("worker", ("work-pool",), lambda: live_worker(prefect, pool)),

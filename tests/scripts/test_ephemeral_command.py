@@ -88,16 +88,20 @@ def test_create_updates_an_existing_ephemeral_stack(fake_tools) -> None:
     assert fake_tools.calls() == [LS, _outputs("pr-42"), *_configure_and_up("pr-42")]
 
 
-def test_create_refuses_to_reconfigure_a_stack_that_is_not_ephemeral(fake_tools) -> None:
+@pytest.mark.parametrize(("action", "verb"), [("create", "update"), ("destroy", "destroy")])
+def test_a_stack_deployed_as_another_kind_is_refused_before_anything_changes(
+    fake_tools, action: str, verb: str
+) -> None:
     fake_tools.answer(LS, stdout=_stacks("dev", "staging"))
     fake_tools.answer(_outputs("staging"), stdout=json.dumps({"environment": "prod"}))
 
-    result = _mlops("ephemeral", "create", "staging")
+    result = _mlops("ephemeral", action, "staging")
 
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "error: refusing to update stack staging: it records environment 'prod', not 'ephemeral'"
+        f"error: refusing to {verb} stack staging: it records environment 'prod', not 'ephemeral'"
     )
+    assert "Traceback" not in result.output
     assert fake_tools.calls() == [LS, _outputs("staging")]
 
 
@@ -124,20 +128,6 @@ def test_destroy_trusts_the_tag_of_a_stack_whose_first_deploy_failed(fake_tools)
 
     assert result.exit_code == 0, result.stderr
     assert fake_tools.calls() == [LS, _outputs("pr-7"), _tag_get("pr-7"), *_destroy_and_rm("pr-7")]
-
-
-def test_destroy_refuses_a_stack_deployed_as_another_kind(fake_tools) -> None:
-    fake_tools.answer(LS, stdout=_stacks("dev", "staging"))
-    fake_tools.answer(_outputs("staging"), stdout=json.dumps({"environment": "prod"}))
-
-    result = _mlops("ephemeral", "destroy", "staging")
-
-    assert result.exit_code == 1
-    assert result.stderr.startswith(
-        "error: refusing to destroy stack staging: it records environment 'prod', not 'ephemeral'"
-    )
-    assert "Traceback" not in result.output
-    assert fake_tools.calls() == [LS, _outputs("staging")]
 
 
 def test_destroy_refuses_a_stack_that_records_no_kind(fake_tools) -> None:

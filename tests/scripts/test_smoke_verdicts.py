@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from scripts.cli import app
 from scripts.envfile import write_env_file
-from scripts.smoke import CheckFailed, Service, mlflow_artifacts, mlflow_auth, mlflow_health
+from scripts.smoke import CheckFailed, Service, health, mlflow_artifacts, mlflow_auth
 
 PASSWORD = "Qm7vT2xP9sLk4RzW8nYcHd3F"
 AUTH_STRING = "Zr5KpWq8Ns2Lx7Vb4MtYg6Hc"
@@ -107,7 +107,7 @@ def test_a_private_address_that_cannot_be_reached_points_at_the_tunnel() -> None
         raise httpx.ConnectTimeout("timed out", request=request)
 
     with pytest.raises(CheckFailed) as failed:
-        mlflow_health(_mlflow("http://10.0.0.10:5000", unreachable))
+        health(_mlflow("http://10.0.0.10:5000", unreachable), "/health")
 
     assert str(failed.value).startswith("no answer from http://10.0.0.10:5000/ in time (10.0.0.10")
     assert "mlops tunnel --stack STACK" in str(failed.value)

@@ -43,7 +43,7 @@ def free_ports() -> tuple[int, int]:
     try:
         for probe in probes:
             probe.bind(("127.0.0.1", 0))
-        return tuple(probe.getsockname()[1] for probe in probes)  # type: ignore[return-value]
+        return probes[0].getsockname()[1], probes[1].getsockname()[1]
     finally:
         for probe in probes:
             probe.close()
