@@ -53,13 +53,15 @@ import hostboot  # noqa: E402  (after INFRA is importable, like under `pulumi up
 
 
 @dataclass(frozen=True)
-class ResourceOptionsSeen:
-    """The resource options the engine received (the mock provider never sees them)."""
+class EngineView:
+    """What the engine received besides the inputs (the mock provider never sees it)."""
 
+    urn: str = ""
+    parent: str = ""
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
-    parent: str = ""
+    property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Registered:
     inputs: Mapping[str, Any]  # as the engine received them; secrets still wrapped
     state: Mapping[str, Any]  # inputs plus computed outputs, secrets unwrapped
     provider: str | None  # provider reference "urn::id"
-    options: ResourceOptionsSeen
+    engine: EngineView
 
     def get(self, key: str, default: Any = None) -> Any:
         """An input's plain value (a secret unwrapped)."""
@@ -89,6 +91,8 @@ Tamper = Callable[[str, str, dict[str, Any]], dict[str, Any]]  # (type, name, in
 class Mocks(pulumi.runtime.Mocks):
     """Realistic AWS and random providers for one program run."""
 
+    ami_id = AMI_ID  # what the AMI lookup answers
+
     def __init__(
         self,
         region: str,
@@ -103,7 +107,7 @@ class Mocks(pulumi.runtime.Mocks):
         self.resources: list[Registered] = []
         self.calls: list[pulumi.runtime.MockCallArgs] = []
         self.tamper = tamper  # rewrites a resource's inputs: proves the checks catch it
-        self.options = ResourceOptionsSeen()  # set by OptionsRecordingMonitor per resource
+        self.engine = EngineView()  # set by EngineRecordingMonitor per resource
         self.secret_output_names: set[str] = set()  # ditto
         self._subnet_cidrs: dict[str, str] = {}
         self._next_host: dict[str, int] = {}
@@ -124,7 +128,7 @@ class Mocks(pulumi.runtime.Mocks):
         resource_id, computed = model(self, args.name, plain)
         state = {**plain, **computed}
         self.resources.append(
-            Registered(args.typ, args.name, resource_id, inputs, state, args.provider, self.options)
+            Registered(args.typ, args.name, resource_id, inputs, state, args.provider, self.engine)
         )
         returned = {**inputs, **computed}
         for name in self.secret_output_names & returned.keys():
@@ -192,10 +196,11 @@ class Mocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"Mocks has no answer for function {args.token}")
 
 
-class OptionsRecordingMonitor(MockMonitor):
-    """The mock monitor, plus what the engine sees of resource options.
+class EngineRecordingMonitor(MockMonitor):
+    """The mock monitor, plus what the engine sees of each registration.
 
-    It records ``protect``, ``ignoreChanges``, ``deleteBeforeReplace`` and the parent, and does
+    It records the URN, parent, ``protect``, ``ignoreChanges``, ``deleteBeforeReplace`` and
+    the property dependencies (what a stack policy follows between resources), and does
     what the engine does with ``additionalSecretOutputs`` (a random password's ``result`` comes
     back secret), which the stock mock monitor ignores. Registrations are serialised to pair
     each request with its resource.
@@ -209,11 +214,15 @@ class OptionsRecordingMonitor(MockMonitor):
         mocks: Mocks = self.mocks  # type: ignore[assignment]
         with self._lock:
             mocks.secret_output_names = set(request.additionalSecretOutputs)
-            mocks.options = ResourceOptionsSeen(
+            mocks.engine = EngineView(
+                urn=self.make_urn(request.parent, request.type, request.name),
+                parent=request.parent,
                 protect=request.protect,
                 ignore_changes=tuple(request.ignoreChanges),
                 delete_before_replace=request.deleteBeforeReplace,
-                parent=request.parent,
+                property_dependencies={
+                    key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
+                },
             )
             return super().RegisterResource(request)
 
@@ -518,7 +527,7 @@ def run_program(
     reset_options(project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=OptionsRecordingMonitor(mocks)
+        mocks, project=PROJECT, stack=stack, preview=False, monitor=EngineRecordingMonitor(mocks)
     )
 
     def program() -> Any:
@@ -538,6 +547,33 @@ def program_run(stack: str) -> ProgramRun:
     if stack not in _RUNS:
         _RUNS[stack] = run_program(stack)
     return _RUNS[stack]
+
+
+class Harness:
+    """Runs the program the way a test needs (test modules take it as the ``harness`` fixture:
+    they never import conftest, whose module name other test folders share)."""
+
+    root = ROOT
+    stacks = STACKS
+
+    config = staticmethod(stack_config)
+    run = staticmethod(run_program)
+    cached = staticmethod(program_run)
+
+    @staticmethod
+    def mocks(stack: str = "dev", **options: Any) -> Mocks:
+        """Mocks for us-east-1; ``options``: ``unoffered_zones``, ``tamper``."""
+        return Mocks("us-east-1", stack=stack, **options)
+
+    @staticmethod
+    def empty_run(stack: str = "dev") -> ProgramRun:
+        """A run of nothing: what a check sees if the program registered no resources."""
+        return ProgramRun(stack=stack, config=stack_config(stack), mocks=Harness.mocks(stack))
+
+
+@pytest.fixture(scope="session")
+def harness() -> Harness:
+    return Harness()
 
 
 @pytest.fixture(params=STACKS)

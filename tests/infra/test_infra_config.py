@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pulumi
 import pytest
 import yaml
 from config import KEYS, NAMESPACE, ConfigError, StackConfig, parse
-from conftest import ROOT, STACKS, Mocks, run_program, stack_config
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ("dev", "prod", "ephemeral")
 
 
-def parse_stack(stack: str, **overrides: object) -> StackConfig:
+def parse_stack(harness: Harness, stack: str, **overrides: object) -> StackConfig:
     """Parse a stack's merged config with some keys overridden (short names or aws:region)."""
     named = {(k if ":" in k else f"{NAMESPACE}:{k}"): v for k, v in overrides.items()}
-    return parse(stack_config(stack, named), stack=stack)
+    return parse(harness.config(stack, named), stack=stack)
 
 
-def refusal(stack: str, **overrides: object) -> str:
+def refusal(harness: Harness, stack: str, **overrides: object) -> str:
     with pytest.raises(ConfigError) as refused:
-        parse_stack(stack, **overrides)
+        parse_stack(harness, stack, **overrides)
     return str(refused.value)
 
 
@@ -38,8 +46,8 @@ def test_example_stack_files_only_set_declared_keys(example: str) -> None:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_example_stacks_are_valid(stack: str) -> None:
-    config = parse(stack_config(stack), stack=stack)
+def test_example_stacks_are_valid(harness: Harness, stack: str) -> None:
+    config = parse(harness.config(stack), stack=stack)
     assert config.environment == stack
     assert config.is_prod is (stack == "prod")
     assert config.hosts_in_private_subnets is (stack == "prod")
@@ -47,8 +55,9 @@ def test_example_stacks_are_valid(stack: str) -> None:
     assert config.deletion_protection is (stack == "prod")
 
 
-def test_values_are_parsed_into_types() -> None:
+def test_values_are_parsed_into_types(harness: Harness) -> None:
     config = parse_stack(
+        harness,
         "dev",
         workerCount="3",
         serviceIngressCidrs='["10.8.0.0/16", "192.168.10.0/24"]',
@@ -59,8 +68,8 @@ def test_values_are_parsed_into_types() -> None:
     assert config.service_ingress_cidrs == ("10.8.0.0/16", "192.168.10.0/24")
     assert config.artifact_bucket_name == "acme-mlops-artifacts"
     assert config.ami_id == "ami-0abcdef1234567890"
-    assert parse_stack("dev").artifact_bucket_name is None
-    assert parse_stack("dev").ami_id is None
+    assert parse_stack(harness, "dev").artifact_bucket_name is None
+    assert parse_stack(harness, "dev").ami_id is None
 
 
 BAD_VALUES = [
@@ -113,30 +122,32 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("key", "value"), BAD_VALUES)
-def test_bad_value_refused_naming_key_allowed_values_and_what_it_got(key: str, value: str) -> None:
-    message = refusal("dev", **{key: value})
+def test_bad_value_refused_naming_key_allowed_values_and_what_it_got(
+    harness: Harness, key: str, value: str
+) -> None:
+    message = refusal(harness, "dev", **{key: value})
     full_key = key if ":" in key else f"{NAMESPACE}:{key}"
     assert f"{full_key}: expected " in message
     assert f"got {value!r}" in message
 
 
-def test_prod_without_deletion_protection_refused() -> None:
-    message = refusal("prod", deletionProtection=False)
+def test_prod_without_deletion_protection_refused(harness: Harness) -> None:
+    message = refusal(harness, "prod", deletionProtection=False)
     assert "mlops-platform:deletionProtection: expected true in prod; got 'false'" in message
 
 
-def test_ephemeral_with_deletion_protection_refused() -> None:
-    message = refusal("ephemeral", deletionProtection=True)
+def test_ephemeral_with_deletion_protection_refused(harness: Harness) -> None:
+    message = refusal(harness, "ephemeral", deletionProtection=True)
     assert "mlops-platform:deletionProtection: expected false in an ephemeral stack" in message
 
 
-def test_prod_with_short_backups_refused() -> None:
-    message = refusal("prod", dbBackupRetentionDays=3)
+def test_prod_with_short_backups_refused(harness: Harness) -> None:
+    message = refusal(harness, "prod", dbBackupRetentionDays=3)
     assert "mlops-platform:dbBackupRetentionDays: expected at least 7 in prod; got '3'" in message
 
 
-def test_missing_key_says_how_to_set_it() -> None:
-    raw = stack_config("dev")
+def test_missing_key_says_how_to_set_it(harness: Harness) -> None:
+    raw = harness.config("dev")
     del raw[f"{NAMESPACE}:workerCount"], raw["aws:region"]
     with pytest.raises(ConfigError) as refused:
         parse(raw, stack="dev")
@@ -144,17 +155,17 @@ def test_missing_key_says_how_to_set_it() -> None:
     assert "pulumi config set aws:region <value>" in str(refused.value)
 
 
-def test_every_bad_key_reported_at_once() -> None:
-    message = refusal("dev", workerCount="99", vpcCidr="10.0.0.0/99", environment="qa")
+def test_every_bad_key_reported_at_once(harness: Harness) -> None:
+    message = refusal(harness, "dev", workerCount="99", vpcCidr="10.0.0.0/99", environment="qa")
     for key in ("workerCount", "vpcCidr", "environment"):
         assert f"mlops-platform:{key}: expected" in message
 
 
-def test_refusal_ends_the_program_cleanly_before_any_resource() -> None:
+def test_refusal_ends_the_program_cleanly_before_any_resource(harness: Harness) -> None:
     assert issubclass(ConfigError, pulumi.RunError)  # Pulumi prints the message, no traceback
-    mocks = Mocks("us-east-1", stack="prod")
-    config = stack_config("prod", {f"{NAMESPACE}:deletionProtection": False})
+    mocks = harness.mocks("prod")
+    config = harness.config("prod", {f"{NAMESPACE}:deletionProtection": False})
     with pytest.raises(ConfigError, match="deletionProtection"):
-        run_program("prod", config, mocks)
+        harness.run("prod", config, mocks)
     assert mocks.resources == []
     assert mocks.calls == []

@@ -9,44 +9,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pytest
 import test_infra_invariants as invariants
-from conftest import Mocks, ProgramRun, Tamper, program_run, run_program, stack_config
+
+if TYPE_CHECKING:
+    from conftest import Harness, Mocks, ProgramRun, Tamper
 
 PROJECT = "mlops-platform"
 
 
-def run_with(stack: str = "dev", *, mocks: Mocks | None = None, **overrides: object) -> ProgramRun:
+def run_with(
+    harness: Harness, stack: str = "dev", *, mocks: Mocks | None = None, **overrides: object
+) -> ProgramRun:
     """Run the program for a stack with some keys of its configuration overridden."""
-    config = stack_config(stack, {f"{PROJECT}:{k}": v for k, v in overrides.items()})
-    return run_program(stack, config, mocks)
+    config = harness.config(stack, {f"{PROJECT}:{k}": v for k, v in overrides.items()})
+    return harness.run(stack, config, mocks)
 
 
-def test_zones_without_the_host_types_are_skipped() -> None:
-    run = run_with(mocks=Mocks("us-east-1", stack="dev", unoffered_zones="a"))
+def test_zones_without_the_host_types_are_skipped(harness: Harness) -> None:
+    run = run_with(harness, mocks=harness.mocks(unoffered_zones="a"))
     zones = {s.get("availabilityZone") for s in run.of_type(invariants.SUBNET)}
     assert zones == {"us-east-1b", "us-east-1c"}
 
 
-def test_a_region_without_two_zones_for_the_host_types_is_refused() -> None:
-    mocks = Mocks("us-east-1", stack="dev", unoffered_zones="abcde")
+def test_a_region_without_two_zones_for_the_host_types_is_refused(harness: Harness) -> None:
     with pytest.raises(pulumi.RunError, match="controlInstanceType / mlops-platform:worker"):
-        run_with(mocks=mocks)
+        run_with(harness, mocks=harness.mocks(unoffered_zones="abcde"))
 
 
-def test_a_pinned_ami_is_used_and_replaces_hosts_when_changed() -> None:
-    run = run_with(amiId="ami-0fedcba9876543210")
+def test_a_pinned_ami_is_used_and_replaces_hosts_when_changed(harness: Harness) -> None:
+    run = run_with(harness, amiId="ami-0fedcba9876543210")
     assert not [c for c in run.mocks.calls if c.token == "aws:ec2/getAmi:getAmi"]
     for host in run.of_type(invariants.INSTANCE):
         assert host.get("ami") == "ami-0fedcba9876543210"
-        assert host.options.ignore_changes == ()
+        assert host.engine.ignore_changes == ()
 
 
-def test_service_cidrs_open_only_the_service_ports() -> None:
-    run = run_with(serviceIngressCidrs=["10.8.0.0/16"])
+def test_service_cidrs_open_only_the_service_ports(harness: Harness) -> None:
+    run = run_with(harness, serviceIngressCidrs=["10.8.0.0/16"])
     from_cidrs = [r for r in invariants.rules(run, invariants.INGRESS) if r.cidr]
     assert sorted((r.cidr, r.port) for r in from_cidrs) == [
         ("10.8.0.0/16", (4200, 4200)),
@@ -56,15 +59,15 @@ def test_service_cidrs_open_only_the_service_ports() -> None:
     invariants.test_24_service_ports_admit_only_workers_and_configured_cidrs(run)
 
 
-def test_workers_spread_over_both_zones() -> None:
-    run = run_with(workerCount=3)
+def test_workers_spread_over_both_zones(harness: Harness) -> None:
+    run = run_with(harness, workerCount=3)
     subnets = [w.get("subnetId") for w in invariants.workers(run)]
     assert subnets[0] == subnets[2] != subnets[1]
     assert len(run.worker_settings) == 3
 
 
-def test_a_named_bucket_keeps_its_name() -> None:
-    run = run_with(artifactBucketName="acme-mlops-artifacts")
+def test_a_named_bucket_keeps_its_name(harness: Harness) -> None:
+    run = run_with(harness, artifactBucketName="acme-mlops-artifacts")
     assert run.outputs["artifact_bucket"] == "acme-mlops-artifacts"
     assert run.one(invariants.BUCKET).state["arn"] == "arn:aws:s3:::acme-mlops-artifacts"
 
@@ -179,17 +182,15 @@ BREAKAGES: list[tuple[str, Tamper, Callable[[ProgramRun], None]]] = [
     [(tamper, check) for _, tamper, check in BREAKAGES],
     ids=[label for label, _, _ in BREAKAGES],
 )
-def test_a_broken_resource_is_caught(tamper: Tamper, check: Callable[[ProgramRun], None]) -> None:
-    healthy = program_run("dev")
-    check(healthy)  # the check passes on the program as written...
-    broken = run_program("dev", mocks=Mocks("us-east-1", stack="dev", tamper=tamper))
+def test_a_broken_resource_is_caught(
+    harness: Harness, tamper: Tamper, check: Callable[[ProgramRun], None]
+) -> None:
+    check(harness.cached("dev"))  # the check passes on the program as written...
+    broken = harness.run("dev", mocks=harness.mocks(tamper=tamper))
     with pytest.raises(AssertionError):
         check(broken)  # ...and fails once one resource is broken
 
 
-def test_a_run_that_registered_nothing_fails_the_checks() -> None:
-    empty = ProgramRun(
-        stack="dev", config=stack_config("dev"), mocks=Mocks("us-east-1", stack="dev")
-    )
+def test_a_run_that_registered_nothing_fails_the_checks(harness: Harness) -> None:
     with pytest.raises(AssertionError, match="registered no"):
-        invariants.test_09_database_storage_encrypted(empty)
+        invariants.test_09_database_storage_encrypted(harness.empty_run())

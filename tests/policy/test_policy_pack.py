@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import invariant_checks as checks
 import pytest
-from conftest import ROOT, Stack, evaluate, policy_names, program_stack
+from pack_harness import ROOT, Stack, evaluate, policy_names, program_stack
 
 
 def test_the_program_passes_every_policy(stack: Stack) -> None:

@@ -1,0 +1,186 @@
+"""Run the policy pack's validations without the Pulumi CLI, the way the CLI's analyzer does.
+
+(A module of its own, imported by conftest.py and the tests: test modules never import a
+conftest, whose module name other test folders share.)
+
+Resources come from the mocked program run of tests/infra (loaded here by path, so its
+``Mocks`` stay the one mock of the project): each resource validation gets one resource's
+inputs behind pulumi-policy's unknown-checking proxy and its AWS provider; each stack
+validation gets every resource with its outputs and property dependencies.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pulumi.runtime import rpc
+from pulumi_policy import (
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+)
+from pulumi_policy.policy import (
+    PolicyCustomTimeouts,
+    PolicyProviderResource,
+    PolicyResource,
+    PolicyResourceOptions,
+)
+from pulumi_policy.proxy import unknown_checking_proxy
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "policy"))
+
+import invariant_checks  # noqa: E402  (the pack's checks; never policy/__main__.py)
+
+
+def _load_infra_harness() -> ModuleType:
+    path = ROOT / "tests" / "infra" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("infra_program_harness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+infra = _load_infra_harness()
+STACKS = infra.STACKS
+NAMESPACE = "mlops-platform"
+
+
+@dataclass
+class Declared:
+    """A resource as the analyzer sees it (mutable, so tests can break it)."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    deps: dict[str, list[str]] = field(default_factory=dict)  # property -> URNs
+    provider: str | None = None  # the provider's URN
+
+    def set(self, **changes: Any) -> None:
+        """Change properties as the program would (inputs) and the provider would echo them."""
+        self.inputs.update(changes)
+        self.outputs.update(changes)
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    message: str
+    urn: str | None
+
+
+@dataclass
+class Stack:
+    """A stack's resources and configuration, as the policy pack receives them."""
+
+    resources: list[Declared]
+    config: dict[str, str]
+
+    def find(self, resource_type: str, name_part: str = "") -> Declared:
+        (found,) = [r for r in self.of_type(resource_type) if name_part in r.name]
+        return found
+
+    def of_type(self, resource_type: str) -> list[Declared]:
+        return [r for r in self.resources if r.type == resource_type]
+
+    def read_config(self, key: str) -> str | None:
+        return self.config.get(f"{NAMESPACE}:{key}")
+
+
+def stack_of(run: Any) -> Stack:
+    """The resources of a mocked program run (components left out: the engine analyses those
+    too, but no policy applies to them)."""
+    providers = {
+        r.id: r.engine.urn for r in run.resources if r.type.startswith("pulumi:providers:")
+    }
+    resources = [
+        Declared(
+            type=r.type,
+            name=r.name,
+            urn=r.engine.urn,
+            inputs={k: rpc.unwrap_rpc_secret(v) for k, v in r.inputs.items()},
+            outputs=dict(r.state),
+            deps={k: list(v) for k, v in r.engine.property_dependencies.items()},
+            provider=providers.get(r.provider.rsplit("::", 1)[1]) if r.provider else None,
+        )
+        for r in run.resources
+    ]
+    return Stack(copy.deepcopy(resources), dict(run.config))
+
+
+def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
+    """Every violation the pack's policies report for the stack."""
+    read = read or stack.read_config
+    by_urn = {r.urn: r for r in stack.resources}
+    providers = {
+        r.urn: PolicyProviderResource(r.type, unknown_checking_proxy(r.inputs), r.urn, r.name)
+        for r in stack.resources
+        if r.type.startswith("pulumi:providers:")
+    }
+    options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    stack_resources = {
+        r.urn: PolicyResource(
+            r.type,
+            unknown_checking_proxy(r.outputs),
+            r.urn,
+            r.name,
+            options,
+            providers.get(r.provider or ""),
+            None,
+            [],
+            {},
+        )
+        for r in stack.resources
+    }
+    for urn, resource in stack_resources.items():
+        for prop, urns in by_urn[urn].deps.items():
+            resource.property_dependencies[prop] = [
+                stack_resources[u] for u in urns if u in stack_resources
+            ]
+
+    found: list[Violation] = []
+    for policy in invariant_checks.policies(read):
+
+        def report(message: str, urn: str | None = None, name: str = policy.name) -> None:
+            found.append(Violation(name, message, urn))
+
+        if isinstance(policy, ResourceValidationPolicy):
+            for r in stack.resources:
+                args = ResourceValidationArgs(
+                    r.type,
+                    unknown_checking_proxy(copy.deepcopy(r.inputs)),
+                    r.urn,
+                    r.name,
+                    options,
+                    providers.get(r.provider or ""),
+                )
+                policy.validate(args, report)
+        else:
+            policy.validate(StackValidationArgs(list(stack_resources.values())), report)
+    return found
+
+
+def policy_names(violations: Sequence[Violation]) -> set[str]:
+    return {v.policy for v in violations}
+
+
+_STACKS: dict[str, Stack] = {}
+
+
+def program_stack(name: str) -> Stack:
+    """A fresh copy of an example stack's resources (the program runs once per stack)."""
+    if name not in _STACKS:
+        _STACKS[name] = stack_of(infra.run_program(name))
+    return copy.deepcopy(_STACKS[name])
