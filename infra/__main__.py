@@ -13,7 +13,7 @@ from control_host import ControlHost, ControlHostArgs
 from credentials import Credentials, CredentialsArgs
 from database import Database, DatabaseArgs
 from firewall import MLFLOW_PORT, PREFECT_PORT, Firewall, FirewallArgs
-from hosts import HostPlacement, resolve_ami
+from hosts import HostContext, resolve_ami
 from network import Network, NetworkArgs
 from workers import Workers, WorkersArgs
 
@@ -71,49 +71,42 @@ database = Database(
     scope,
 )
 
-placement = HostPlacement(
+hosts = HostContext(
+    environment=cfg.environment,
+    region=cfg.region,
     ami_id=resolve_ami(cfg.ami_id, pulumi.InvokeOptions(provider=provider)),
     ami_pinned=cfg.ami_id is not None,
     public_address=not cfg.hosts_in_private_subnets,
+    bucket_name=store.bucket_name,
+    bucket_arn=store.bucket_arn,
+    credentials=credentials,
+    mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
+    work_pool=WORK_POOL,
 )
 control = ControlHost(
     "mlops-control",
     ControlHostArgs(
-        environment=cfg.environment,
-        region=cfg.region,
-        placement=placement,
+        context=hosts,
         instance_type=cfg.control_instance_type,
         subnet_id=network.host_subnet_ids[0],
         private_ip=network.control_private_ip,
         security_group_id=firewall.control_group_id,
         termination_protection=cfg.deletion_protection,
-        bucket_name=store.bucket_name,
-        bucket_arn=store.bucket_arn,
         db_address=database.address,
         db_port=database.port,
         db_username=database.username,
-        credentials=credentials,
-        mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
-        work_pool=WORK_POOL,
     ),
     scope,
 )
 workers = Workers(
     "mlops-worker",
     WorkersArgs(
+        context=hosts,
         count=cfg.worker_count,
-        environment=cfg.environment,
-        region=cfg.region,
-        placement=placement,
         instance_type=cfg.worker_instance_type,
         subnet_ids=network.host_subnet_ids,
         security_group_id=firewall.worker_group_id,
-        bucket_name=store.bucket_name,
-        bucket_arn=store.bucket_arn,
         control_private_ip=control.private_ip,
-        credentials=credentials,
-        mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
-        work_pool=WORK_POOL,
     ),
     scope,
 )

@@ -15,8 +15,7 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import MLFLOW_PREFIX
-from credentials import Credentials
-from hosts import HostPlacement, HostSpec, checked_user_data, host_instance
+from hosts import HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
 
 MLFLOW_ARTIFACT_ACTIONS = (
@@ -31,22 +30,15 @@ MLFLOW_ARTIFACT_ACTIONS = (
 class ControlHostArgs:
     """Inputs of the control host."""
 
-    environment: str
-    region: str
-    placement: HostPlacement
+    context: HostContext
     instance_type: str
     subnet_id: pulumi.Input[str]
     private_ip: str
     security_group_id: pulumi.Input[str]
     termination_protection: bool
-    bucket_name: pulumi.Input[str]
-    bucket_arn: pulumi.Input[str]
     db_address: pulumi.Input[str]
     db_port: pulumi.Input[int]
     db_username: str
-    credentials: Credentials
-    mlflow_admin_username: str
-    work_pool: str
 
 
 class ControlHost(pulumi.ComponentResource):
@@ -59,12 +51,12 @@ class ControlHost(pulumi.ComponentResource):
         self, name: str, args: ControlHostArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlops:index:ControlHost", name, None, opts)
-        secrets = args.credentials
+        secrets = args.context.credentials
         identity = HostIdentity(
             f"{name}-identity",
             HostIdentityArgs(
                 description="MLOps control host: MLflow artifacts in S3, the stack's secrets",
-                bucket_arn=args.bucket_arn,
+                bucket_arn=args.context.bucket_arn,
                 object_grants=[ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS)],
                 secret_arns=[
                     secrets.db_password.arn,
@@ -77,7 +69,7 @@ class ControlHost(pulumi.ComponentResource):
         )
         instance = host_instance(
             name,
-            args.placement,
+            args.context,
             HostSpec(
                 instance_type=args.instance_type,
                 subnet_id=args.subnet_id,
@@ -97,30 +89,30 @@ class ControlHost(pulumi.ComponentResource):
 
 def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
     """The control host's cloud-init user data, rendered once every input is known."""
-    secrets = args.credentials
+    context, secrets = args.context, args.context.credentials
 
     def render(values: dict[str, Any]) -> str:
         settings = hostboot.ControlHostSettings(
-            environment=args.environment,
-            region=args.region,
+            environment=context.environment,
+            region=context.region,
             artifact_bucket=values["bucket"],
             private_ip=args.private_ip,
             db_host=values["db_host"],
             db_port=int(values["db_port"]),
             db_username=args.db_username,
             db_password_secret_arn=values["db_password"],
-            mlflow_admin_username=args.mlflow_admin_username,
+            mlflow_admin_username=context.mlflow_admin_username,
             mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
             mlflow_flask_secret_key_secret_arn=values["mlflow_flask_secret_key"],
             prefect_auth_string_secret_arn=values["prefect_auth_string"],
-            work_pool=args.work_pool,
+            work_pool=context.work_pool,
             instance_type=args.instance_type,
             db_sslmode="require",
         )
         return checked_user_data(hostboot.render_control_user_data(settings))
 
     return pulumi.Output.all(
-        bucket=args.bucket_name,
+        bucket=context.bucket_name,
         db_host=args.db_address,
         db_port=args.db_port,
         db_password=secrets.db_password.arn,

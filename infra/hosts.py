@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from credentials import Credentials
 
 AL2023_OWNER = "amazon"
 AL2023_NAME = "al2023-ami-2023.*-x86_64"  # the standard image; excludes minimal and ECS images
@@ -42,12 +43,19 @@ def resolve_ami(pinned: str | None, opts: pulumi.InvokeOptions) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HostPlacement:
-    """What every host of a stack shares: image, network exposure."""
+class HostContext:
+    """What every host of a stack shares: image, exposure, the bucket, secrets, work pool."""
 
+    environment: str
+    region: str
     ami_id: str
     ami_pinned: bool  # False: keep each host on the image it was created with
     public_address: bool  # dev/ephemeral: a public address for egress (no inbound rule)
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    credentials: Credentials
+    mlflow_admin_username: str
+    work_pool: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,16 +72,16 @@ class HostSpec:
 
 
 def host_instance(
-    name: str, placement: HostPlacement, spec: HostSpec, parent: pulumi.Resource
+    name: str, context: HostContext, spec: HostSpec, parent: pulumi.Resource
 ) -> aws.ec2.Instance:
     """An EC2 instance hardened as the module docstring describes."""
     return aws.ec2.Instance(
         name,
-        ami=placement.ami_id,
+        ami=context.ami_id,
         instance_type=spec.instance_type,
         subnet_id=spec.subnet_id,
         private_ip=spec.private_ip,
-        associate_public_ip_address=placement.public_address,
+        associate_public_ip_address=context.public_address,
         vpc_security_group_ids=[spec.security_group_id],
         iam_instance_profile=spec.instance_profile,
         metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
@@ -96,7 +104,7 @@ def host_instance(
         tags={"Name": name},
         opts=pulumi.ResourceOptions(
             parent=parent,
-            ignore_changes=[] if placement.ami_pinned else ["ami"],
+            ignore_changes=[] if context.ami_pinned else ["ami"],
             delete_before_replace=spec.private_ip is not None,
         ),
     )

@@ -15,8 +15,7 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import DATA_PREFIX, FLOW_CODE_PREFIX
-from credentials import Credentials
-from hosts import HostPlacement, HostSpec, checked_user_data, host_instance
+from hosts import HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
 
 FLOW_CODE_ACTIONS = ("s3:GetObject",)
@@ -27,19 +26,12 @@ DATA_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
 class WorkersArgs:
     """Inputs of the workers."""
 
+    context: HostContext
     count: int
-    environment: str
-    region: str
-    placement: HostPlacement
     instance_type: str
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    bucket_name: pulumi.Input[str]
-    bucket_arn: pulumi.Input[str]
     control_private_ip: str
-    credentials: Credentials
-    mlflow_admin_username: str
-    work_pool: str
 
 
 class Workers(pulumi.ComponentResource):
@@ -51,12 +43,12 @@ class Workers(pulumi.ComponentResource):
         self, name: str, args: WorkersArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlops:index:Workers", name, None, opts)
-        secrets = args.credentials
+        secrets = args.context.credentials
         identity = HostIdentity(
             f"{name}-identity",
             HostIdentityArgs(
                 description="MLOps Prefect workers: flow code and data in S3, two secrets",
-                bucket_arn=args.bucket_arn,
+                bucket_arn=args.context.bucket_arn,
                 object_grants=[
                     ObjectGrant(FLOW_CODE_PREFIX, FLOW_CODE_ACTIONS),
                     ObjectGrant(DATA_PREFIX, DATA_ACTIONS),
@@ -68,7 +60,7 @@ class Workers(pulumi.ComponentResource):
         instances = [
             host_instance(
                 f"{name}-{number}",
-                args.placement,
+                args.context,
                 HostSpec(
                     instance_type=args.instance_type,
                     subnet_id=args.subnet_ids[(number - 1) % len(args.subnet_ids)],
@@ -87,24 +79,24 @@ class Workers(pulumi.ComponentResource):
 
 def worker_user_data(args: WorkersArgs, *, worker_name: str) -> pulumi.Output[str]:
     """One worker's cloud-init user data, rendered once every input is known."""
-    secrets = args.credentials
+    context, secrets = args.context, args.context.credentials
 
     def render(values: dict[str, Any]) -> str:
         settings = hostboot.WorkerHostSettings(
-            environment=args.environment,
-            region=args.region,
+            environment=context.environment,
+            region=context.region,
             artifact_bucket=values["bucket"],
             control_private_ip=args.control_private_ip,
-            work_pool=args.work_pool,
+            work_pool=context.work_pool,
             worker_name=worker_name,
-            mlflow_admin_username=args.mlflow_admin_username,
+            mlflow_admin_username=context.mlflow_admin_username,
             mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
             prefect_auth_string_secret_arn=values["prefect_auth_string"],
         )
         return checked_user_data(hostboot.render_worker_user_data(settings))
 
     return pulumi.Output.all(
-        bucket=args.bucket_name,
+        bucket=context.bucket_name,
         mlflow_admin_password=secrets.mlflow_admin_password.arn,
         prefect_auth_string=secrets.prefect_auth_string.arn,
     ).apply(render)
