@@ -670,15 +670,39 @@ def control_host_termination_protected(
             yield f"control host {host.name} needs termination protection in prod", host.urn
 
 
+def _shape(rule: SgRule) -> tuple[object, ...]:
+    """What makes two rules the same rule, whichever form declares them."""
+    return (
+        rule.direction,
+        rule.protocol,
+        rule.from_port,
+        rule.to_port,
+        rule.cidrs,
+        rule.references_group,
+    )
+
+
 def groups_do_not_mix_rule_styles(
     resources: Sequence[PolicyResource], ctx: Context
 ) -> Iterator[Finding]:
+    """A group's outputs list every rule it has (after a refresh, those of rule resources too):
+    an output rule that no rule resource declares is an inline one."""
     for group in of_type(resources, GROUP):
-        if not rules_of(GROUP, group.props):
+        separate = [
+            rule
+            for rule_type in (GROUP_RULE, INGRESS_RULE, EGRESS_RULE)
+            for rule in configuring(resources, group, rule_type, "securityGroupId")
+        ]
+        if not separate:
             continue
-        for rule_type in (GROUP_RULE, INGRESS_RULE, EGRESS_RULE):
-            for rule in configuring(resources, group, rule_type, "securityGroupId"):
-                yield f"group {group.name} has inline rules and separate rule {rule.name}", rule.urn
+        declared = {_shape(r) for s in separate for r in rules_of(s.resource_type, s.props)}
+        for inline in rules_of(GROUP, group.props):
+            if _shape(inline) not in declared:
+                yield (
+                    f"group {group.name} has inline rule ({_describe(inline)}) and rule "
+                    f"resources ({', '.join(s.name for s in separate)})",
+                    group.urn,
+                )
 
 
 def s3_actions_on_stack_buckets(

@@ -258,7 +258,13 @@ def _subnet(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[s
 def _security_group(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rid = m.hex_id("sg-")
     name = _named("name")(m, logical, inputs)
-    return rid, {"arn": m.arn("ec2", f"security-group/{rid}"), "name": name, "ownerId": ACCOUNT}
+    return rid, {
+        "arn": m.arn("ec2", f"security-group/{rid}"),
+        "name": name,
+        "ownerId": ACCOUNT,
+        "ingress": inputs.get("ingress", []),  # at creation: only the inline rules
+        "egress": inputs.get("egress", []),  # (AWS's default allow-all egress is removed)
+    }
 
 
 def _bucket(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

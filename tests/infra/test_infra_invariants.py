@@ -548,6 +548,23 @@ def test_hosts_boot_with_the_stack_settings(run: ProgramRun) -> None:
         assert len(host.get("userData").encode()) < 16 * 1024, host.name
 
 
+def test_roles_grant_the_bucket_prefixes_the_services_use(run: ProgramRun) -> None:
+    bucket = run.one(BUCKET)
+    for host in run.of_type(INSTANCE):
+        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        granted = {
+            resource
+            for policy in run.of_type(ROLE_POLICY)
+            if policy.get("role") == profile.get("role")
+            for statement in json.loads(policy.get("policy"))["Statement"]
+            for resource in as_list(statement["Resource"])
+        }
+        used = set(re.findall(rf"s3://{bucket.id}/([\w.-]+)", host.get("userData")))
+        assert used, f"{host.name} uses no prefix of the bucket"
+        for prefix in used:
+            assert f"{bucket.state['arn']}/{prefix}/*" in granted, (host.name, prefix)
+
+
 def test_hosts_run_the_looked_up_al2023_ami_and_keep_it(run: ProgramRun) -> None:
     (lookup,) = [c for c in run.mocks.calls if c.token == "aws:ec2/getAmi:getAmi"]
     assert lookup.args["owners"] == ["amazon"]

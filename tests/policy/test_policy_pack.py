@@ -106,10 +106,10 @@ def inline_and_separate_rules(stack: Stack) -> None:
         ingress=[
             {
                 "protocol": "tcp",
-                "fromPort": 5000,
-                "toPort": 5000,
-                "securityGroups": ["sg-1"],
-                "description": "x",
+                "fromPort": 8080,
+                "toPort": 8080,
+                "securityGroups": ["sg-0123456789abcdef0"],
+                "description": "an inline rule beside the rule resources",
             }
         ]
     )
@@ -329,6 +329,39 @@ def test_a_bad_resource_is_reported(stack_name: str, policy: str, breakage: Brea
 
 def test_every_policy_has_a_bad_resource_it_reports() -> None:
     assert {policy for _, policy, _ in BREAKAGES} == {rule.name for rule in checks.RULES}
+
+
+def test_a_refreshed_group_listing_its_rule_resources_is_not_mixing_styles() -> None:
+    """After `pulumi refresh` a group's outputs list the rules its rule resources created."""
+    stack = program_stack("dev")
+    group = stack.find(checks.GROUP, "control")
+    group.outputs["ingress"] = [
+        {
+            "protocol": "tcp",
+            "fromPort": port,
+            "toPort": port,
+            "securityGroups": ["sg-1"],
+            "description": "x",
+        }
+        for port in (5000, 4200)
+    ]
+    group.outputs["egress"] = [
+        {
+            "protocol": "tcp",
+            "fromPort": 443,
+            "toPort": 443,
+            "cidrBlocks": ["0.0.0.0/0"],
+            "description": "x",
+        },
+        {
+            "protocol": "tcp",
+            "fromPort": 5432,
+            "toPort": 5432,
+            "securityGroups": ["sg-2"],
+            "description": "x",
+        },
+    ]
+    assert evaluate(stack) == []
 
 
 def test_an_iam_user_is_reported() -> None:
