@@ -1,0 +1,296 @@
+"""Load stage: one month of TLC trip records, from a local directory or an ``s3://`` prefix.
+
+A month missing from the data directory is first downloaded from the public TLC trip-record
+site (with a progress bar) into it. The file is validated before use: the columns the
+pipeline needs must be present with usable types (any integer width for zone IDs); rows
+with a pickup outside the month or without zones or timestamps are dropped, since real
+files carry meter-clock errors. Only the needed columns are read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import urlparse
+
+import boto3
+import httpx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from tqdm import tqdm
+
+from pipeline.errors import PipelineError, TransientError
+from pipeline.schema import (
+    DROPOFF_ZONE,
+    PICKUP_ZONE,
+    TRIP_DISTANCE,
+    dropoff_column,
+    next_month,
+    parse_color,
+    parse_month,
+    pickup_column,
+    raw_columns,
+)
+
+TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
+DATA_DIR_ENV = "PIPELINE_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+
+_PARQUET_MAGIC = b"PAR1"
+_CHUNK_BYTES = 1 << 20
+_HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonthData:
+    """One month of validated trip records, with the raw column names of its colour."""
+
+    color: str
+    month: str
+    source: str
+    rows_read: int
+    trips: pd.DataFrame
+
+
+def resolve_data_dir(data_dir: str | None = None) -> str:
+    """``data_dir``, else ``$PIPELINE_DATA_DIR``, else ``./data``."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def file_name(color: str, month: str) -> str:
+    """The TLC file name of ``color``'s records for ``month`` (``YYYY-MM``)."""
+    return f"{color}_tripdata_{month}.parquet"
+
+
+def load_month(data_dir: str, color: str, month: str, *, base_url: str = TLC_BASE_URL) -> MonthData:
+    """Read and validate ``color``'s records for ``month``, downloading the file if missing."""
+    parse_color(color)
+    parse_month(month)
+    name = file_name(color, month)
+    url = f"{base_url.rstrip('/')}/{name}"
+    if data_dir.startswith("s3://"):
+        source, parquet = _s3_parquet(data_dir, name, url)
+    else:
+        source, parquet = _local_parquet(Path(data_dir), name, url)
+    table, rows_read = _read_valid_table(parquet, color=color, month=month, label=source)
+    return MonthData(
+        color=color, month=month, source=source, rows_read=rows_read, trips=table.to_pandas()
+    )
+
+
+def download(url: str, destination: Path) -> None:
+    """Fetch ``url`` into ``destination`` through a temporary file: never a partial file.
+
+    Network failures and server errors raise :class:`TransientError` (worth a retry); a
+    file the site does not publish, or a body that is not parquet, a :class:`PipelineError`.
+    """
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+    except OSError as exc:
+        raise PipelineError(f"cannot write {destination}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _stream_to(url, out, label=destination.name)
+        _check_parquet_magic(Path(partial), url)
+        os.replace(partial, destination)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _stream_to(url: str, out: IO[bytes], *, label: str) -> None:
+    """Stream ``url``'s body into the binary file ``out`` with a progress bar."""
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=_HTTP_TIMEOUT) as response:
+            _check_status(response, url)
+            total = int(response.headers.get("content-length", 0)) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
+                for chunk in response.iter_bytes(_CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except httpx.TransportError as exc:
+        raise TransientError(f"could not download {url}: {exc or type(exc).__name__}") from exc
+
+
+def _check_status(response: httpx.Response, url: str) -> None:
+    """Turn an unsuccessful HTTP status into the matching pipeline error."""
+    status = response.status_code
+    if status == httpx.codes.OK:
+        return
+    if status >= 500:
+        raise TransientError(f"could not download {url}: the server answered HTTP {status}")
+    # CloudFront answers 403, not 404, for a file it does not have.
+    raise PipelineError(f"could not download {url}: HTTP {status} (is this month published yet?)")
+
+
+def _check_parquet_magic(path: Path, url: str) -> None:
+    """Refuse a downloaded body that is not a parquet file (an error page, a truncated file)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(size - 4, 0))
+        tail = handle.read(4)
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        raise PipelineError(f"{url} did not return a parquet file ({size} bytes)")
+
+
+def _local_parquet(directory: Path, name: str, url: str) -> tuple[str, str]:
+    """The local file for ``name`` in ``directory``, downloaded first when missing."""
+    path = directory / name
+    if directory.exists() and not directory.is_dir():
+        raise PipelineError(f"data directory {directory} is not a directory")
+    if not path.exists():
+        try:
+            download(url, path)
+        except PipelineError as exc:
+            raise type(exc)(f"{name} is not in {directory} and {exc}") from exc
+    return str(path), str(path)
+
+
+def _s3_parquet(data_dir: str, name: str, url: str) -> tuple[str, str | pa.BufferReader]:
+    """The S3 object for ``name`` under ``data_dir``, downloaded and uploaded first when missing."""
+    bucket, key = _s3_key(data_dir, name)
+    uri = f"s3://{bucket}/{key}"
+    client = boto3.client("s3")
+    body = _s3_call(uri, lambda: _get_object(client, bucket, key))
+    if body is not None:
+        return uri, pa.BufferReader(body)
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / name
+        try:
+            download(url, local)
+        except PipelineError as exc:
+            raise type(exc)(f"{name} is not in {data_dir} and {exc}") from exc
+        _s3_call(uri, lambda: client.upload_file(str(local), bucket, key))
+        return uri, pa.BufferReader(local.read_bytes())
+
+
+def _s3_key(data_dir: str, name: str) -> tuple[str, str]:
+    """Bucket and object key of ``name`` under the ``s3://bucket/prefix`` ``data_dir``."""
+    parsed = urlparse(data_dir)
+    if not parsed.netloc:
+        raise PipelineError(f"data directory {data_dir!r} names no bucket (s3://bucket/prefix)")
+    prefix = parsed.path.strip("/")
+    return parsed.netloc, f"{prefix}/{name}" if prefix else name
+
+
+def _get_object(client: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when the key does not exist."""
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None
+        raise
+    return response["Body"].read()
+
+
+def _s3_call(uri: str, call: Callable[[], T]) -> T:
+    """Run an S3 call, translating boto errors into pipeline errors that name ``uri``."""
+    try:
+        return call()
+    except NoCredentialsError as exc:
+        raise PipelineError(f"cannot access {uri}: no AWS credentials found") from exc
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise PipelineError(
+            f"cannot access {uri}: {error.get('Code', 'error')} ({error.get('Message', exc)})"
+        ) from exc
+    except BotoCoreError as exc:
+        raise TransientError(f"cannot access {uri}: {exc}") from exc
+
+
+# What each needed column may hold, as (check, description for errors).
+_COLUMN_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
+    "timestamp": (
+        lambda t: pa.types.is_timestamp(t) and t.tz is None,
+        "a timestamp without time zone",
+    ),
+    "zone": (pa.types.is_integer, "an integer zone ID"),
+    "distance": (lambda t: pa.types.is_floating(t) or pa.types.is_integer(t), "a number"),
+}
+
+
+def _expected_types(color: str) -> dict[str, str]:
+    """Needed column -> kind of values it must hold."""
+    return {
+        pickup_column(color): "timestamp",
+        dropoff_column(color): "timestamp",
+        PICKUP_ZONE: "zone",
+        DROPOFF_ZONE: "zone",
+        TRIP_DISTANCE: "distance",
+    }
+
+
+def _read_valid_table(
+    parquet: str | pa.BufferReader, *, color: str, month: str, label: str
+) -> tuple[pa.Table, int]:
+    """The needed columns of the file, validated, typed and filtered; and the rows read."""
+    try:
+        handle = pq.ParquetFile(parquet)
+        _check_schema(handle.schema_arrow, color, label)
+        table = handle.read(columns=raw_columns(color))
+    except (pa.ArrowException, OSError) as exc:
+        raise PipelineError(f"{label} is not a readable parquet file: {exc}") from exc
+    if table.num_rows == 0:
+        raise PipelineError(f"{label} holds no trip records")
+    kept = table.filter(_usable_rows(table, color, month))
+    if kept.num_rows == 0:
+        raise PipelineError(
+            f"{label} has no usable trips with a pickup in {month} "
+            f"(all {table.num_rows} rows fall outside the month or lack zones or timestamps)"
+        )
+    return kept.cast(_normalised_schema(kept.schema)), table.num_rows
+
+
+def _normalised_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with zone IDs as int64 and distances as float64, whatever the file's widths."""
+    widened = {PICKUP_ZONE: pa.int64(), DROPOFF_ZONE: pa.int64(), TRIP_DISTANCE: pa.float64()}
+    return pa.schema([field.with_type(widened.get(field.name, field.type)) for field in schema])
+
+
+def _check_schema(schema: pa.Schema, color: str, label: str) -> None:
+    """Every needed column is present and holds values of its kind."""
+    expected = _expected_types(color)
+    missing = [name for name in expected if name not in schema.names]
+    if missing:
+        raise PipelineError(
+            f"{label} lacks column(s) {', '.join(missing)} needed for {color} trip records "
+            f"(it has: {', '.join(schema.names)})"
+        )
+    for name, kind in expected.items():
+        check, description = _COLUMN_TYPES[kind]
+        column_type = schema.field(name).type
+        if pa.types.is_null(column_type):
+            raise PipelineError(f"{label}: column {name} is entirely null")
+        if not check(column_type):
+            raise PipelineError(
+                f"{label}: column {name} must hold {description}, got type {column_type}"
+            )
+
+
+def _usable_rows(table: pa.Table, color: str, month: str) -> pa.ChunkedArray:
+    """Mask of rows with zones, timestamps and a pickup within ``month``."""
+    first_day = parse_month(month)
+    pickup = table[pickup_column(color)]
+    start = pa.scalar(datetime.combine(first_day, datetime.min.time()), type=pickup.type)
+    end = pa.scalar(datetime.combine(next_month(first_day), datetime.min.time()), type=pickup.type)
+    in_month = pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, end))
+    present = [
+        pc.is_valid(table[name]) for name in (dropoff_column(color), PICKUP_ZONE, DROPOFF_ZONE)
+    ]
+    mask = in_month
+    for valid in present:
+        mask = pc.and_(mask, valid)
+    return pc.fill_null(mask, False)

@@ -1,0 +1,70 @@
+"""Names shared by the loader and the model: trip-record colours, months and raw columns.
+
+Kept free of heavy imports because the logged model imports it at prediction time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Literal, get_args
+
+from pipeline.errors import PipelineError
+
+Color = Literal["green", "yellow"]
+COLORS: tuple[str, ...] = get_args(Color)
+
+PICKUP_ZONE = "PULocationID"
+DROPOFF_ZONE = "DOLocationID"
+TRIP_DISTANCE = "trip_distance"
+
+# Green (street-hail) records prefix their timestamps with lpep_, yellow ones with tpep_.
+_TIMESTAMP_PREFIX: dict[str, str] = {"green": "lpep", "yellow": "tpep"}
+PICKUP_COLUMNS: tuple[str, ...] = tuple(f"{p}_pickup_datetime" for p in _TIMESTAMP_PREFIX.values())
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def pickup_column(color: str) -> str:
+    """The pickup timestamp column of ``color``'s trip records."""
+    return f"{_TIMESTAMP_PREFIX[color]}_pickup_datetime"
+
+
+def dropoff_column(color: str) -> str:
+    """The drop-off timestamp column of ``color``'s trip records."""
+    return f"{_TIMESTAMP_PREFIX[color]}_dropoff_datetime"
+
+
+def raw_columns(color: str) -> list[str]:
+    """The raw columns the pipeline reads from a trip-record file of ``color``."""
+    return [
+        pickup_column(color),
+        dropoff_column(color),
+        PICKUP_ZONE,
+        DROPOFF_ZONE,
+        TRIP_DISTANCE,
+    ]
+
+
+def parse_color(text: str) -> str:
+    """``text`` if it is a known trip-record colour, else a :class:`PipelineError`."""
+    if text not in COLORS:
+        raise PipelineError(f"color must be one of {', '.join(COLORS)}; got {text!r}")
+    return text
+
+
+def parse_month(text: str) -> date:
+    """The first day of the month ``YYYY-MM``; anything else is a :class:`PipelineError`."""
+    match = _MONTH.fullmatch(text)
+    if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2009:
+        raise PipelineError(
+            f"month must be YYYY-MM from 2009-01 on (TLC records start in 2009), got {text!r}"
+        )
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def next_month(first_day: date) -> date:
+    """The first day of the month after ``first_day``'s."""
+    if first_day.month == 12:
+        return date(first_day.year + 1, 1, 1)
+    return date(first_day.year, first_day.month + 1, 1)

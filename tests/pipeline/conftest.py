@@ -1,0 +1,185 @@
+"""Fixtures for the pipeline tests: the real months, a trained model, local servers, stores.
+
+The real trip records are read from ``$PIPELINE_DATA_DIR`` (green 2023-01 and 2023-02).
+Prefect runs against one session-scoped test harness; MLflow against one SQLite store per
+session (each test uses its own experiment and model names). Nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import os
+
+# No telemetry from MLflow or Prefect (nor from the servers they start): this must be set
+# before either is imported.
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import http.server
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import xgboost as xgb
+
+from pipeline.data import MonthData, file_name, load_month
+from pipeline.features import LabeledSet, make_labeled_set
+from pipeline.train import TrainConfig, train_model
+
+TRAIN_MONTH, VAL_MONTH = "2023-01", "2023-02"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The directory holding the real green 2023-01 and 2023-02 files."""
+    value = os.environ.get("PIPELINE_DATA_DIR")
+    if not value:
+        pytest.fail("set PIPELINE_DATA_DIR to the directory with the real TLC files (see README)")
+    directory = Path(value)
+    for month in (TRAIN_MONTH, VAL_MONTH):
+        if not (directory / file_name("green", month)).is_file():
+            pytest.fail(f"PIPELINE_DATA_DIR={value} lacks {file_name('green', month)}")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def months(real_data_dir: Path) -> tuple[MonthData, MonthData]:
+    """The real training and validation months, loaded."""
+    return (
+        load_month(str(real_data_dir), "green", TRAIN_MONTH),
+        load_month(str(real_data_dir), "green", VAL_MONTH),
+    )
+
+
+@pytest.fixture(scope="session")
+def labeled(months: tuple[MonthData, MonthData]) -> tuple[LabeledSet, LabeledSet]:
+    """Training and validation sets built from the real months."""
+    return (
+        make_labeled_set(months[0].trips, label=TRAIN_MONTH),
+        make_labeled_set(months[1].trips, label=VAL_MONTH),
+    )
+
+
+@pytest.fixture(scope="session")
+def booster(labeled: tuple[LabeledSet, LabeledSet]) -> xgb.Booster:
+    """The model trained with the default configuration on the full real months."""
+    return train_model(*labeled, TrainConfig())
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """Prefect's test harness: a temporary server and database for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the session's MLflow SQLite store and artifacts."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def mlflow_store(mlflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's MLflow store as MLFLOW_TRACKING_URI, run from its directory.
+
+    The working directory matters: a SQLite store puts artifacts under ./mlruns.
+    """
+    uri = f"sqlite:///{mlflow_home / 'mlflow.db'}"
+    monkeypatch.chdir(mlflow_home)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh name for an experiment or registered model."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class FileServer:
+    """A loopback HTTP server standing in for the TLC site."""
+
+    base_url: str
+    directory: Path
+    requests: list[str] = field(default_factory=list)
+    # path -> HTTP status to answer instead of the file, consumed one per request
+    failures: dict[str, list[int]] = field(default_factory=dict)
+    # paths whose body is cut short (Content-Length promises more than is sent)
+    truncated: set[str] = field(default_factory=set)
+
+
+@pytest.fixture
+def tlc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    """Serves files from a temporary directory on 127.0.0.1 at a free port."""
+    directory = tmp_path_factory.mktemp("site")
+    server_state = FileServer(base_url="", directory=directory)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            server_state.requests.append(self.path)
+            pending = server_state.failures.get(self.path)
+            if pending:
+                self.send_error(pending.pop(0))
+                return
+            path = directory / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path in server_state.truncated:
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the tests inspect ``requests``."""
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_state.base_url = f"http://127.0.0.1:{server.server_address[1]}/trip-data"
+    directory.joinpath("trip-data").mkdir()
+    server_state.directory = directory / "trip-data"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A base URL on loopback where nothing listens (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/trip-data"
+
+
+@pytest.fixture
+def data_dir_with(tmp_path: Path, real_data_dir: Path) -> Callable[..., Path]:
+    """Build a data directory from real months and/or given files: ``data_dir_with(...)``."""
+
+    def build(*, real: tuple[str, ...] = (), files: dict[str, bytes] | None = None) -> Path:
+        directory = tmp_path / "data"
+        directory.mkdir(exist_ok=True)
+        for month in real:
+            shutil.copy(real_data_dir / file_name("green", month), directory)
+        for name, content in (files or {}).items():
+            (directory / name).write_bytes(content)
+        return directory
+
+    return build

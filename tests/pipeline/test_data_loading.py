@@ -1,0 +1,265 @@
+"""Load stage on the real months, on broken files, on yellow records and on S3."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto import mock_aws
+
+from pipeline.data import MonthData, file_name, load_month, resolve_data_dir
+from pipeline.errors import PipelineError
+
+GREEN_COLUMNS = [
+    "lpep_pickup_datetime",
+    "lpep_dropoff_datetime",
+    "PULocationID",
+    "DOLocationID",
+    "trip_distance",
+]
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` written as parquet."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def raw_january(real_data_dir: Path) -> pd.DataFrame:
+    """The full real 2023-01 file, all columns, as published."""
+    return pd.read_parquet(real_data_dir / file_name("green", "2023-01"))
+
+
+# --- the real months -----------------------------------------------------------------------
+
+
+def test_real_months_load_with_the_needed_columns_and_uniform_types(
+    months: tuple[MonthData, MonthData],
+) -> None:
+    # 2023-01 stores zone IDs as int64, 2023-02 as int32: both come out as int64.
+    for month in months:
+        assert list(month.trips.columns) == GREEN_COLUMNS
+        assert month.trips.dtypes.astype(str).tolist() == [
+            "datetime64[us]",
+            "datetime64[us]",
+            "int64",
+            "int64",
+            "float64",
+        ]
+
+
+def test_real_months_row_counts(months: tuple[MonthData, MonthData]) -> None:
+    january, february = months
+    assert january.rows_read == 68_211
+    assert february.rows_read == 64_809
+    # A few meter-clock errors (2008/2009 pickups) and next-month pickups are dropped.
+    assert 68_000 < len(january.trips) < 68_211
+    assert 64_700 < len(february.trips) < 64_809
+
+
+def test_real_months_pickups_fall_within_the_month(months: tuple[MonthData, MonthData]) -> None:
+    for month, start, end in (
+        (months[0], "2023-01-01", "2023-02-01"),
+        (months[1], "2023-02-01", "2023-03-01"),
+    ):
+        pickups = month.trips["lpep_pickup_datetime"]
+        assert pickups.min() >= pd.Timestamp(start)
+        assert pickups.max() < pd.Timestamp(end)
+
+
+def test_real_months_have_no_nulls_and_valid_ranges(months: tuple[MonthData, MonthData]) -> None:
+    for month in months:
+        trips = month.trips
+        assert not trips.isna().any().any()
+        assert trips["PULocationID"].between(1, 265).all()
+        assert trips["DOLocationID"].between(1, 265).all()
+        assert (trips["trip_distance"] >= 0).all()
+
+
+def test_the_source_names_the_file_read(
+    months: tuple[MonthData, MonthData], real_data_dir: Path
+) -> None:
+    assert months[0].source == str(real_data_dir / "green_tripdata_2023-01.parquet")
+    assert (months[0].color, months[0].month) == ("green", "2023-01")
+
+
+def test_data_dir_defaults_to_the_environment_then_to_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_DATA_DIR", "s3://bucket/data")
+    assert resolve_data_dir("/explicit") == "/explicit"
+    assert resolve_data_dir(None) == "s3://bucket/data"
+    monkeypatch.delenv("PIPELINE_DATA_DIR")
+    assert resolve_data_dir(None) == "data"
+
+
+# --- what the loader refuses, with a message naming the file and the problem ---------------
+
+
+def test_missing_columns_are_named(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    broken = raw_january.drop(columns=["PULocationID", "trip_distance"])
+    directory = data_dir_with(files={file_name("green", "2023-01"): parquet_bytes(broken)})
+    with pytest.raises(
+        PipelineError,
+        match=r"green_tripdata_2023-01\.parquet lacks column\(s\) "
+        r"PULocationID, trip_distance needed for green trip records",
+    ):
+        load_month(str(directory), "green", "2023-01")
+
+
+def test_an_empty_file_is_refused(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    directory = data_dir_with(
+        files={file_name("green", "2023-01"): parquet_bytes(raw_january.head(0))}
+    )
+    with pytest.raises(
+        PipelineError, match=r"green_tripdata_2023-01\.parquet holds no trip records"
+    ):
+        load_month(str(directory), "green", "2023-01")
+
+
+def test_a_corrupt_file_is_refused(data_dir_with: Callable[..., Path]) -> None:
+    directory = data_dir_with(files={file_name("green", "2023-01"): b"PAR1 this is not parquet"})
+    with pytest.raises(
+        PipelineError, match=r"green_tripdata_2023-01\.parquet is not a readable parquet file"
+    ):
+        load_month(str(directory), "green", "2023-01")
+
+
+def test_a_wrongly_typed_column_is_named(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    broken = raw_january.astype({"PULocationID": "str"})
+    directory = data_dir_with(files={file_name("green", "2023-01"): parquet_bytes(broken)})
+    with pytest.raises(
+        PipelineError, match=r"column PULocationID must hold an integer zone ID, got type"
+    ):
+        load_month(str(directory), "green", "2023-01")
+
+
+def test_an_all_null_needed_column_is_named(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    table = pa.Table.from_pandas(raw_january, preserve_index=False)
+    nulls = pa.nulls(table.num_rows)
+    table = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance", nulls)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    directory = data_dir_with(files={file_name("green", "2023-01"): buffer.getvalue()})
+    with pytest.raises(PipelineError, match="column trip_distance is entirely null"):
+        load_month(str(directory), "green", "2023-01")
+
+
+def test_a_file_holding_another_month_is_refused(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    # January's records filed as March: no pickup falls in the month asked for.
+    directory = data_dir_with(files={file_name("green", "2023-03"): parquet_bytes(raw_january)})
+    with pytest.raises(
+        PipelineError, match=r"has no usable trips with a pickup in 2023-03 \(all 68211 rows"
+    ):
+        load_month(str(directory), "green", "2023-03")
+
+
+@pytest.mark.parametrize(
+    ("color", "month", "message"),
+    [
+        ("green", "2023-13", r"month must be YYYY-MM from 2009-01 on .*got '2023-13'"),
+        ("green", "23-01", r"month must be YYYY-MM .*got '23-01'"),
+        ("green", "2008-12", r"month must be YYYY-MM from 2009-01 on .*got '2008-12'"),
+        ("red", "2023-01", r"color must be one of green, yellow; got 'red'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_io(
+    color: str, month: str, message: str, closed_port_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(PipelineError, match=message):
+        load_month(str(tmp_path), color, month, base_url=closed_port_url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(PipelineError, match=f"data directory {not_a_dir} is not a directory"):
+        load_month(str(not_a_dir), "green", "2023-01")
+
+
+# --- yellow records ---------------------------------------------------------------------------
+
+
+def test_yellow_records_use_tpep_columns(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    yellow = raw_january.rename(columns=lambda name: name.replace("lpep_", "tpep_"))
+    directory = data_dir_with(files={file_name("yellow", "2023-01"): parquet_bytes(yellow)})
+    month = load_month(str(directory), "yellow", "2023-01")
+    assert list(month.trips.columns) == [name.replace("lpep_", "tpep_") for name in GREEN_COLUMNS]
+    assert len(month.trips) > 68_000
+
+
+def test_green_columns_are_not_yellow_ones(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    directory = data_dir_with(files={file_name("yellow", "2023-01"): parquet_bytes(raw_january)})
+    with pytest.raises(PipelineError, match=r"lacks column.*tpep_pickup_datetime"):
+        load_month(str(directory), "yellow", "2023-01")
+
+
+# --- S3 -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An emulated S3 (moto, in process) with one bucket, ``trips``."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="trips")
+        yield client
+
+
+def test_a_month_is_read_from_s3(s3_bucket: Any, real_data_dir: Path) -> None:
+    s3_bucket.upload_file(
+        str(real_data_dir / file_name("green", "2023-01")),
+        "trips",
+        "data/green_tripdata_2023-01.parquet",
+    )
+    month = load_month("s3://trips/data", "green", "2023-01")
+    assert month.source == "s3://trips/data/green_tripdata_2023-01.parquet"
+    assert month.rows_read == 68_211
+    assert list(month.trips.columns) == GREEN_COLUMNS
+
+
+def test_a_missing_month_is_downloaded_into_s3(
+    s3_bucket: Any, tlc_server: Any, real_data_dir: Path
+) -> None:
+    name = file_name("green", "2023-02")
+    (tlc_server.directory / name).write_bytes((real_data_dir / name).read_bytes())
+    month = load_month("s3://trips/cache/", "green", "2023-02", base_url=tlc_server.base_url)
+    assert month.rows_read == 64_809
+    stored = s3_bucket.get_object(Bucket="trips", Key=f"cache/{name}")["Body"].read()
+    assert stored == (real_data_dir / name).read_bytes()
+    assert tlc_server.requests == [f"/trip-data/{name}"]
+
+
+def test_an_unknown_bucket_is_named(s3_bucket: Any) -> None:
+    with pytest.raises(
+        PipelineError,
+        match=r"cannot access s3://nowhere/green_tripdata_2023-01\.parquet: NoSuchBucket",
+    ):
+        load_month("s3://nowhere", "green", "2023-01")

@@ -1,0 +1,89 @@
+"""Downloading missing months from the TLC site (a loopback server stands in for it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.data import download, file_name, load_month
+from pipeline.errors import PipelineError, TransientError
+
+NAME = file_name("green", "2023-01")
+
+
+@pytest.fixture
+def published(tlc_server: Any, real_data_dir: Path) -> bytes:
+    """The real 2023-01 file, published on the loopback site; returns its bytes."""
+    content = (real_data_dir / NAME).read_bytes()
+    (tlc_server.directory / NAME).write_bytes(content)
+    return content
+
+
+def test_a_missing_month_is_downloaded_into_the_data_dir(
+    tlc_server: Any, published: bytes, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "new" / "data"  # created on demand
+    month = load_month(str(data_dir), "green", "2023-01", base_url=tlc_server.base_url)
+    assert (data_dir / NAME).read_bytes() == published
+    assert month.rows_read == 68_211
+    assert sorted(p.name for p in data_dir.iterdir()) == [NAME]
+    # Present now: read from the directory, not downloaded again.
+    load_month(str(data_dir), "green", "2023-01", base_url=tlc_server.base_url)
+    assert tlc_server.requests == [f"/trip-data/{NAME}"]
+
+
+def test_an_unpublished_month_is_a_clear_error(tlc_server: Any, tmp_path: Path) -> None:
+    with pytest.raises(
+        PipelineError,
+        match=rf"{NAME} is not in {tmp_path} and could not download "
+        rf"{tlc_server.base_url}/{NAME}: HTTP 404",
+    ) as raised:
+        load_month(str(tmp_path), "green", "2023-01", base_url=tlc_server.base_url)
+    assert not isinstance(raised.value, TransientError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_network_is_a_transient_error_naming_the_url(
+    closed_port_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        TransientError,
+        match=rf"{NAME} is not in {tmp_path} and could not download "
+        rf"{closed_port_url}/{NAME}: .*[Cc]onnect",
+    ):
+        load_month(str(tmp_path), "green", "2023-01", base_url=closed_port_url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_error_is_transient(tlc_server: Any, published: bytes, tmp_path: Path) -> None:
+    tlc_server.failures[f"/trip-data/{NAME}"] = [503]
+    with pytest.raises(TransientError, match="the server answered HTTP 503"):
+        download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cut_off_download_leaves_no_file(
+    tlc_server: Any, published: bytes, tmp_path: Path
+) -> None:
+    tlc_server.truncated.add(f"/trip-data/{NAME}")
+    with pytest.raises(TransientError, match=f"could not download {tlc_server.base_url}/{NAME}"):
+        download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_body_that_is_not_parquet_is_refused(tlc_server: Any, tmp_path: Path) -> None:
+    (tlc_server.directory / NAME).write_text("<html>Access denied</html>")
+    with pytest.raises(PipelineError, match=rf"{NAME} did not return a parquet file \(26 bytes\)"):
+        download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_data_dir_is_a_clear_error(
+    tlc_server: Any, published: bytes, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # a file where the directory should be created
+    with pytest.raises(PipelineError, match=f"cannot write {blocker / 'data' / NAME}"):
+        download(f"{tlc_server.base_url}/{NAME}", blocker / "data" / NAME)
