@@ -1,0 +1,74 @@
+"""Evaluate stage: RMSE and MAE on the validation month, beside a simple baseline.
+
+The baseline predicts the mean training duration of the trip's pickup/drop-off zone pair
+(the overall training mean for a pair training never saw): what a lookup table would do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from pipeline.features import LabeledSet
+from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE
+from pipeline.train import predict_minutes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """Validation metrics of the model and of the baseline, with the model's predictions."""
+
+    rmse: float
+    mae: float
+    baseline_rmse: float
+    baseline_mae: float
+    predictions: np.ndarray
+
+    def metrics(self) -> dict[str, float]:
+        """The figures to track, by metric name."""
+        return {
+            "rmse": self.rmse,
+            "mae": self.mae,
+            "baseline_rmse": self.baseline_rmse,
+            "baseline_mae": self.baseline_mae,
+        }
+
+
+def rmse(actual: pd.Series | np.ndarray, predicted: np.ndarray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(np.mean(np.square(np.asarray(actual) - predicted))))
+
+
+def mae(actual: pd.Series | np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(actual) - predicted)))
+
+
+def evaluate(booster: xgb.Booster, train: LabeledSet, val: LabeledSet) -> Evaluation:
+    """Score ``booster`` and the zone-pair baseline (fitted on ``train``) on ``val``."""
+    predictions = predict_minutes(booster, val.features)
+    baseline = zone_pair_baseline(train, val)
+    return Evaluation(
+        rmse=rmse(val.target, predictions),
+        mae=mae(val.target, predictions),
+        baseline_rmse=rmse(val.target, baseline),
+        baseline_mae=mae(val.target, baseline),
+        predictions=predictions,
+    )
+
+
+def zone_pair_baseline(train: LabeledSet, val: LabeledSet) -> np.ndarray:
+    """Mean training duration of each validation trip's zone pair (overall mean if unseen)."""
+    means = train.target.groupby(_zone_pair_key(train)).mean()
+    looked_up = means.reindex(_zone_pair_key(val)).to_numpy()
+    return np.where(np.isnan(looked_up), train.target.mean(), looked_up)
+
+
+def _zone_pair_key(labeled: LabeledSet) -> np.ndarray:
+    """One integer per (pickup zone, drop-off zone) pair, from the categorical codes."""
+    pickup = labeled.features[PICKUP_ZONE].cat.codes.to_numpy(dtype=np.int64)
+    dropoff = labeled.features[DROPOFF_ZONE].cat.codes.to_numpy(dtype=np.int64)
+    return pickup * 1000 + dropoff

@@ -1,0 +1,96 @@
+"""Train and evaluate stages on the real months: accuracy, behaviour, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from pipeline.evaluate import evaluate, zone_pair_baseline
+from pipeline.features import LabeledSet, make_features, make_labeled_set
+from pipeline.train import TrainConfig, predict_minutes, train_model
+
+# The public course pipeline scores 5.19 on these months; the issue asks for at most 4.6.
+MAX_RMSE = 4.6
+
+
+def test_validation_rmse_is_at_most_4_6_and_beats_the_baseline(
+    booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    evaluation = evaluate(booster, *labeled)
+    assert evaluation.rmse <= MAX_RMSE
+    assert evaluation.rmse < evaluation.baseline_rmse
+    assert evaluation.mae < evaluation.baseline_mae
+    assert len(evaluation.predictions) == len(labeled[1].target)
+
+
+def test_early_stopping_keeps_only_the_best_rounds(booster: xgb.Booster) -> None:
+    assert 10 < booster.num_boosted_rounds() < TrainConfig().num_boost_round
+
+
+def test_a_much_longer_trip_between_the_same_zones_is_never_predicted_shorter(
+    booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    # (A zero distance is unknown, not short: the model may rightly predict it longer.)
+    trips = labeled[1].trips
+    sample = trips[trips["trip_distance"] > 0].sample(2_000, random_state=1)
+    longer = sample.assign(trip_distance=sample["trip_distance"] * 3 + 1)
+    short = predict_minutes(booster, make_features(sample))
+    long = predict_minutes(booster, make_features(longer))
+    assert np.all(long >= short)
+    assert np.mean(long - short) > 5  # and it takes noticeably longer on average
+
+
+def test_predictions_are_plausible_durations(
+    booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    raw = booster.inplace_predict(labeled[1].features)
+    assert (raw < 1).mean() < 0.001  # squared error may stray below a minute, rarely
+    predictions = predict_minutes(booster, labeled[1].features)
+    assert predictions.min() >= 1
+    assert predictions.max() <= 60
+
+
+def test_one_trip_alone_is_predicted_as_in_a_batch(
+    booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    # XGBoost re-codes a frame's categories by value; a single row has one category in use.
+    batch = booster.inplace_predict(make_features(labeled[1].trips.head(500)))
+    for row in (0, 137, 499):
+        alone = booster.inplace_predict(make_features(labeled[1].trips.iloc[[row]]))
+        assert alone[0] == batch[row]
+
+
+def test_int32_zones_and_unknown_zones_are_predicted(
+    booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    trips = labeled[1].trips.head(100)
+    narrow = trips.astype({"PULocationID": "int32", "DOLocationID": "int32"})
+    assert np.array_equal(
+        booster.inplace_predict(make_features(narrow)),
+        booster.inplace_predict(make_features(trips)),
+    )
+    unknown = trips.assign(PULocationID=300)
+    assert np.isfinite(booster.inplace_predict(make_features(unknown))).all()
+
+
+def test_training_is_deterministic(labeled: tuple[LabeledSet, LabeledSet]) -> None:
+    train, val = (
+        make_labeled_set(data.trips.sample(5_000, random_state=0), label="sample")
+        for data in labeled
+    )
+    config = TrainConfig(num_boost_round=30)
+    first, second = train_model(train, val, config), train_model(train, val, config)
+    assert np.array_equal(first.inplace_predict(val.features), second.inplace_predict(val.features))
+
+
+def test_the_baseline_is_the_zone_pair_mean_with_a_global_fallback() -> None:
+    def labeled_set(rows: list[tuple[int, int, float]]) -> LabeledSet:
+        frame = pd.DataFrame(rows, columns=["PULocationID", "DOLocationID", "minutes"])
+        frame["lpep_pickup_datetime"] = pd.Timestamp("2023-01-02 08:00")
+        frame["trip_distance"] = 1.0
+        return LabeledSet(trips=frame, features=make_features(frame), target=frame["minutes"])
+
+    train = labeled_set([(1, 2, 10.0), (1, 2, 20.0), (3, 4, 30.0)])
+    val = labeled_set([(1, 2, 0.0), (3, 4, 0.0), (5, 6, 0.0)])
+    assert zone_pair_baseline(train, val).tolist() == [15.0, 30.0, 20.0]
