@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from scripts import ephemeral, twin
+from scripts import deploy, ephemeral, twin
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
@@ -128,6 +128,10 @@ def ephemeral_create(name: NameArgument) -> None:
 def ephemeral_destroy(name: NameArgument) -> None:
     """pulumi destroy and remove stack NAME; refuses a stack that is not ephemeral."""
     ephemeral.destroy(name, typer.echo)
+
+
+app.command("deploy")(deploy.deploy_command)
+app.command("run")(deploy.run_command)
 
 
 def main() -> None:
