@@ -32,3 +32,6 @@ lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy pipeline scripts infra policy
+
+bench: venv ## benchmark: course vs our stages vs the full flow, and scaling (writes bench/results/)
+	PYTHONPATH=. $(BIN)/python -m bench

@@ -1,0 +1,304 @@
+"""Run the whole benchmark, write ``bench/results/bench-<date>.{json,md}`` and print the table.
+
+    python -m bench [--runs 3] [--scales 1 4 16]
+
+Cases, all on the real months (green, train 2023-01, validate 2023-02) in $PIPELINE_DATA_DIR:
+  1. course   the course pipeline (DictVectorizer, its tuned XGBoost, 100 rounds)
+  2. stages   our stages as plain functions (no Prefect, no MLflow): the floor for our model
+  3. flow     ``python -m pipeline train`` as a process on the embedded default
+  5. scaling  case 2 with the training data repeated 1x, 4x, 16x
+
+Every case runs in a fresh process; each figure is the median of ``--runs`` runs, with min and
+max. Peak memory is the largest resident set of the case's whole process tree (Prefect's
+ephemeral API server included), sampled every 20 ms. Timings belong to this machine; the
+ratios, measured in the same run, are the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.cases import COLOR, TRAIN_MONTH, VAL_MONTH, data_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SAMPLE_SECONDS = 0.02
+CASE_TIMEOUT_SECONDS = 600
+
+
+@dataclass
+class Sample:
+    """One measured process: its wall time, peak tree memory and what it printed."""
+
+    wall_seconds: float
+    peak_rss_mib: float
+    report: dict[str, float]
+
+
+@dataclass
+class Series:
+    """Several runs of one case."""
+
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def stats(self, values: list[float]) -> dict[str, float]:
+        """Median, min and max of ``values``."""
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    def summary(self) -> dict[str, object]:
+        """The figures of this case for the results file."""
+        out: dict[str, object] = {
+            "runs": len(self.samples),
+            "process_wall_seconds": self.stats([s.wall_seconds for s in self.samples]),
+            "peak_rss_mib": self.stats([s.peak_rss_mib for s in self.samples]),
+        }
+        stage_seconds = [s.report["seconds"] for s in self.samples if "seconds" in s.report]
+        if stage_seconds:
+            out["stage_seconds"] = self.stats(stage_seconds)
+        rmses = [s.report["rmse"] for s in self.samples if "rmse" in s.report]
+        if rmses:
+            out["rmse"] = statistics.median(rmses)
+        if self.samples and "rows" in self.samples[0].report:
+            out["train_rows"] = int(self.samples[0].report["rows"])
+        return out
+
+    def median(self, key: str) -> float:
+        """The median of ``key`` (``wall`` for process wall time, else a reported figure)."""
+        if key == "wall":
+            return statistics.median(s.wall_seconds for s in self.samples)
+        if key == "rss":
+            return statistics.median(s.peak_rss_mib for s in self.samples)
+        return statistics.median(s.report[key] for s in self.samples)
+
+
+def measure(argv: list[str], *, cwd: Path, env: dict[str, str]) -> Sample:
+    """Run ``argv`` to completion, sampling its process tree's resident memory."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
+        peak = _watch(child)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if child.returncode != 0:
+        raise SystemExit(
+            f"benchmark case {' '.join(argv)} failed with exit status {child.returncode}:\n"
+            f"{stderr[-4000:]}"
+        )
+    lines = stdout.strip().splitlines()
+    report = json.loads(lines[-1]) if lines else {}
+    return Sample(wall_seconds=wall, peak_rss_mib=peak / 2**20, report=report)
+
+
+def _watch(child: subprocess.Popen[bytes]) -> int:
+    """Largest total resident memory of ``child`` and its descendants until it exits."""
+    deadline = time.monotonic() + CASE_TIMEOUT_SECONDS
+    root = psutil.Process(child.pid)
+    peak = 0
+    while child.poll() is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            raise SystemExit(f"benchmark case {child.args!r} ran over {CASE_TIMEOUT_SECONDS} s")
+        total = 0
+        try:
+            for process in [root, *root.children(recursive=True)]:
+                total += process.memory_info().rss
+        except psutil.Error:
+            pass  # a process of the tree exited between listing and reading: skip the sample
+        peak = max(peak, total)
+        try:
+            child.wait(timeout=SAMPLE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+    return peak
+
+
+def case_argv(case: str, repeat: int = 1) -> list[str]:
+    """The command line of one in-process case."""
+    return [sys.executable, "-m", "bench.cases", case, "--repeat", str(repeat)]
+
+
+def flow_argv(directory: str) -> list[str]:
+    """The full flow on the embedded default, exactly as a user runs it."""
+    return [
+        sys.executable, "-m", "pipeline", "train",
+        "--train-month", TRAIN_MONTH, "--val-month", VAL_MONTH,
+        "--color", COLOR, "--data-dir", directory,
+    ]  # fmt: skip
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The environment of the embedded default: no tracking or Prefect server configured."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "PREFECT_", "AWS_"))
+    }
+    env["PREFECT_HOME"] = str(home / "prefect-home")
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run_all(runs: int, scales: list[int]) -> dict[str, Any]:
+    """Measure every case; returns the results document."""
+    directory = data_dir()
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+    try:
+        env = embedded_env(work)
+        series: dict[str, Series] = {}
+
+        def repeat(name: str, argv: list[str], cwd: Path) -> Series:
+            s = series.setdefault(name, Series(name))
+            for run in range(runs):
+                print(f"  {name}: run {run + 1}/{runs}", file=sys.stderr, flush=True)
+                s.samples.append(measure(argv, cwd=cwd, env=env))
+            return s
+
+        repeat("course", case_argv("course"), ROOT)
+        for scale in scales:
+            repeat(f"stages_x{scale}", case_argv("stages", scale), ROOT)
+        flow_dir = work / "flow"
+        flow_dir.mkdir()
+        print("  flow: first run in a fresh directory (cold)", file=sys.stderr, flush=True)
+        cold = measure(flow_argv(directory), cwd=flow_dir, env=env)
+        repeat("flow", flow_argv(directory), flow_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _document(series, cold, scales)
+
+
+def _document(series: dict[str, Series], cold: Sample, scales: list[int]) -> dict[str, Any]:
+    """The results document: environment, per-case figures, ratios and scaling."""
+    course, stages, flow = series["course"], series["stages_x1"], series["flow"]
+    scaling = {
+        f"x{scale}": {
+            "stage_seconds": series[f"stages_x{scale}"].median("seconds"),
+            "peak_rss_mib": series[f"stages_x{scale}"].median("rss"),
+        }
+        for scale in scales
+    }
+    doublings = math.log2(max(scales) / min(scales))
+
+    def growth(small: float, large: float) -> float:
+        return (large / small) ** (1 / doublings) if doublings else 1.0
+
+    low, high = series[f"stages_x{min(scales)}"], series[f"stages_x{max(scales)}"]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            name: metadata.version(name)
+            for name in ("xgboost", "pandas", "scikit-learn", "prefect", "mlflow")
+        },
+        "data": {"color": COLOR, "train_month": TRAIN_MONTH, "val_month": VAL_MONTH},
+        "cases": {name: s.summary() for name, s in series.items()},
+        "flow_cold_first_run": {
+            "process_wall_seconds": cold.wall_seconds,
+            "peak_rss_mib": cold.peak_rss_mib,
+        },
+        "ratios": {
+            "course_over_stages": course.median("seconds") / stages.median("seconds"),
+            "flow_over_stages_process": flow.median("wall") / stages.median("wall"),
+            "flow_over_stages_in_process": flow.median("wall") / stages.median("seconds"),
+            "rmse_course": course.median("rmse"),
+            "rmse_stages": stages.median("rmse"),
+        },
+        "scaling": {
+            "by_size": scaling,
+            "time_growth_per_doubling": growth(low.median("seconds"), high.median("seconds")),
+            "memory_growth_per_doubling": growth(low.median("rss"), high.median("rss")),
+        },
+    }
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """A short table of the results document."""
+    cases, ratios, scaling = doc["cases"], doc["ratios"], doc["scaling"]
+
+    def spread(stats: dict[str, float], unit: str) -> str:
+        return f"{stats['median']:.2f} {unit} ({stats['min']:.2f}-{stats['max']:.2f})"
+
+    lines = [
+        f"# Benchmark {doc['date']}",
+        "",
+        f"Machine: {doc['machine']}; versions: {doc['versions']}.",
+        "Median of the runs (min-max). Stage time: load + features + train + evaluate, in the "
+        "process; process time: the whole process, interpreter start-up included.",
+        "",
+        "| case | stage time | process time | peak memory | RMSE |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in cases.items():
+        stage = spread(c["stage_seconds"], "s") if "stage_seconds" in c else "-"
+        rmse = f"{c['rmse']:.4f}" if "rmse" in c else "-"
+        lines.append(
+            f"| {name} | {stage} | {spread(c['process_wall_seconds'], 's')} "
+            f"| {spread(c['peak_rss_mib'], 'MiB')} | {rmse} |"
+        )
+    cold = doc["flow_cold_first_run"]
+    lines += [
+        "",
+        f"Flow, first run in a fresh directory: {cold['process_wall_seconds']:.2f} s, "
+        f"{cold['peak_rss_mib']:.0f} MiB.",
+        "",
+        "| ratio | value |",
+        "|---|---|",
+        f"| course / our stages (stage time) | {ratios['course_over_stages']:.1f}x |",
+        f"| full flow / our stages (process time) | {ratios['flow_over_stages_process']:.2f}x |",
+        f"| full flow (process) / our stages (stage time) "
+        f"| {ratios['flow_over_stages_in_process']:.2f}x |",
+        f"| RMSE course / ours | {ratios['rmse_course']:.4f} / {ratios['rmse_stages']:.4f} |",
+        f"| stage time growth per doubling of training data "
+        f"| {scaling['time_growth_per_doubling']:.2f}x |",
+        f"| peak memory growth per doubling of training data "
+        f"| {scaling['memory_growth_per_doubling']:.2f}x |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Parse the arguments, run every case, write and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (default 3)")
+    parser.add_argument(
+        "--scales", type=int, nargs="+", default=[1, 4, 16], help="training data repetitions"
+    )
+    args = parser.parse_args()
+    if args.runs < 1 or 1 not in args.scales:
+        parser.error("--runs must be at least 1 and --scales must include 1")
+    doc = run_all(args.runs, sorted(set(args.scales)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"bench-{str(doc['date'])[:10]}"
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    table = render_markdown(doc)
+    stem.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"written: {stem}.json, {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
