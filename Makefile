@@ -31,7 +31,9 @@ test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold 2023-01 and 
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pipeline scripts infra policy
+	$(BIN)/mypy pipeline scripts bench
+	cd infra && ../$(BIN)/mypy .
+	cd policy && ../$(BIN)/mypy .
 
 bench: venv ## benchmark: course vs our stages vs the full flow, and scaling (writes bench/results/)
-	PYTHONPATH=. $(BIN)/python -m bench
+	$(BIN)/python -m bench
