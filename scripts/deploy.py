@@ -141,7 +141,7 @@ class RunOutcome:
 
 
 def run_parameters(
-    client: SyncPrefectClient, deployment_id: UUID, overrides: Mapping[str, str]
+    client: SyncPrefectClient, deployment_id: UUID, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The deployment's parameters with ``overrides`` applied inside the flow's one model."""
     defaults = dict(client.read_deployment(deployment_id).parameters)
@@ -149,7 +149,7 @@ def run_parameters(
     return {**defaults, "parameters": model}
 
 
-def start_run(client: SyncPrefectClient, deployment: str, overrides: Mapping[str, str]) -> FlowRun:
+def start_run(client: SyncPrefectClient, deployment: str, overrides: Mapping[str, Any]) -> FlowRun:
     """Create a flow run of ``deployment``; unknown deployment or bad parameters are OpsErrors."""
     from prefect.exceptions import ObjectNotFound
 

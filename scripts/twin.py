@@ -441,6 +441,12 @@ class Twin:
             for worker in workers
         )
 
+    def reap_children(self, seconds: float = 10.0) -> None:
+        """Wait for the processes this object launched, once something has stopped them."""
+        for child in self._children.values():
+            child.wait(timeout=seconds)
+        self._children.clear()
+
     def stop_service(self, name: str) -> None:
         """Stop service ``name`` with its unit's signals; SIGKILL what is left after the timeout."""
         check_service(name)
@@ -695,6 +701,31 @@ def tree_rss_bytes(process: psutil.Process) -> int:
     return total
 
 
+def running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """Wait up to ``seconds`` for ``processes`` to end; those still running."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [process for process in processes if running(process)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(_POLL_SECONDS)
+
+
+def signal_all(processes: list[psutil.Process], signum: signal.Signals) -> None:
+    """Send ``signum`` to each of ``processes`` that still exists."""
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(signum)
+
+
 def stop_tree(process: psutil.Process, stop_signals: tuple[str, ...], timeout: float) -> None:
     """Stop ``process`` and its descendants as systemd stops a unit's control group.
 
@@ -704,20 +735,15 @@ def stop_tree(process: psutil.Process, stop_signals: tuple[str, ...], timeout: f
     members = tree(process)
     *first, last = stop_signals
     for name in first:
-        with suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.Signals[name])
-        _, members = psutil.wait_procs(members, timeout=_SIGNAL_GAP_SECONDS)
-    members = [*members, *(child for child in tree(process) if child not in members)]
-    for member in members:
-        with suppress(psutil.NoSuchProcess):
-            member.send_signal(signal.Signals[last])
-    _, alive = psutil.wait_procs(members, timeout=timeout)
-    for member in alive:
-        with suppress(psutil.NoSuchProcess):
-            member.kill()
-    _, still = psutil.wait_procs(alive, timeout=5)
-    if still:
-        raise OpsError(f"could not stop pids {', '.join(str(p.pid) for p in still)}")
+        signal_all([process], signal.Signals[name])
+        wait_gone([process], _SIGNAL_GAP_SECONDS)
+    members += [child for child in tree(process) if child not in members]
+    signal_all(members, signal.Signals[last])
+    left = wait_gone(members, timeout)
+    signal_all(left, signal.SIGKILL)
+    left = wait_gone(left, 5.0)
+    if left:
+        raise OpsError(f"could not stop pids {', '.join(str(p.pid) for p in left)}")
 
 
 def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _: None) -> Twin:
