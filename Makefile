@@ -8,7 +8,7 @@ VAL_MONTH ?= 2023-02
 COLOR ?= green
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test lint bench
+.PHONY: help venv train test lint bench twin twin-down test-twin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,15 @@ train: venv ## train and register a model on the embedded default (PIPELINE_DATA
 
 test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold 2023-01 and 2023-02 green)
 	$(BIN)/pytest
+
+twin: venv ## start the local twin on loopback (PostgreSQL on 127.0.0.1:5432 needed); writes mlops.env
+	$(BIN)/mlops twin up
+
+twin-down: venv ## stop the local twin, drop its databases
+	$(BIN)/mlops twin down
+
+test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE_DATA_DIR needed)
+	$(BIN)/pytest tests/e2e
 
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
