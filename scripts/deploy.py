@@ -118,6 +118,8 @@ def deploy(env: Mapping[str, str], deployment: str | None) -> None:
     prefect = str(Path(sys.executable).with_name("prefect"))
     which = ["--name", deployment] if deployment else ["--all"]
     process_env = {**os.environ, **env, "MLOPS_ARTIFACT_BUCKET": bucket}
+    if "AWS_REGION" in env:  # boto3 reads the region from AWS_DEFAULT_REGION
+        process_env.setdefault("AWS_DEFAULT_REGION", env["AWS_REGION"])
     with tempfile.TemporaryDirectory(prefix="mlops-deploy-") as directory:
         stage(Path(directory))
         code = subprocess.run(

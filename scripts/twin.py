@@ -160,14 +160,19 @@ def write_private_json(path: Path, data: object) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Process:
-    """How the twin runs one service: command, environment, and how it is stopped."""
+    """How the twin runs one service: command line, environment, working directory."""
 
-    name: str
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: Path
-    stop_signals: tuple[str, ...] = ("SIGTERM",)
-    stop_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopPolicy:
+    """How a service is stopped: signals in turn, then SIGKILL after the timeout."""
+
+    signals: tuple[str, ...] = ("SIGTERM",)
+    timeout_seconds: float = 30.0
 
 
 def free_port() -> int:
@@ -301,7 +306,6 @@ class Twin:
         if name == "s3":
             argv = (str(self.config.venv / "bin" / "moto_server"), "-H", LOOPBACK)
             return Process(
-                name=name,
                 argv=(*argv, "-p", str(self.state.ports["s3"])),
                 env=self.base_environment(),
                 cwd=self.config.state_dir,
@@ -313,14 +317,14 @@ class Twin:
             **read_env_file(Path(spec.env_file)),
             **(self.emulator_environment() if name in _S3_SERVICES else {}),
         }
-        return Process(
-            name=name,
-            argv=spec.argv,
-            env=env,
-            cwd=Path(spec.working_directory),
-            stop_signals=spec.stop_signals,
-            stop_timeout_seconds=spec.stop_timeout_seconds,
-        )
+        return Process(argv=spec.argv, env=env, cwd=Path(spec.working_directory))
+
+    def stop_policy(self, name: str) -> StopPolicy:
+        """How service ``name`` is stopped: as its unit says (the emulator: one SIGTERM)."""
+        if name == "s3":
+            return StopPolicy()
+        spec = self.specs()[name]
+        return StopPolicy(signals=spec.stop_signals, timeout_seconds=spec.stop_timeout_seconds)
 
     def log_path(self, name: str) -> Path:
         """Where service ``name`` writes its output."""
@@ -454,25 +458,12 @@ class Twin:
         if process is None:
             self.state.processes.pop(name, None)
             return
-        spec = self.process(name) if name == "s3" else self._stop_policy(name)
-        stop_tree(process, spec.stop_signals, spec.stop_timeout_seconds)
+        stop_tree(process, self.stop_policy(name))
         child = self._children.pop(name, None)
         if child is not None:
             child.wait(timeout=5)
         self.state.processes.pop(name, None)
         self.state.save()
-
-    def _stop_policy(self, name: str) -> Process:
-        """The stop signals and timeout of service ``name`` (no env file needed)."""
-        spec = self.specs()[name]
-        return Process(
-            name=name,
-            argv=spec.argv,
-            env={},
-            cwd=Path(spec.working_directory),
-            stop_signals=spec.stop_signals,
-            stop_timeout_seconds=spec.stop_timeout_seconds,
-        )
 
     # -- AWS and PostgreSQL stand-ins -----------------------------------------------------
 
@@ -726,20 +717,21 @@ def signal_all(processes: list[psutil.Process], signum: signal.Signals) -> None:
             process.send_signal(signum)
 
 
-def stop_tree(process: psutil.Process, stop_signals: tuple[str, ...], timeout: float) -> None:
+def stop_tree(process: psutil.Process, policy: StopPolicy) -> None:
     """Stop ``process`` and its descendants as systemd stops a unit's control group.
 
-    Every signal but the last goes to the main process, with a short gap for it to act; the
-    last goes to every process of the tree; whatever is left after ``timeout`` is killed.
+    Every signal but the last goes to the main process (``ExecStop=``), with a short gap for
+    it to act; the last (``KillSignal=``) goes to every process of the tree; whatever is left
+    after the timeout is killed.
     """
     members = tree(process)
-    *first, last = stop_signals
+    *first, last = policy.signals
     for name in first:
         signal_all([process], signal.Signals[name])
         wait_gone([process], _SIGNAL_GAP_SECONDS)
     members += [child for child in tree(process) if child not in members]
     signal_all(members, signal.Signals[last])
-    left = wait_gone(members, timeout)
+    left = wait_gone(members, policy.timeout_seconds)
     signal_all(left, signal.SIGKILL)
     left = wait_gone(left, 5.0)
     if left:
