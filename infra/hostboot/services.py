@@ -182,17 +182,28 @@ def prefect_cors_origins(settings: ControlHostSettings) -> str:
     return f"http://{settings.private_ip}:{settings.prefect_port},http://localhost:{settings.prefect_port}"
 
 
+def placeholder(secret: str) -> str:
+    """The ``${secret}`` placeholder the boot script substitutes with the fetched value."""
+    return "${" + secret + "}"
+
+
 def _postgres_url(settings: ControlHostSettings, scheme: str, database: str, ssl_param: str) -> str:
     """A connection URL template for ``database`` with the password as a placeholder."""
     return (
-        f"{scheme}://{settings.db_username}:${{{DB_PASSWORD}}}@{settings.db_host}:{settings.db_port}"
+        f"{scheme}://{settings.db_username}:{placeholder(DB_PASSWORD)}"
+        f"@{settings.db_host}:{settings.db_port}"
         f"/{database}?{ssl_param}={settings.db_sslmode}"
     )
 
 
-def _home_environment(layout: HostLayout, user: str) -> dict[str, str]:
-    """HOME for a service user: its state directory."""
-    return {"HOME": str(layout.home(user))}
+def _base_environment(layout: HostLayout, user: str, region: str) -> dict[str, str]:
+    """What every service gets: HOME (its state directory), the region, no telemetry."""
+    return {
+        **_COMMON_ENVIRONMENT,
+        "HOME": str(layout.home(user)),
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,  # the variable boto3 reads
+    }
 
 
 def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> ServiceSpec:
@@ -229,10 +240,7 @@ def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> Service
             f"s3://{settings.artifact_bucket}/mlflow",
         ),
         environment={
-            **_COMMON_ENVIRONMENT,
-            **_home_environment(layout, user),
-            "AWS_REGION": settings.region,
-            "AWS_DEFAULT_REGION": settings.region,
+            **_base_environment(layout, user, settings.region),
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         },
@@ -240,8 +248,8 @@ def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> Service
             "MLFLOW_BACKEND_STORE_URI": _postgres_url(
                 settings, "postgresql+psycopg", settings.mlflow_db, "sslmode"
             ),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": f"${{{MLFLOW_FLASK_SECRET_KEY}}}",
-            "MLFLOW_AUTH_ADMIN_PASSWORD": f"${{{MLFLOW_ADMIN_PASSWORD}}}",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": placeholder(MLFLOW_FLASK_SECRET_KEY),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": placeholder(MLFLOW_ADMIN_PASSWORD),
         },
         env_file=layout.config_dir / "mlflow.env",
         extra_files=(SecretFile(path=auth_config, template=auth_ini, mode=0o640, group=user),),
@@ -266,8 +274,7 @@ def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) ->
             str(settings.prefect_port),
         ),
         environment={
-            **_COMMON_ENVIRONMENT,
-            **_home_environment(layout, user),
+            **_base_environment(layout, user, settings.region),
             "PREFECT_HOME": str(layout.home(user) / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
@@ -280,7 +287,7 @@ def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) ->
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": _postgres_url(
                 settings, "postgresql+asyncpg", settings.prefect_db, "ssl"
             ),
-            "PREFECT_SERVER_API_AUTH_STRING": f"${{{PREFECT_AUTH_STRING}}}",
+            "PREFECT_SERVER_API_AUTH_STRING": placeholder(PREFECT_AUTH_STRING),
         },
         env_file=layout.config_dir / "prefect-server.env",
         working_directory=layout.home(user),
@@ -311,19 +318,16 @@ def prefect_worker_service(settings: WorkerHostSettings, layout: HostLayout) -> 
             "never",
         ),
         environment={
-            **_COMMON_ENVIRONMENT,
-            **_home_environment(layout, user),
+            **_base_environment(layout, user, settings.region),
             "PREFECT_HOME": str(layout.home(user) / "prefect"),
             "PREFECT_API_URL": f"http://{control}:{settings.control_prefect_port}/api",
             "MLFLOW_TRACKING_URI": f"http://{control}:{settings.control_mlflow_port}",
             "MLFLOW_TRACKING_USERNAME": settings.mlflow_admin_username,
-            "AWS_REGION": settings.region,
-            "AWS_DEFAULT_REGION": settings.region,
             "PIPELINE_DATA_DIR": f"s3://{settings.artifact_bucket}/data",
         },
         secret_environment={
-            "PREFECT_API_AUTH_STRING": f"${{{PREFECT_AUTH_STRING}}}",
-            "MLFLOW_TRACKING_PASSWORD": f"${{{MLFLOW_ADMIN_PASSWORD}}}",
+            "PREFECT_API_AUTH_STRING": placeholder(PREFECT_AUTH_STRING),
+            "MLFLOW_TRACKING_PASSWORD": placeholder(MLFLOW_ADMIN_PASSWORD),
         },
         env_file=layout.config_dir / "prefect-worker.env",
         working_directory=layout.home(user),
