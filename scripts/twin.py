@@ -120,6 +120,7 @@ class TwinState:
     secret_arns: dict[str, str] = field(default_factory=dict)
     # service -> [pid, create_time]: the start time tells our process from a recycled pid
     processes: dict[str, list[float]] = field(default_factory=dict)
+    postgres_created: bool = False
     env_file: str = ""
 
     @property
@@ -518,6 +519,8 @@ class Twin:
         """What RDS gives: the master role (may create databases) and its first database."""
         role = sql.Identifier(self.config.name)
         with self.postgres() as conn:
+            self.state.postgres_created = True  # from here on, down drops them
+            self.state.save()
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.config.name,))
             verb = "ALTER" if exists.fetchone() else "CREATE"
             conn.execute(
@@ -615,7 +618,9 @@ class Twin:
             self.state.env_file = str(env_file.resolve())
             self.state.save()
         except BaseException:
-            self.tear_down()
+            # Undo what was done; the original error is the one to report.
+            with suppress(OpsError):
+                self.tear_down()
             raise
 
     def database_password(self) -> str:
@@ -626,10 +631,21 @@ class Twin:
         )
 
     def tear_down(self) -> None:
-        """Stop every recorded process, drop the databases and role, remove the state."""
+        """Stop every recorded process, drop the databases and role, remove the state.
+
+        Every service is stopped even if one of them resists; if anything is left, the state
+        stays so that ``down`` can be run again, and the error says what.
+        """
+        problems = []
         for name in reversed(SERVICES):
-            self.stop_service(name)
-        self.drop_role_and_databases()
+            try:
+                self.stop_service(name)
+            except OpsError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise OpsError("could not stop the twin: " + "; ".join(problems))
+        if self.state.postgres_created:
+            self.drop_role_and_databases()
         self.remove_env_file()
         for entry in self.config.state_dir.iterdir():
             if entry.name != "logs":
