@@ -754,8 +754,17 @@ def stop_tree(process: psutil.Process, policy: StopPolicy) -> None:
         raise OpsError(f"could not stop pids {', '.join(str(p.pid) for p in left)}")
 
 
+_EXECUTABLES = ("python", "moto_server", "mlflow", "prefect")
+
+
 def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _: None) -> Twin:
     """Bring a twin up and write its env file; refuses if one is already recorded."""
+    missing = [name for name in _EXECUTABLES if not (config.venv / "bin" / name).exists()]
+    if missing:
+        raise OpsError(
+            f"{config.venv} lacks {', '.join(missing)}: run the twin from the project's "
+            "virtualenv (`make venv`, then `.venv/bin/mlops twin up`)"
+        )
     if (config.state_dir / "state.json").exists():
         raise OpsError(
             f"a twin is already recorded in {config.state_dir}: see `mlops twin status`, "

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 from hostboot import render_unit
-from twin_api import TwinHandle
+from twin_api import TwinHandle, mlops
+
+from scripts.twin import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +85,10 @@ def test_twin_prefect_refuses_wrong_auth_and_missing_csrf_token(twin: TwinHandle
 def _basic(credential: str) -> str:
     """An HTTP basic Authorization header value (Prefect compares it with its auth string)."""
     return "Basic " + base64.b64encode(credential.encode()).decode()
+
+
+def test_twin_status_lists_every_service_up(twin: TwinHandle) -> None:
+    result = mlops("twin", "status", "--state-dir", str(twin.twin.config.state_dir), timeout=120)
+    assert result.returncode == 0, result.stderr
+    states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    assert states == dict.fromkeys(SERVICES, "up")
