@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import pytest
 import xgboost as xgb
 
@@ -87,13 +88,14 @@ def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def mlflow_store(mlflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The session's MLflow store as MLFLOW_TRACKING_URI, run from its directory.
+    """The session's MLflow store as MLFLOW_TRACKING_URI (and the client's), run from its directory.
 
     The working directory matters: a SQLite store puts artifacts under ./mlruns.
     """
     uri = f"sqlite:///{mlflow_home / 'mlflow.db'}"
     monkeypatch.chdir(mlflow_home)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     return uri
 
 

@@ -1,0 +1,98 @@
+"""The logged model: an MLflow pyfunc that takes raw trip records and returns minutes.
+
+Preprocessing travels inside it: the ``pipeline`` package is logged with the model
+(``code_paths``), the model is built from code (``serving.py``, no pickle) and
+:func:`pipeline.features.make_features` runs at prediction time, so
+
+    mlflow.pyfunc.load_model("models:/<name>@champion").predict(raw_trips)
+
+reproduces training's features on any machine with the logged requirements, without this
+repository. The booster is stored as a plain XGBoost UBJSON file beside it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from mlflow.models import Model, ModelSignature
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from pipeline.features import make_features, pickup_column_of
+from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE, TRIP_DISTANCE
+from pipeline.train import predict_minutes
+
+MODEL_NAME_IN_RUN = "model"
+BOOSTER_ARTIFACT = "booster"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_MODEL_CODE = _PACKAGE_DIR / "serving.py"
+# What the model needs at prediction time (pins of the environment that logged it).
+_RUNTIME_PACKAGES = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle")
+_EXAMPLE_ROWS = 5
+
+
+class TripDurationModel(PythonModel):
+    """Predicted trip duration in minutes from raw TLC trip records."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load the booster logged beside the model."""
+        self._booster = xgb.Booster(model_file=context.artifacts[BOOSTER_ARTIFACT])
+
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Minutes for each trip of ``model_input`` (a raw trip-record frame)."""
+        return predict_minutes(self._booster, make_features(model_input))
+
+
+def input_columns(trips: pd.DataFrame) -> list[str]:
+    """The raw columns the model reads: what is known at pickup, plus the metered distance."""
+    return [pickup_column_of(trips), PICKUP_ZONE, DROPOFF_ZONE, TRIP_DISTANCE]
+
+
+def signature(pickup_column: str) -> ModelSignature:
+    """Raw trip columns in (extra columns are ignored), minutes out."""
+    inputs = Schema(
+        [
+            ColSpec("datetime", pickup_column),
+            ColSpec("long", PICKUP_ZONE),
+            ColSpec("long", DROPOFF_ZONE),
+            ColSpec("double", TRIP_DISTANCE),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype("float32"), (-1,))]))
+
+
+def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
+    """Log ``booster`` as the run's pyfunc model; ``trips`` give the example. Returns its URI."""
+    columns = input_columns(trips)
+    example = trips[columns].head(_EXAMPLE_ROWS).reset_index(drop=True)
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        # MLflow 3.17 compares columns with a range when saving the example (pandas 3 warns).
+        warnings.filterwarnings("ignore", "Operation with range is deprecated", DeprecationWarning)
+        booster_path = Path(scratch, "booster.ubj")
+        booster.save_model(booster_path)
+        info = Model.log(
+            artifact_path=None,
+            name=MODEL_NAME_IN_RUN,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            python_model=str(_MODEL_CODE),
+            artifacts={BOOSTER_ARTIFACT: str(booster_path)},
+            code_paths=[str(_PACKAGE_DIR)],
+            signature=signature(columns[0]),
+            input_example=example,
+            pip_requirements=[f"{name}=={version(name)}" for name in _RUNTIME_PACKAGES],
+        )
+    return info.model_uri
