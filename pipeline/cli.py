@@ -1,0 +1,115 @@
+"""Command line: ``python -m pipeline train --train-month YYYY-MM --val-month YYYY-MM ...``.
+
+Runs the ``training`` flow and prints, as the last line of standard output, one JSON object
+(run_id, rmse, model_name, model_version, aliases, ...). Logs go to standard error. Expected
+failures (bad arguments, missing or unusable data, no network) print one ``error:`` line on
+standard error and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from pipeline.data import TLC_BASE_URL
+from pipeline.errors import PipelineError
+from pipeline.parameters import TrainingParameters
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, track and register NYC taxi trip-duration models.",
+)
+
+
+@app.callback()
+def _commands() -> None:
+    """Train, track and register NYC taxi trip-duration models."""
+
+
+@app.command()
+def train(
+    train_month: Annotated[str, typer.Option(help="Month to train on, YYYY-MM.")],
+    val_month: Annotated[str, typer.Option(help="Month to validate on, YYYY-MM.")],
+    color: Annotated[str, typer.Option(help="Trip-record colour: green or yellow.")] = "green",
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Local directory or s3://bucket/prefix with the monthly files "
+            "[default: $PIPELINE_DATA_DIR, else ./data]",
+            show_default=False,
+        ),
+    ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option(help="Registered model name [default: trip-duration-<color>]"),
+    ] = None,
+    tlc_base_url: Annotated[
+        str, typer.Option(help="Where missing months are downloaded from.")
+    ] = TLC_BASE_URL,
+) -> None:
+    """Train on one month, validate on another, track in MLflow and register the model."""
+    try:
+        parameters = TrainingParameters(
+            train_month=train_month,
+            val_month=val_month,
+            color=color,  # type: ignore[arg-type]  # validated by the model
+            data_dir=data_dir,
+            model_name=model_name,
+            tlc_base_url=tlc_base_url,
+        )
+    except ValidationError as exc:
+        _fail(_describe(exc))
+    from pipeline.flows import training  # imports Prefect: only once the arguments are valid
+
+    _hide_tracebacks_of_expected_errors()
+    try:
+        summary = training(parameters)
+    except PipelineError as exc:
+        _fail(str(exc))
+    typer.echo(summary.model_dump_json())
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming each bad option, what it must be and what it got."""
+    problems = []
+    for detail in error.errors():
+        option = "--" + "-".join(str(part) for part in detail["loc"]).replace("_", "-")
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "value_error":
+            problems.append(f"{option}: {message}" if detail["loc"] else message)
+        else:
+            problems.append(f"{option}: {message}, got {detail['input']!r}")
+    return "; ".join(problems)
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``error: message`` on standard error and exit with status 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+class _NoExpectedTracebacks(logging.Filter):
+    """Drop the traceback from log records about a :class:`PipelineError` (the message stays)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _hide_tracebacks_of_expected_errors() -> None:
+    """Prefect logs a failed task's traceback; for expected errors the message is enough."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(known, _NoExpectedTracebacks) for known in handler.filters):
+            handler.addFilter(_NoExpectedTracebacks())
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

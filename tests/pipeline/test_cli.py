@@ -1,0 +1,135 @@
+"""``python -m pipeline``: the JSON summary, and one clear error line for expected failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import _NoExpectedTracebacks, app
+from pipeline.data import file_name
+from pipeline.errors import PipelineError
+
+MONTHS = ("--train-month", "2023-01", "--val-month", "2023-02")
+
+
+def run_module(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline ARGS`` in ``cwd``, with the test process's environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def assert_one_error_line(returncode: int, stdout: str, stderr: str, expected: str) -> None:
+    """Exit status 1, no traceback, nothing on stdout, and the last stderr line is the error."""
+    assert returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert stderr.strip().splitlines()[-1] == f"error: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--train-month", "2023-01", "--val-month", "2023-01"],
+            "val_month must differ from train_month (both are 2023-01): "
+            "validating on the training month would hide overfitting",
+        ),
+        (
+            [*MONTHS, "--color", "red"],
+            "--color: Input should be 'green' or 'yellow', got 'red'",
+        ),
+        (
+            [*MONTHS, "--tlc-base-url", "ftp://mirror"],
+            "--tlc-base-url: String should match pattern '^https?://', got 'ftp://mirror'",
+        ),
+    ],
+)
+def test_bad_arguments_give_one_error_line(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, ["train", *args])
+    assert_one_error_line(result.exit_code, result.stdout, result.stderr, expected)
+
+
+def test_the_module_entry_point_reports_a_bad_month_without_a_traceback(tmp_path: Path) -> None:
+    result = run_module("train", "--train-month", "2023-13", "--val-month", "2023-02", cwd=tmp_path)
+    assert_one_error_line(
+        result.returncode,
+        result.stdout,
+        result.stderr,
+        "--train-month: month must be YYYY-MM from 2009-01 on (TLC records start in 2009), "
+        "got '2023-13'",
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_training_prints_a_json_summary_and_uses_the_embedded_mlflow_store(
+    prefect_api: None, real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", *MONTHS, "--data-dir", str(real_data_dir)])
+    assert result.exit_code == 0, result.stderr
+    (line,) = result.stdout.splitlines()  # the JSON summary is all there is on stdout
+    summary = json.loads(line)
+    assert summary["model_name"] == "trip-duration-green"
+    assert summary["model_version"] == "1"
+    assert summary["aliases"] == ["challenger", "champion"]
+    assert summary["rmse"] <= 4.6
+    assert len(summary["run_id"]) == 32
+    assert (tmp_path / "mlflow.db").is_file()  # the embedded default, in the working directory
+
+
+def test_a_data_error_inside_the_flow_gives_one_error_line(
+    prefect_api: None, data_dir_with: Callable[..., Path], tmp_path: Path
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    data_dir = data_dir_with(real=("2023-02",), files={file_name("green", "2023-01"): b"corrupt"})
+    result = run_module(
+        "train",
+        *MONTHS,
+        "--data-dir",
+        str(data_dir),
+        cwd=tmp_path,
+        env={
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        },
+    )
+    path = data_dir / file_name("green", "2023-01")
+    assert_one_error_line(
+        result.returncode,
+        result.stdout,
+        result.stderr,
+        f"{path} is not a readable parquet file: Parquet file size is 7 bytes, "
+        "smaller than the minimum file footer (8 bytes)",
+    )
+
+
+def test_logged_tracebacks_are_dropped_only_for_expected_errors() -> None:
+    def record(error: Exception) -> logging.LogRecord:
+        return logging.LogRecord(
+            "x", logging.ERROR, "f", 1, "failed", None, (type(error), error, None)
+        )
+
+    expected, unexpected = record(PipelineError("bad file")), record(KeyError("bug"))
+    assert _NoExpectedTracebacks().filter(expected)
+    assert expected.exc_info is None
+    assert _NoExpectedTracebacks().filter(unexpected)
+    assert unexpected.exc_info is not None
