@@ -9,6 +9,7 @@ standard error and exit with status 1, without a traceback.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, NoReturn
 
 import typer
@@ -64,6 +65,9 @@ def train(
         )
     except ValidationError as exc:
         _fail(_describe(exc))
+    # Without PREFECT_API_URL, Prefect starts an ephemeral API whose first start creates its
+    # database: on a slow or busy machine that takes longer than Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from pipeline.flows import training  # imports Prefect: only once the arguments are valid
 
     _hide_tracebacks_of_expected_errors()
