@@ -182,7 +182,7 @@ def register(
     return registration
 
 
-@flow(name="training", log_prints=False)
+@flow(name="training")
 def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingSummary:  # noqa: B008
     """Train, evaluate, track and register a trip-duration model for one pair of months."""
     tracking_uri = tracking.configure_tracking()
