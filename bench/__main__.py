@@ -154,6 +154,8 @@ def embedded_env(home: Path) -> dict[str, str]:
         if not key.startswith(("MLFLOW_", "PREFECT_", "AWS_"))
     }
     env["PREFECT_HOME"] = str(home / "prefect-home")
+    env["DO_NOT_TRACK"] = "true"  # no usage reports from MLflow or Prefect: loopback only
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PYTHONPATH"] = str(ROOT)
     return env
 

@@ -7,14 +7,8 @@ session (each test uses its own experiment and model names). Nothing leaves loop
 
 from __future__ import annotations
 
-import os
-
-# No telemetry from MLflow or Prefect (nor from the servers they start): this must be set
-# before either is imported.
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
 import http.server
+import os
 import shutil
 import socket
 import threading
