@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 TRAIN_MONTH ?= 2023-01
 VAL_MONTH ?= 2023-02
 COLOR ?= green
+# Where the monthly trip-record files are read and cached: a directory (made absolute, as the
+# tests' subprocesses run elsewhere) or s3://bucket/prefix. `make train` downloads missing
+# months into it, so `make test` afterwards finds 2023-01 and 2023-02 there.
+PIPELINE_DATA_DIR ?= data
+override PIPELINE_DATA_DIR := $(if $(filter s3://%,$(PIPELINE_DATA_DIR)),$(PIPELINE_DATA_DIR),$(abspath $(PIPELINE_DATA_DIR)))
+export PIPELINE_DATA_DIR
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train test lint bench twin twin-down test-twin
@@ -22,10 +28,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 
 venv: $(VENV)/.installed ## create .venv from the pinned requirements
 
-train: venv ## train and register a model on the embedded default (PIPELINE_DATA_DIR: where the months are)
+train: venv ## train and register a model on the embedded default (months read from PIPELINE_DATA_DIR, default ./data)
 	$(BIN)/python -m pipeline train --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH) --color $(COLOR)
 
-test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold 2023-01 and 2023-02 green)
+test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold green 2023-01 and 2023-02)
 	$(BIN)/pytest
 
 twin: venv ## start the local twin on loopback (PostgreSQL on 127.0.0.1:5432 needed); writes mlops.env
