@@ -2,8 +2,9 @@
 
 Runs the ``training`` flow and prints, as the last line of standard output, one JSON object
 (run_id, rmse, model_name, model_version, aliases, ...). Logs go to standard error. Expected
-failures (bad arguments, missing or unusable data, no network) print one ``error:`` line on
-standard error and exit with status 1, without a traceback.
+failures (bad arguments, missing or unusable data, no network, a server refusing the
+credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or PREFECT_API_AUTH_STRING)
+print one ``error:`` line on standard error and exit with status 1, without a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 from typing import Annotated, NoReturn
 
+import httpx
 import typer
 from pydantic import ValidationError
 
@@ -75,6 +77,11 @@ def train(
         summary = training(parameters)
     except PipelineError as exc:
         _fail(str(exc))
+    except httpx.HTTPStatusError as exc:
+        refusal = _prefect_refusal(exc)
+        if refusal is None:
+            raise
+        _fail(refusal)
     typer.echo(summary.model_dump_json())
 
 
@@ -89,6 +96,17 @@ def _describe(error: ValidationError) -> str:
         else:
             problems.append(f"{option}: {message}, got {detail['input']!r}")
     return "; ".join(problems)
+
+
+def _prefect_refusal(error: httpx.HTTPStatusError) -> str | None:
+    """The error line for the Prefect server rejecting PREFECT_API_AUTH_STRING, if that is it."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    refused = error.response.status_code == httpx.codes.UNAUTHORIZED
+    if not (refused and url and str(error.request.url).startswith(url)):
+        return None
+    return f"the Prefect server at {url} rejected PREFECT_API_AUTH_STRING (HTTP 401)"
 
 
 def _fail(message: str) -> NoReturn:

@@ -30,6 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import rmse
 from pipeline.features import LabeledSet
 from pipeline.model import input_columns
+from pipeline.tracking import mlflow_call
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -61,6 +62,7 @@ def validation_key(month: MonthData, val: LabeledSet) -> str:
     return f"{file_name(month.color, month.month)}:{len(val.target)}"
 
 
+@mlflow_call
 def champion_rmse(model_name: str, validation_key: str, val: LabeledSet) -> float | None:
     """The current champion's RMSE on ``val`` (identified by ``validation_key``), or None."""
     champion = _champion(model_name)
@@ -73,6 +75,7 @@ def champion_rmse(model_name: str, validation_key: str, val: LabeledSet) -> floa
     return rmse(val.target, predicted)
 
 
+@mlflow_call
 def register(
     model_uri: str,
     *,

@@ -2,28 +2,36 @@
 
 With ``MLFLOW_TRACKING_URI`` set, runs go to that server (``MLFLOW_TRACKING_USERNAME`` and
 ``MLFLOW_TRACKING_PASSWORD`` for its basic auth, read by MLflow itself); without it, to the
-embedded default: a SQLite store ``mlflow.db`` in the working directory.
+embedded default: a SQLite store ``mlflow.db`` in the working directory. A server refusing
+those credentials is a :class:`~pipeline.errors.PipelineError` naming them (never their
+values), not a transient failure: retrying cannot fix a wrong password.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
+import requests
 import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
 from pipeline.data import MonthData
+from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
 from pipeline.model import log_model
@@ -36,6 +44,59 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _MAX_TAG_CHARS = 5000
 # MLflow column types of the loaded trip columns, by numpy dtype kind.
 _COLUMN_TYPES = {"M": "datetime", "i": "long", "f": "double"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def mlflow_call(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, with a tracking server's refusal (HTTP 401 or 403) as a PipelineError.
+
+    MLflow raises those as ``MlflowException`` (REST calls) or ``requests.HTTPError``
+    (proxied artifacts), which the flow would retry like any I/O failure.
+    """
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except MlflowException as exc:
+            refusal = _refusal(exc.get_http_status_code())
+            if refusal is None:
+                raise
+            raise refusal from exc
+        except requests.HTTPError as exc:
+            refusal = None if exc.response is None else _refusal(exc.response.status_code)
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+    return call
+
+
+def _refusal(status: int) -> PipelineError | None:
+    """The error for a tracking server refusing a request with ``status``, if it is a refusal."""
+    server = _without_credentials(mlflow.get_tracking_uri())
+    if status == 401:
+        return PipelineError(
+            f"the MLflow server at {server} rejected "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (HTTP 401)"
+        )
+    if status == 403:
+        return PipelineError(
+            f"the MLflow server at {server} refused the request (HTTP 403): the user in "
+            "MLFLOW_TRACKING_USERNAME lacks the permission, or the server's --allowed-hosts "
+            "does not list the host of MLFLOW_TRACKING_URI"
+        )
+    return None
+
+
+def _without_credentials(uri: str) -> str:
+    """``uri`` without any ``user:password@`` part."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def configure_tracking() -> str:
@@ -54,6 +115,7 @@ def code_version() -> str:
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
+@mlflow_call
 def start_run(*, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
     """Create a run in ``experiment`` (made the active experiment) and return its ID."""
     experiment_id = mlflow.set_experiment(experiment).experiment_id
@@ -63,6 +125,7 @@ def start_run(*, experiment: str, run_name: str, tags: Mapping[str, str]) -> str
     return run.info.run_id
 
 
+@mlflow_call
 def log_training(
     run_id: str,
     *,
@@ -118,6 +181,7 @@ def _dataset_input(month: MonthData, context: str) -> DatasetInput:
     return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=context)])
 
 
+@mlflow_call
 def end_run(run_id: str, error: BaseException | None = None) -> None:
     """Mark the run FINISHED, or FAILED with the error's message as a tag."""
     client = MlflowClient()
@@ -143,6 +207,7 @@ def finishing(run_id: str) -> Iterator[None]:
     end_run(run_id)
 
 
+@mlflow_call
 def run_link(tracking_uri: str, run_id: str) -> str:
     """A browsable link to the run on a tracking server, or where to find it locally."""
     if tracking_uri.startswith(("http://", "https://")):

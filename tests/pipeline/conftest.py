@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,10 +113,25 @@ class FileServer:
     truncated: set[str] = field(default_factory=set)
 
 
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 at a free port; yields ``http://127.0.0.1:<port>``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def tlc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
     """Serves files from a temporary directory on 127.0.0.1 at a free port."""
-    directory = tmp_path_factory.mktemp("site")
+    directory = tmp_path_factory.mktemp("site") / "trip-data"
+    directory.mkdir()
     server_state = FileServer(base_url="", directory=directory)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -125,7 +141,7 @@ def tlc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]
             if pending:
                 self.send_error(pending.pop(0))
                 return
-            path = directory / self.path.lstrip("/")
+            path = directory.parent / self.path.lstrip("/")
             if not path.is_file():
                 self.send_error(404)
                 return
@@ -142,18 +158,50 @@ def tlc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]
         def log_message(self, format: str, *args: object) -> None:
             """Quiet: the tests inspect ``requests``."""
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server_state.base_url = f"http://127.0.0.1:{server.server_address[1]}/trip-data"
-    directory.joinpath("trip-data").mkdir()
-    server_state.directory = directory / "trip-data"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        server_state.base_url = f"{url}/trip-data"
         yield server_state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+
+
+@dataclass
+class RefusingServer:
+    """A loopback HTTP server answering every request with one refusal status."""
+
+    url: str
+    status: int
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[Callable[[int], RefusingServer]]:
+    """Start servers that refuse everything: ``refusing_server(401)``, as a wrong password gets.
+
+    The body and header are what MLflow's basic-auth app sends with a 401.
+    """
+    with ExitStack() as servers:
+
+        def start(status: int) -> RefusingServer:
+            state = RefusingServer(url="", status=status)
+
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def _refuse(self) -> None:
+                    state.requests.append(f"{self.command} {self.path}")
+                    body = b"You are not authenticated. Please see the MLflow docs."
+                    self.send_response(status)
+                    self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+                do_GET = do_POST = do_PATCH = do_DELETE = _refuse
+
+                def log_message(self, format: str, *args: object) -> None:
+                    """Quiet: the tests inspect ``requests``."""
+
+            state.url = servers.enter_context(serving(Handler))
+            return state
+
+        yield start
 
 
 @pytest.fixture

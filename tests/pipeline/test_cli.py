@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +17,9 @@ from typer.testing import CliRunner
 from pipeline.cli import _NoExpectedTracebacks, app
 from pipeline.data import file_name
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
+    from conftest import RefusingServer
 
 MONTHS = ("--train-month", "2023-01", "--val-month", "2023-02")
 
@@ -120,6 +124,26 @@ def test_a_data_error_inside_the_flow_gives_one_error_line(
         f"{path} is not a readable parquet file: Parquet file size is 7 bytes, "
         "smaller than the minimum file footer (8 bytes)",
     )
+
+
+def test_a_rejected_prefect_auth_string_gives_one_error_line(
+    refusing_server: Callable[[int], RefusingServer], tmp_path: Path
+) -> None:
+    server = refusing_server(401)
+    wrong = "admin:not-the-auth-string-0123456789"
+    result = run_module(
+        "train",
+        *MONTHS,
+        cwd=tmp_path,
+        env={"PREFECT_API_URL": f"{server.url}/api", "PREFECT_API_AUTH_STRING": wrong},
+    )
+    assert_one_error_line(
+        result.returncode,
+        result.stdout,
+        result.stderr,
+        f"the Prefect server at {server.url}/api rejected PREFECT_API_AUTH_STRING (HTTP 401)",
+    )
+    assert wrong not in result.stderr
 
 
 def test_logged_tracebacks_are_dropped_only_for_expected_errors() -> None:
