@@ -32,8 +32,8 @@ from pipeline.schema import (
     DROPOFF_ZONE,
     PICKUP_ZONE,
     TRIP_DISTANCE,
+    add_months,
     dropoff_column,
-    next_month,
     parse_color,
     parse_month,
     pickup_column,
@@ -284,8 +284,10 @@ def _usable_rows(table: pa.Table, color: str, month: str) -> pa.ChunkedArray:
     """Mask of rows with zones, timestamps and a pickup within ``month``."""
     first_day = parse_month(month)
     pickup = table[pickup_column(color)]
-    start = pa.scalar(datetime.combine(first_day, datetime.min.time()), type=pickup.type)
-    end = pa.scalar(datetime.combine(next_month(first_day), datetime.min.time()), type=pickup.type)
+    start, end = (
+        pa.scalar(datetime.combine(day, datetime.min.time()), type=pickup.type)
+        for day in (first_day, add_months(first_day, 1))
+    )
     in_month = pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, end))
     present = [
         pc.is_valid(table[name]) for name in (dropoff_column(color), PICKUP_ZONE, DROPOFF_ZONE)

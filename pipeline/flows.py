@@ -3,7 +3,14 @@
 Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parameter,
 ``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a form in the Prefect UI):
 
-- ``train_month``, ``val_month``: ``YYYY-MM`` (defaults 2023-01 and 2023-02; must differ)
+- ``train_month``, ``val_month``: ``YYYY-MM``, both or neither (they must differ). Without
+  them the run takes the latest published months at its scheduled start
+  (``prefect.runtime.flow_run.scheduled_start_time``; a manual run's is its creation):
+  validation on the latest month that ended at least ``publication_lag_months`` before the
+  start's month, training on the month before. A scheduled deployment thus moves on by
+  itself: with the default lag of 2, the run of 2024-04-03 trains on 2023-12 and validates
+  on 2024-01. The months a run took are in its log, its MLflow tags and its summary.
+- ``publication_lag_months``: months the TLC takes to publish a month's records (default 2)
 - ``color``: ``green`` (default) or ``yellow``
 - ``data_dir``: local directory or ``s3://bucket/prefix``; default ``$PIPELINE_DATA_DIR``,
   else ``./data``. Missing months are downloaded there from ``tlc_base_url``.
@@ -77,15 +84,15 @@ def _io_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]
 
 
 @_io_task("start-mlflow-run")
-def start_mlflow_run(parameters: TrainingParameters) -> str:
+def start_mlflow_run(parameters: TrainingParameters, train_month: str, val_month: str) -> str:
     """Open the MLflow run every later failure is recorded on."""
     tags = {
-        "train_month": parameters.train_month,
-        "val_month": parameters.val_month,
+        "train_month": train_month,
+        "val_month": val_month,
         "color": parameters.color,
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
-    run_name = f"{parameters.color}-{parameters.train_month}-{parameters.val_month}"
+    run_name = f"{parameters.color}-{train_month}-{val_month}"
     return tracking.start_run(experiment=parameters.experiment, run_name=run_name, tags=tags)
 
 
@@ -134,14 +141,14 @@ def log_to_mlflow(
     evaluation: Evaluation,
 ) -> str:
     """Track parameters, metrics, datasets, plots and the model; returns the model URI."""
+    train_month, val_month = months
     params = {
         **parameters.hyperparameters.model_dump(),
         "color": parameters.color,
-        "train_month": parameters.train_month,
-        "val_month": parameters.val_month,
+        "train_month": train_month.month,
+        "val_month": val_month.month,
         "features": ",".join(FEATURES),
     }
-    train_month, val_month = months
     return tracking.log_training(
         run_id,
         params=params,
@@ -156,12 +163,13 @@ def log_to_mlflow(
 def register(
     model_uri: str,
     parameters: TrainingParameters,
-    val_month: MonthData,
+    months: tuple[MonthData, MonthData],
     val_set: LabeledSet,
     evaluation: Evaluation,
 ) -> registry.Registration:
     """Register the version as challenger; promote it to champion if it beats the champion."""
     name = parameters.registered_model_name
+    train_month, val_month = months
     key = registry.validation_key(val_month, val_set)
     champion_rmse = registry.champion_rmse(name, key, val_set)
     registration = registry.register(
@@ -170,7 +178,7 @@ def register(
         rmse_value=evaluation.rmse,
         champion_rmse_value=champion_rmse,
         validation_key=key,
-        tags={"color": parameters.color, "train_month": parameters.train_month},
+        tags={"color": parameters.color, "train_month": train_month.month},
     )
     get_run_logger().info(
         "registered %s version %s with aliases %s (champion RMSE before: %s)",
@@ -185,21 +193,25 @@ def register(
 @flow(name="training")
 def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingSummary:  # noqa: B008
     """Train, evaluate, track and register a trip-duration model for one pair of months."""
+    train_month, val_month = parameters.months(flow_run.scheduled_start_time)
+    get_run_logger().info("training on %s, validating on %s", train_month, val_month)
     tracking_uri = tracking.configure_tracking()
     data_dir = resolve_data_dir(parameters.data_dir)
-    run_id = start_mlflow_run(parameters)
+    run_id = start_mlflow_run(parameters, train_month, val_month)
     with tracking.finishing(run_id):
         months = (
-            load(data_dir, parameters.color, parameters.train_month, parameters.tlc_base_url),
-            load(data_dir, parameters.color, parameters.val_month, parameters.tlc_base_url),
+            load(data_dir, parameters.color, train_month, parameters.tlc_base_url),
+            load(data_dir, parameters.color, val_month, parameters.tlc_base_url),
         )
         train_set, val_set = build_features(months[0]), build_features(months[1])
         booster = train(train_set, val_set, parameters.hyperparameters)
         evaluation = score(booster, train_set, val_set)
         model_uri = log_to_mlflow(run_id, parameters, months, booster, val_set, evaluation)
-        registration = register(model_uri, parameters, months[1], val_set, evaluation)
+        registration = register(model_uri, parameters, months, val_set, evaluation)
     summary = TrainingSummary(
         run_id=run_id,
+        train_month=train_month,
+        val_month=val_month,
         **evaluation.metrics(),
         champion_rmse=registration.champion_rmse,
         model_name=registration.model_name,
@@ -220,6 +232,8 @@ def _publish(summary: TrainingSummary) -> None:
         markdown="\n".join(
             [
                 f"## {summary.model_name} version {summary.model_version}",
+                "",
+                f"Trained on {summary.train_month}, validated on {summary.val_month}.",
                 "",
                 "| metric | model | baseline (zone-pair mean) |",
                 "|---|---|---|",

@@ -5,14 +5,31 @@ Kept apart from the flow so the command line validates its arguments without imp
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.data import TLC_BASE_URL
 from pipeline.errors import PipelineError
-from pipeline.schema import Color, parse_month
+from pipeline.schema import Color, add_months, parse_month
 from pipeline.train import TrainConfig
 
 DEFAULT_EXPERIMENT = "trip-duration"
+# The TLC publishes a month's trip records within about two months of its end (January's
+# during March).
+DEFAULT_PUBLICATION_LAG_MONTHS = 2
+
+
+def published_months(scheduled_start: datetime, publication_lag_months: int) -> tuple[str, str]:
+    """Training and validation months for a run scheduled at ``scheduled_start``.
+
+    Validation is the latest month that ended at least ``publication_lag_months`` before the
+    start's month (UTC), so its records are published; training is the month before it. With
+    a lag of 2, a run on 2024-04-03 validates on 2024-01 and trains on 2023-12.
+    """
+    start = scheduled_start.astimezone(UTC) if scheduled_start.tzinfo else scheduled_start
+    val = add_months(date(start.year, start.month, 1), -(publication_lag_months + 1))
+    return f"{add_months(val, -1):%Y-%m}", f"{val:%Y-%m}"
 
 
 class TrainingParameters(BaseModel):
@@ -20,9 +37,24 @@ class TrainingParameters(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    train_month: str = Field(default="2023-01", description="Month to train on (YYYY-MM).")
-    val_month: str = Field(
-        default="2023-02", description="Month to validate on (YYYY-MM), usually the next one."
+    train_month: str | None = Field(
+        default=None,
+        description="Month to train on (YYYY-MM). Give both months or neither; without them "
+        "the run trains on the month before the latest published one.",
+    )
+    val_month: str | None = Field(
+        default=None,
+        description="Month to validate on (YYYY-MM), usually the one after train_month; "
+        "without months, the latest month published at the run's scheduled start.",
+    )
+    publication_lag_months: int = Field(
+        default=DEFAULT_PUBLICATION_LAG_MONTHS,
+        ge=0,
+        le=12,
+        description="Months the TLC takes to publish a month's records after it ends. Without "
+        "months, a run validates on the latest month that ended at least this long before its "
+        "scheduled start (with 2: a run in May validates on February) and trains on the one "
+        "before.",
     )
     color: Color = Field(default="green", description="Trip-record colour: green or yellow taxis.")
     data_dir: str | None = Field(
@@ -53,21 +85,34 @@ class TrainingParameters(BaseModel):
 
     @field_validator("train_month", "val_month")
     @classmethod
-    def _is_month(cls, value: str) -> str:
-        try:
-            parse_month(value)
-        except PipelineError as exc:
-            raise ValueError(str(exc)) from None
+    def _is_month(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_month(value)
+            except PipelineError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
     def _validates_on_other_data(self) -> TrainingParameters:
-        if self.val_month == self.train_month:
+        if (self.train_month is None) != (self.val_month is None):
+            given = "train_month" if self.val_month is None else "val_month"
+            raise ValueError(
+                f"give both train_month and val_month, or neither (then they follow the run's "
+                f"scheduled start); got only {given}={self.train_month or self.val_month}"
+            )
+        if self.train_month is not None and self.val_month == self.train_month:
             raise ValueError(
                 f"val_month must differ from train_month (both are {self.train_month}): "
                 "validating on the training month would hide overfitting"
             )
         return self
+
+    def months(self, scheduled_start: datetime) -> tuple[str, str]:
+        """Training and validation months: as given, else those published at ``scheduled_start``."""
+        if self.train_month is not None and self.val_month is not None:
+            return self.train_month, self.val_month
+        return published_months(scheduled_start, self.publication_lag_months)
 
     @property
     def registered_model_name(self) -> str:
@@ -79,6 +124,8 @@ class TrainingSummary(BaseModel):
     """What a training run produced; the command line prints it as one JSON line."""
 
     run_id: str
+    train_month: str
+    val_month: str
     rmse: float
     mae: float
     baseline_rmse: float

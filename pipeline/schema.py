@@ -63,8 +63,7 @@ def parse_month(text: str) -> date:
     return date(int(match[1]), int(match[2]), 1)
 
 
-def next_month(first_day: date) -> date:
-    """The first day of the month after ``first_day``'s."""
-    if first_day.month == 12:
-        return date(first_day.year + 1, 1, 1)
-    return date(first_day.year, first_day.month + 1, 1)
+def add_months(first_day: date, count: int) -> date:
+    """The first day of the month ``count`` months after ``first_day``'s (before if negative)."""
+    index = first_day.year * 12 + first_day.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)

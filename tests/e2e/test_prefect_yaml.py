@@ -1,10 +1,12 @@
 """prefect.yaml and .prefectignore, read as files (no server needed): the deployments target
 the work pool, push and pull the flow code through the bucket's flow-code/ prefix with the
-pinned prefect-aws, name nothing local, and upload the flow's package and nothing else."""
+pinned prefect-aws, name nothing local, and upload the flow's package and nothing else; the
+scheduled deployment trains on the latest published months, not on fixed ones."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import yaml
 from hostboot.cloudconfig import pinned_requirements
 from prefect.utilities.filesystem import filter_files
 
+from pipeline.parameters import TrainingParameters
 from scripts.common import REPO_ROOT
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -53,10 +56,25 @@ def test_deployments_run_the_flow_on_the_training_pool(config: dict[str, Any]) -
         assert path == "pipeline/flows.py"
         assert re.search(rf"^def {function}\(", flows, re.MULTILINE)
         assert deployment["work_pool"]["name"] == "training"
-        assert set(deployment["parameters"]["parameters"]) >= {"train_month", "val_month"}
     assert "schedules" not in deployments["training"]
     (monthly,) = deployments["training-monthly"]["schedules"]
-    assert monthly["cron"] == "0 6 3 * *"
+    assert (monthly["cron"], monthly["timezone"]) == ("0 6 3 * *", "UTC")
+
+
+def test_on_demand_runs_fixed_months_and_the_schedule_the_latest_published(
+    config: dict[str, Any],
+) -> None:
+    """Both deployments' parameters are valid for the flow; only the scheduled one moves on."""
+    deployments = {d["name"]: d for d in config["deployments"]}
+    on_demand, monthly = (
+        TrainingParameters.model_validate(deployments[name]["parameters"]["parameters"])
+        for name in ("training", "training-monthly")
+    )
+    april, may = (datetime(2024, month, 3, 6, tzinfo=UTC) for month in (4, 5))
+    assert on_demand.months(april) == on_demand.months(may) == ("2023-01", "2023-02")
+    assert (monthly.train_month, monthly.val_month) == (None, None)
+    assert monthly.months(april) == ("2023-12", "2024-01")
+    assert monthly.months(may) == ("2024-01", "2024-02")
 
 
 def test_nothing_local_is_hard_coded(config: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.flow_engine import run_flow
 from prefect.flows import load_flow_from_entrypoint
+from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
 from pipeline import flows
@@ -29,6 +32,7 @@ from pipeline.train import TrainConfig
 pytestmark = pytest.mark.usefixtures("prefect_api", "mlflow_store")
 
 REPO = Path(__file__).resolve().parents[2]
+MONTHS = {"train_month": "2023-01", "val_month": "2023-02"}
 # A deliberately poor model and a better one, both quick to train. (The default model's
 # RMSE through the flow is checked by the command-line test.)
 WEAK = TrainConfig(max_depth=1, num_boost_round=5, early_stopping_rounds=5)
@@ -37,7 +41,9 @@ BETTER = TrainConfig(max_depth=6, learning_rate=0.3, num_boost_round=40)
 
 def parameters(data_dir: Path | str, name: str, **overrides: Any) -> TrainingParameters:
     """Parameters for the real months, with this test's model and experiment name."""
-    return TrainingParameters(data_dir=str(data_dir), model_name=name, experiment=name, **overrides)
+    return TrainingParameters.model_validate(
+        {"data_dir": str(data_dir), "model_name": name, "experiment": name, **MONTHS, **overrides}
+    )
 
 
 def runs_of(experiment: str) -> list[Any]:
@@ -143,6 +149,32 @@ def test_training_tracks_registers_and_promotes_only_better_models(
     assert artifact.key == flows.METRICS_ARTIFACT_KEY
     assert f"| RMSE (minutes) | {second.rmse:.4f} |" in str(artifact.data)
     assert second.run_id in str(artifact.data)
+
+
+def test_a_scheduled_run_without_months_takes_the_latest_published_ones(
+    real_data_dir: Path, unique_name: str, closed_port_url: str
+) -> None:
+    """As the monthly deployment runs it: no months, a flow run scheduled for 2023-05-03."""
+    given = TrainingParameters(
+        data_dir=str(real_data_dir),
+        model_name=unique_name,
+        experiment=unique_name,
+        hyperparameters=WEAK,
+        tlc_base_url=closed_port_url,  # any other month would be a download: none leaves loopback
+    )
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(
+            training,
+            parameters={"parameters": given.model_dump(mode="json")},
+            state=Scheduled(scheduled_time=datetime(2023, 5, 3, 6, tzinfo=UTC)),
+        )
+    summary = run_flow(training, flow_run=flow_run, parameters={"parameters": given})
+    assert isinstance(summary, TrainingSummary)
+    assert (summary.train_month, summary.val_month) == ("2023-01", "2023-02")
+    run = MlflowClient().get_run(summary.run_id)
+    assert (run.data.tags["train_month"], run.data.tags["val_month"]) == ("2023-01", "2023-02")
+    assert run.data.tags["prefect_flow_run_id"] == str(flow_run.id)
+    assert registered_versions(unique_name)[0].tags["train_month"] == "2023-01"
 
 
 def corrupt(raw: pd.DataFrame) -> bytes:
