@@ -17,9 +17,9 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from pipeline.data import TLC_BASE_URL
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
+from pipeline.schema import TLC_BASE_URL
 
 app = typer.Typer(
     add_completion=False,

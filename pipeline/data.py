@@ -31,6 +31,7 @@ from pipeline.errors import PipelineError, TransientError
 from pipeline.schema import (
     DROPOFF_ZONE,
     PICKUP_ZONE,
+    TLC_BASE_URL,
     TRIP_DISTANCE,
     add_months,
     dropoff_column,
@@ -40,7 +41,6 @@ from pipeline.schema import (
     raw_columns,
 )
 
-TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 DATA_DIR_ENV = "PIPELINE_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 

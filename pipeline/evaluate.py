@@ -7,14 +7,17 @@ The baseline predicts the mean training duration of the trip's pickup/drop-off z
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from pipeline.features import LabeledSet
 from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE
 from pipeline.train import predict_minutes
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 
 @dataclass(frozen=True, kw_only=True)

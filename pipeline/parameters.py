@@ -9,9 +9,8 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.data import TLC_BASE_URL
 from pipeline.errors import PipelineError
-from pipeline.schema import Color, add_months, parse_month
+from pipeline.schema import TLC_BASE_URL, Color, add_months, parse_month
 from pipeline.train import TrainConfig
 
 DEFAULT_EXPERIMENT = "trip-duration"

@@ -1,6 +1,7 @@
 """Names shared by the loader and the model: trip-record colours, months and raw columns.
 
-Kept free of heavy imports because the logged model imports it at prediction time.
+Kept free of heavy imports because the logged model imports it at prediction time and the
+command line before it starts anything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from datetime import date
 from typing import Literal, get_args
 
 from pipeline.errors import PipelineError
+
+TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 
 Color = Literal["green", "yellow"]
 COLORS: tuple[str, ...] = get_args(Color)

@@ -1,15 +1,22 @@
-"""Train stage: gradient-boosted trees (XGBoost, hist), early stopping on the validation month."""
+"""Train stage: gradient-boosted trees (XGBoost, hist), early stopping on the validation month.
+
+XGBoost (which imports scikit-learn, seconds) is imported when training starts: the command
+line validates a :class:`TrainConfig` before it starts anything.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.features import INCREASING, MAX_MINUTES, MIN_MINUTES, LabeledSet
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xgboost as xgb
 
 
 class TrainConfig(BaseModel):
@@ -72,6 +79,8 @@ class TrainConfig(BaseModel):
 
 def train_model(train: LabeledSet, val: LabeledSet, config: TrainConfig) -> xgb.Booster:
     """A booster fitted on ``train``, cut to its best round on ``val``."""
+    import xgboost as xgb
+
     train_matrix = xgb.DMatrix(train.features, label=train.target, enable_categorical=True)
     val_matrix = xgb.DMatrix(val.features, label=val.target, enable_categorical=True)
     booster = xgb.train(
