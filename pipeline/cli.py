@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, NoReturn
 
 import httpx
@@ -20,6 +21,12 @@ from pydantic import ValidationError
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
+
+# Settings of the ephemeral API server (it inherits this process's environment).
+_NO_BLOCK_REGISTRATION = (
+    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -70,8 +77,15 @@ def train(
     # Without PREFECT_API_URL, Prefect starts an ephemeral API whose first start creates its
     # database: on a slow or busy machine that takes longer than Prefect's 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from pipeline.flows import training  # imports Prefect: only once the arguments are valid
+    ephemeral_api = _start_ephemeral_api()
+    from pipeline import tracking
+    from pipeline.flows import training
 
+    if ephemeral_api is not None:
+        # While it boots (the imports above took part of that time), open the tracking store.
+        tracking.configure_tracking()
+        tracking.open_store()
+        ephemeral_api.result()
     _hide_tracebacks_of_expected_errors()
     try:
         summary = training(parameters)
@@ -83,6 +97,32 @@ def train(
             raise
         _fail(refusal)
     typer.echo(summary.model_dump_json())
+
+
+def _start_ephemeral_api() -> Future[None] | None:
+    """Start Prefect's ephemeral API in the background unless PREFECT_API_URL names a server.
+
+    The flow would start it on its first API call, after the pipeline's imports, and wait
+    seconds for it to boot in its own process; started first, it boots while the pipeline
+    imports. Prefect keeps one such server per process (its test harness starts it the same
+    way), so the flow's client finds it running. The future is done when it answers.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.server.api.server import SubprocessASGIServer
+
+    ensure_logging_setup()  # as importing the flow would: the server logs where it starts
+    # The pipeline uses no blocks: spare the server importing every installed Prefect
+    # collection (prefect-aws, boto3, ...) to register block types at each start (a second).
+    for setting in _NO_BLOCK_REGISTRATION:
+        os.environ.setdefault(setting, "false")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-ephemeral-api")
+    started = pool.submit(SubprocessASGIServer().start)
+    pool.shutdown(wait=False)
+    return started
 
 
 def _describe(error: ValidationError) -> str:

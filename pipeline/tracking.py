@@ -106,6 +106,11 @@ def configure_tracking() -> str:
     return uri
 
 
+def open_store() -> None:
+    """Open the configured tracking store now (a SQLite store is created or upgraded here)."""
+    MlflowClient()
+
+
 def code_version() -> str:
     """A digest of the pipeline's source: the same on a laptop and on a worker without git."""
     digest = hashlib.sha256()

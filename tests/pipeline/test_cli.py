@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -82,21 +83,53 @@ def test_the_module_entry_point_reports_a_bad_month_without_a_traceback(tmp_path
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
-def test_training_prints_a_json_summary_and_uses_the_embedded_mlflow_store(
-    prefect_api: None, real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_training_on_the_embedded_default_prints_a_json_summary(
+    real_data_dir: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["train", *MONTHS, "--data-dir", str(real_data_dir)])
-    assert result.exit_code == 0, result.stderr
+    """The README's first command: no MLflow or Prefect server, so a SQLite store in the
+    working directory and Prefect's ephemeral API, started for the run and stopped after."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"}
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", *MONTHS, "--data-dir", str(real_data_dir)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()  # the JSON summary is all there is on stdout
     summary = json.loads(line)
     assert summary["model_name"] == "trip-duration-green"
     assert summary["model_version"] == "1"
     assert summary["aliases"] == ["challenger", "champion"]
+    assert (summary["train_month"], summary["val_month"]) == ("2023-01", "2023-02")
     assert summary["rmse"] <= 4.6
     assert len(summary["run_id"]) == 32
-    assert (tmp_path / "mlflow.db").is_file()  # the embedded default, in the working directory
+    assert (work / "mlflow.db").is_file()  # the embedded default, in the working directory
+    assert "Starting temporary server on http://127.0.0.1:" in result.stderr
+    assert processes_with(PREFECT_HOME=env["PREFECT_HOME"]) == []  # it went with the run
+
+
+def processes_with(**variables: str) -> list[int]:
+    """The IDs of running processes whose environment holds all of ``variables``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            environment = process.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if variables.items() <= environment.items():
+            found.append(process.pid)
+    return found
 
 
 def test_a_data_error_inside_the_flow_gives_one_error_line(
