@@ -60,13 +60,8 @@ def mlflow_call(function: Callable[P, R]) -> Callable[P, R]:
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return function(*args, **kwargs)
-        except MlflowException as exc:
-            refusal = _refusal(exc.get_http_status_code())
-            if refusal is None:
-                raise
-            raise refusal from exc
-        except requests.HTTPError as exc:
-            refusal = None if exc.response is None else _refusal(exc.response.status_code)
+        except (MlflowException, requests.HTTPError) as exc:
+            refusal = _refusal(_http_status(exc))
             if refusal is None:
                 raise
             raise refusal from exc
@@ -74,7 +69,14 @@ def mlflow_call(function: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
-def _refusal(status: int) -> PipelineError | None:
+def _http_status(error: MlflowException | requests.HTTPError) -> int | None:
+    """The HTTP status an MLflow client error stands for, if any."""
+    if isinstance(error, MlflowException):
+        return error.get_http_status_code()
+    return None if error.response is None else error.response.status_code
+
+
+def _refusal(status: int | None) -> PipelineError | None:
     """The error for a tracking server refusing a request with ``status``, if it is a refusal."""
     server = _without_credentials(mlflow.get_tracking_uri())
     if status == 401:

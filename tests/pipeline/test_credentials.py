@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 import mlflow
 import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from pipeline import tracking
 from pipeline.errors import PipelineError, TransientError
@@ -56,6 +59,44 @@ def test_the_server_is_named_without_credentials_written_into_its_uri(
         tracking.end_run("0" * 32)
     assert PASSWORD not in str(raised.value)
     assert f"the MLflow server at {server.url} " in str(raised.value)
+
+
+def http_error(status: int) -> requests.HTTPError:
+    """What MLflow's proxied-artifact client raises for an HTTP ``status``."""
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status} Client Error", response=response)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(http_error(401), REJECTED), (http_error(403), DENIED)],
+)
+def test_a_refused_artifact_transfer_is_named_too(error: Exception, expected: str) -> None:
+    @tracking.mlflow_call
+    def upload() -> None:
+        raise error
+
+    with pytest.raises(PipelineError, match=re.escape(expected)):
+        upload()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        http_error(500),
+        MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST),
+        MlflowException("server error"),
+    ],
+)
+def test_other_mlflow_errors_pass_through_unchanged(error: Exception) -> None:
+    @tracking.mlflow_call
+    def call() -> None:
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        call()
+    assert raised.value is error
 
 
 @pytest.mark.usefixtures("prefect_api", "wrong_password")
