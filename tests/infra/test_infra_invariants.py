@@ -2,7 +2,7 @@
 
 Each test runs for the dev, prod and ephemeral stacks (the ``run`` fixture) and asserts on what
 the mocked program registered, after it ran. Host-service invariants 33-35 are asserted on the
-rendered files in tests/hostboot; 36 (flow code) in tests/pipeline.
+rendered files in tests/hosts; 36 (flow code) in tests/pipeline.
 """
 
 from __future__ import annotations
