@@ -12,22 +12,22 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import httpx
 import typer
 from pydantic import ValidationError
 
+from pipeline import ephemeral_api
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
 
-# Settings of the ephemeral API server (it inherits this process's environment).
-_NO_BLOCK_REGISTRATION = (
-    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START",
-    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
-)
+# Without PREFECT_API_URL, the first start of the temporary API server creates its database:
+# on a slow or busy machine that takes longer than Prefect's 20 s default.
+_STARTUP_TIMEOUT = ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 app = typer.Typer(
     add_completion=False,
@@ -75,21 +75,19 @@ def train(
         )
     except ValidationError as exc:
         _fail(_describe(exc))
-    # Without PREFECT_API_URL, Prefect starts an ephemeral API whose first start creates its
-    # database: on a slow or busy machine that takes longer than Prefect's 20 s default.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    ephemeral_api = _start_ephemeral_api()
+    os.environ.setdefault(*_STARTUP_TIMEOUT)
+    server = _start_temporary_api()
     from pipeline import tracking
     from pipeline.flows import training
 
-    if ephemeral_api is not None:
+    if server is not None:
         # While it boots (the imports above took part of that time), open the tracking store.
         tracking.configure_tracking()
         tracking.open_store()
-        ephemeral_api.result()
     _hide_tracebacks_of_expected_errors()
     try:
-        summary = training(parameters)
+        with _api(server):
+            summary = training(parameters)
     except PipelineError as exc:
         _fail(str(exc))
     except httpx.HTTPStatusError as exc:
@@ -100,30 +98,37 @@ def train(
     typer.echo(summary.model_dump_json())
 
 
-def _start_ephemeral_api() -> Future[None] | None:
-    """Start Prefect's ephemeral API in the background unless PREFECT_API_URL names a server.
+def _start_temporary_api() -> ephemeral_api.TemporaryServer | None:
+    """Start Prefect's temporary API server now, unless PREFECT_API_URL names a server.
 
-    The flow would start it on its first API call, after the pipeline's imports, and wait
-    seconds for it to boot in its own process; started first, it boots while the pipeline
-    imports. Prefect keeps one such server per process (its test harness starts it the same
-    way), so the flow's client finds it running. The future is done when it answers.
+    Prefect would start it on the flow's first API call, after the pipeline's imports; started
+    here, it boots while they run (see :mod:`pipeline.ephemeral_api`).
     """
-    from prefect.settings import PREFECT_API_URL
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.settings import PREFECT_API_URL, get_current_settings
 
     if PREFECT_API_URL.value():
         return None
-    from prefect.logging.configuration import ensure_logging_setup
-    from prefect.server.api.server import SubprocessASGIServer
-
     ensure_logging_setup()  # as importing the flow would: the server logs where it starts
-    # The pipeline uses no blocks: spare the server importing every installed Prefect
-    # collection (prefect-aws, boto3, ...) to register block types at each start (a second).
-    for setting in _NO_BLOCK_REGISTRATION:
-        os.environ.setdefault(setting, "false")
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-ephemeral-api")
-    started = pool.submit(SubprocessASGIServer().start)
-    pool.shutdown(wait=False)
-    return started
+    settings = get_current_settings().to_environment_variables(exclude_unset=True)
+    return ephemeral_api.start(settings)
+
+
+@contextmanager
+def _api(server: ephemeral_api.TemporaryServer | None) -> Iterator[None]:
+    """Point the flow at ``server`` once it answers; at the configured API without one."""
+    if server is None:
+        yield
+        return
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    server.wait_until_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
 
 
 def _describe(error: ValidationError) -> str:

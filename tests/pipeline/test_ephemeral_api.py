@@ -1,0 +1,47 @@
+"""The temporary Prefect API server the command line starts: a real server, and its failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline import ephemeral_api
+from pipeline.errors import PipelineError
+
+
+def test_the_server_answers_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    server = ephemeral_api.start({})
+    try:
+        server.wait_until_ready(timeout_seconds=180)
+        assert httpx.get(f"{server.api_url}/health").json() is True
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+    server.stop()  # a second stop (the exit handler's) is harmless
+
+
+def never_listening(tmp_path: Path, code: str) -> ephemeral_api.TemporaryServer:
+    """A stand-in server process running ``code``; port 9 (discard) has no HTTP server."""
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    return ephemeral_api.TemporaryServer(process=process, port=9)
+
+
+def test_a_server_that_exits_is_an_error_naming_its_status(tmp_path: Path) -> None:
+    server = never_listening(tmp_path, "raise SystemExit(3)")
+    with pytest.raises(PipelineError, match="temporary API server on port 9 exited with status 3"):
+        server.wait_until_ready(timeout_seconds=60)
+
+
+def test_a_server_that_never_answers_is_an_error_after_the_deadline(tmp_path: Path) -> None:
+    server = never_listening(tmp_path, "import time; time.sleep(600)")
+    try:
+        with pytest.raises(PipelineError, match=r"did not answer on .* within 1 s"):
+            server.wait_until_ready(timeout_seconds=1)
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
