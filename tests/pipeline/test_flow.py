@@ -11,8 +11,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import prefect
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.flow_engine import run_flow
@@ -21,7 +23,7 @@ from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
 from pipeline import flows
-from pipeline.data import file_name
+from pipeline.data import file_name, load_month
 from pipeline.errors import PipelineError, TransientError
 from pipeline.evaluate import rmse
 from pipeline.features import LabeledSet
@@ -249,12 +251,20 @@ def test_no_network_fails_after_the_retries_with_a_clear_error(
     closed_port_url: str, tmp_path: Path, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(flows.load, "retry_delay_seconds", [0.0])
+    attempts: list[str] = []
+
+    def counted_load_month(data_dir: str, color: str, month: str, **kwargs: Any) -> Any:
+        attempts.append(month)
+        return load_month(data_dir, color, month, **kwargs)
+
+    monkeypatch.setattr(flows, "load_month", counted_load_month)
     with pytest.raises(
         TransientError,
         match=rf"green_tripdata_2023-01\.parquet is not in {tmp_path} "
         rf"and could not download {closed_port_url}/green_tripdata_2023-01\.parquet",
     ):
         training(parameters(tmp_path, unique_name, tlc_base_url=closed_port_url))
+    assert attempts == ["2023-01"] * (1 + flows.IO_RETRIES)
     (run,) = runs_of(unique_name)
     assert run.info.status == "FAILED"
     assert registered_versions(unique_name) == []
@@ -266,3 +276,51 @@ def test_an_unpublished_month_is_not_retried(
     with pytest.raises(PipelineError, match="HTTP 404"):
         training(parameters(tmp_path, unique_name, tlc_base_url=tlc_server.base_url))
     assert len(tlc_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (TransientError("S3 is unavailable"), True),
+        (MlflowException("RESOURCE_EXHAUSTED"), True),
+        (ConnectionError("connection reset by peer"), True),
+        (OSError("No space left on device"), True),
+        (PipelineError("green_tripdata_2023-01.parquet lacks column(s) DOLocationID"), False),
+    ],
+    ids=["transient", "mlflow", "connection", "os", "bad-data"],
+)
+def test_io_tasks_retry_every_failure_but_bad_input(error: Exception, retried: bool) -> None:
+    attempts: list[int] = []
+
+    @flows._io_task("flaky-io")
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise error
+        return "done"
+
+    @prefect.flow(name="flaky-io")
+    def with_flaky_io() -> str:
+        return flaky.with_options(retry_delay_seconds=0, retry_jitter_factor=None)()
+
+    if retried:
+        assert with_flaky_io() == "done"
+        assert len(attempts) == 2
+    else:
+        with pytest.raises(PipelineError, match="lacks column"):
+            with_flaky_io()
+        assert len(attempts) == 1
+
+
+def test_every_io_stage_is_an_io_task_and_training_is_not_retried() -> None:
+    for io_task in (
+        flows.start_mlflow_run,
+        flows.load,
+        flows.log_to_mlflow,
+        flows.score_champion,
+        flows.register,
+    ):
+        assert io_task.retries == flows.IO_RETRIES, io_task.name
+        assert io_task.retry_condition_fn is flows._worth_retrying, io_task.name
+    assert flows.train.retries == 0
+    assert flows.train.timeout_seconds == flows.TRAIN_TIMEOUT_SECONDS
