@@ -14,7 +14,7 @@ override PIPELINE_DATA_DIR := $(if $(filter s3://%,$(PIPELINE_DATA_DIR)),$(PIPEL
 export PIPELINE_DATA_DIR
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test lint bench twin twin-down test-twin
+.PHONY: help venv train test lint bench twin twin-down test-twin mutate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ twin-down: venv ## stop the local twin, drop its databases
 
 test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE_DATA_DIR needed)
 	$(BIN)/pytest tests/e2e
+
+# Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
+MUTANTS ?=
+mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part of `make test`)
+	$(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut export-cicd-stats
+	$(BIN)/python -m bench.mutation_scores mutants/mutmut-cicd-stats.json
 
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .

@@ -310,17 +310,3 @@ def test_io_tasks_retry_every_failure_but_bad_input(error: Exception, retried: b
         with pytest.raises(PipelineError, match="lacks column"):
             with_flaky_io()
         assert len(attempts) == 1
-
-
-def test_every_io_stage_is_an_io_task_and_training_is_not_retried() -> None:
-    for io_task in (
-        flows.start_mlflow_run,
-        flows.load,
-        flows.log_to_mlflow,
-        flows.score_champion,
-        flows.register,
-    ):
-        assert io_task.retries == flows.IO_RETRIES, io_task.name
-        assert io_task.retry_condition_fn is flows._worth_retrying, io_task.name
-    assert flows.train.retries == 0
-    assert flows.train.timeout_seconds == flows.TRAIN_TIMEOUT_SECONDS
