@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from scripts import cost, deploy, ephemeral, twin
+from scripts import backup, cost, deploy, ephemeral, twin
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
@@ -149,6 +149,24 @@ def ephemeral_reap() -> None:
 def ephemeral_destroy(name: NameArgument) -> None:
     """pulumi destroy and remove stack NAME; refuses a stack that is not ephemeral."""
     ephemeral.destroy(name, typer.echo)
+
+
+@app.command("backup")
+def backup_command(
+    stack: StackOption,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the stack's manual snapshots instead.")
+    ] = False,
+) -> None:
+    """Snapshot the stack's database (runs, models, aliases, flow runs) and wait for it."""
+    if not list_only:
+        backup.backup(stack, typer.echo)
+        return
+    found = backup.snapshots(stack)
+    if not found:
+        typer.echo(f"no manual snapshots of stack {stack}")
+    for snapshot in found:
+        typer.echo(f"{snapshot.identifier}  {snapshot.created}  {snapshot.status}")
 
 
 @app.command("cost")
