@@ -32,6 +32,7 @@ class Snapshot:
     identifier: str
     created: str  # ISO 8601, as RDS reports it
     status: str
+    allocated_storage_gib: int  # a database restored from it needs at least this much
 
 
 def database_identifier(db_endpoint: str) -> str:
@@ -109,6 +110,7 @@ def snapshots(stack: str) -> list[Snapshot]:
             identifier=str(entry["DBSnapshotIdentifier"]),
             created=str(entry.get("SnapshotCreateTime", "")),
             status=str(entry.get("Status", "")),
+            allocated_storage_gib=int(entry.get("AllocatedStorage") or 0),
         )
         for entry in listed
         if isinstance(entry, dict) and entry.get("DBSnapshotIdentifier")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from scripts import backup, cost, deploy, ephemeral, twin
+from scripts import backup, cost, deploy, drill, ephemeral, twin
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
@@ -167,6 +167,34 @@ def backup_command(
         typer.echo(f"no manual snapshots of stack {stack}")
     for snapshot in found:
         typer.echo(f"{snapshot.identifier}  {snapshot.created}  {snapshot.status}")
+
+
+@app.command("restore-drill")
+def restore_drill_command(
+    stack: StackOption,
+    snapshot: Annotated[
+        str | None,
+        typer.Option("--snapshot", help="Snapshot to restore (default: the newest manual one)."),
+    ] = None,
+    model_name: Annotated[
+        str, typer.Option("--model-name", help="Registered model whose champion must predict.")
+    ] = drill.DEFAULT_MODEL,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the drill's stack instead of destroying it.")
+    ] = False,
+) -> None:
+    """Restore the stack's newest backup into an ephemeral stack, smoke-test it, destroy it."""
+    report = drill.restore_drill(
+        stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
+    )
+    for step in report.steps:
+        typer.echo(f"{'ok' if step.ok else 'FAIL':<4}  {step.step:<9}  {step.seconds:6.0f} s")
+    if not report.passed:
+        failed = [step.step for step in report.steps if not step.ok]
+        raise OpsError(f"restore drill of stack {stack} failed at: {', '.join(failed)}")
+    typer.echo(
+        f"restore drill of stack {stack} passed in {sum(s.seconds for s in report.steps):.0f} s"
+    )
 
 
 @app.command("cost")

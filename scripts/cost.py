@@ -19,9 +19,8 @@ from typing import Any
 import yaml
 from hostboot import schedule
 
-from scripts.common import REPO_ROOT, OpsError, check_stack_name
+from scripts.common import NAMESPACE, REPO_ROOT, OpsError, check_stack_name
 
-NAMESPACE = "mlops-platform"
 HOURS_PER_MONTH = 730
 ROOT_VOLUME_GIB = 30  # infra/hosts.py: every host's gp3 root volume
 SECRETS = 4  # infra/credentials.py: database, MLflow admin, Flask key, Prefect auth string

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from scripts import cost
-from scripts.common import OpsError, pulumi, stack_outputs
+from scripts.common import NAMESPACE, OpsError, pulumi, stack_outputs
 
 EPHEMERAL = "ephemeral"
-ENVIRONMENT_KEY = "mlops-platform:environment"
-DELETION_PROTECTION_KEY = "mlops-platform:deletionProtection"
-EXPIRES_KEY = "mlops-platform:expiresAt"
-CREATED_KEY = "mlops-platform:createdAt"
+ENVIRONMENT_KEY = f"{NAMESPACE}:environment"
+DELETION_PROTECTION_KEY = f"{NAMESPACE}:deletionProtection"
+EXPIRES_KEY = f"{NAMESPACE}:expiresAt"
+CREATED_KEY = f"{NAMESPACE}:createdAt"
 DEFAULT_TTL = timedelta(hours=24)
 MAX_TTL = timedelta(days=30)
 SOURCE_STACK = "dev"
@@ -97,10 +97,17 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def create(name: str, announce: Callable[[str], None], ttl: timedelta = DEFAULT_TTL) -> None:
+def create(
+    name: str,
+    announce: Callable[[str], None],
+    ttl: timedelta = DEFAULT_TTL,
+    settings: Mapping[str, str] | None = None,
+) -> None:
     """Create (or update) ephemeral stack ``name`` from the dev configuration and deploy it.
 
     The stack expires ``ttl`` from now (also when it already existed: creating again extends).
+    ``settings`` are further project config keys set over dev's (e.g. a restore drill's
+    ``restoreFromSnapshot``).
     """
     check_name(name)
     if not timedelta(hours=1) <= ttl <= MAX_TTL:
@@ -122,6 +129,8 @@ def create(name: str, announce: Callable[[str], None], ttl: timedelta = DEFAULT_
     pulumi("config", "set", ENVIRONMENT_KEY, EPHEMERAL, "--stack", name)
     pulumi("config", "set", DELETION_PROTECTION_KEY, "false", "--stack", name)
     pulumi("config", "set", EXPIRES_KEY, expires, "--stack", name)
+    for key, value in (settings or {}).items():
+        pulumi("config", "set", f"{NAMESPACE}:{key}", value, "--stack", name)
     announce(f"deploying {name} (dev configuration, environment {EPHEMERAL}, expires {expires})")
     pulumi("up", "--yes", "--stack", name, capture=False)
 
