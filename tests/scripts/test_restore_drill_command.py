@@ -136,14 +136,17 @@ def test_a_failed_restore_still_destroys_the_drill_stack(
     assert result.stderr.startswith("error: restore drill of stack dev failed at: create")
     calls = fake_tools.calls()
     tag_get = ["pulumi", "stack", "tag", "get", "mlops-platform:environment", "--stack", DRILL]
-    assert calls == [
-        SOURCE_OUTPUTS,
-        DESCRIBE,
-        *[LS, DRILL_OUTPUTS, tag_get],  # create: the stack is ephemeral, update it
-        *_create_drill()[3:],
-        *[LS, DRILL_OUTPUTS, tag_get],  # destroy: the same check
-        *_destroy_drill(),
-    ]
+    assert (
+        calls
+        == [
+            SOURCE_OUTPUTS,
+            DESCRIBE,
+            *[LS, DRILL_OUTPUTS, tag_get],  # create: the stack is ephemeral, update it
+            *_create_drill()[3:],
+            *[LS, DRILL_OUTPUTS, tag_get],  # destroy: the same check
+            *_destroy_drill(),
+        ]
+    )
     assert not [call for call in calls if call[:3] == ["aws", "s3", "sync"]]
     steps = [line.split()[:2] for line in result.stdout.splitlines()[-3:]]
     assert steps == [["ok", "snapshot"], ["FAIL", "create"], ["ok", "destroy"]]
