@@ -44,9 +44,11 @@ test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE
 	$(BIN)/pytest tests/e2e
 
 # Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
+# PYTHONPATH: the tests that run `mlops` or `python -m pipeline` as a subprocess import the
+# mutated code too (mutmut passes the mutant to run in the environment).
 MUTANTS ?=
 mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part of `make test`)
-	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	PYTHONPATH=$(CURDIR)/mutants $(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/python -m bench.mutation_scores mutants
 
 lint: venv ## ruff and mypy
