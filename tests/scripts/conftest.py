@@ -5,9 +5,9 @@ Each stand-in is an executable on PATH that records its arguments and working di
 then answers what the test scripted for exactly that argument list (standard output,
 standard error, exit status), like the real tool would. An argument list the test did not
 script fails loudly (exit 99), so a test also proves no unexpected command ran. With
-``serve`` the stand-in behaves like a port-forwarding session: like the aws CLI, it starts a
-child (the session-manager plugin's part, marker ``child-PID``) that it does not stop itself,
-stays up until SIGTERM and leaves a marker saying it was stopped.
+``serve`` the stand-in behaves like a port-forwarding session: it stays up until SIGTERM and
+leaves a marker saying it was stopped; with ``child`` too, like the aws CLI, it first starts a
+child (the session-manager plugin's part, marker ``child-PID``) that it does not stop itself.
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ sys.stdout.write(answer["stdout"])
 sys.stdout.flush()
 sys.stderr.write(answer["stderr"])
 if answer["serve"]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import signal\\nwhile True: signal.pause()"]
-    )
-    open(os.path.join(state, f"child-{{child.pid}}"), "w").close()
+    if answer["child"]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import signal\\nwhile True: signal.pause()"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        open(os.path.join(state, f"child-{{child.pid}}"), "w").close()
 
     def stop(signum, frame):
         open(os.path.join(state, f"stopped-{{os.getpid()}}"), "w").close()
@@ -84,11 +86,13 @@ class FakeTools:
         stderr: str = "",
         exit: int = 0,
         serve: bool = False,
+        child: bool = False,
         after_serving: int = 0,
     ) -> None:
         """Script the answer to ``command`` (tool name first, then its exact arguments).
 
-        ``serve``: stay up until SIGTERM. ``after_serving``: answer only once that many
+        ``serve``: stay up until SIGTERM. ``child``: and start a child process first.
+        ``after_serving``: answer only once that many
         serving stand-ins are up (a session that dies after the other one has started).
         """
         path = self.state / "answers.json"
@@ -98,6 +102,7 @@ class FakeTools:
             "stderr": stderr,
             "exit": exit,
             "serve": serve,
+            "child": child,
             "after_serving": after_serving,
         }
         path.write_text(json.dumps(answers))

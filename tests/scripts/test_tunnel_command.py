@@ -89,7 +89,9 @@ def test_tunnel_runs_both_sessions_until_stopped_then_stops_them(
     mlflow_session, prefect_session = _session(5000, mlflow_port), _session(4200, prefect_port)
     fake_tools.answer(OUTPUT_COMMAND, stdout=dev_outputs_masked)
     for session in (mlflow_session, prefect_session):
-        fake_tools.answer(session, stdout="Starting session with SessionId: ops-0123\n", serve=True)
+        fake_tools.answer(
+            session, stdout="Starting session with SessionId: ops-0123\n", serve=True, child=True
+        )
     process = request.getfixturevalue("tunnel_process")
 
     fake_tools.wait_for_markers("serving", 2)
@@ -122,7 +124,7 @@ def test_tunnel_fails_naming_the_session_that_ended_and_stops_the_other(
         exit=254,
         after_serving=1,
     )
-    fake_tools.answer(_session(4200, prefect_port), serve=True)
+    fake_tools.answer(_session(4200, prefect_port), serve=True, child=True)
     process = request.getfixturevalue("tunnel_process")
 
     _, stderr = process.communicate(timeout=60)
