@@ -1,4 +1,4 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31 and 37-39 as plain functions.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39 and 43-45 as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -41,8 +41,19 @@ STRICTEST = "prod"
 DB_PORT = 5432
 SERVICE_PORTS = (5000, 4200)  # MLflow, Prefect
 HTTPS_PORT = 443
+MIN_TLS = 1.2
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 WORLD = ("0.0.0.0/0", "::/0")
+# What a host may do to the bucket itself, as opposed to its objects: list it (invariant 45).
+BUCKET_LEVEL_ACTIONS = frozenset(
+    {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+    }
+)
+PUBLIC_GROUPS = ("AllUsers", "AuthenticatedUsers")  # ACL grantee groups: anyone, any AWS account
 # Ingress may come only from private address space (invariant 37): RFC 1918 and RFC 6598.
 # infra/config.py holds the same list for the config check; tests/policy checks they agree.
 PRIVATE_INGRESS_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
@@ -88,6 +99,7 @@ ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
 ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
 GROUP = "aws:ec2/securityGroup:SecurityGroup"
+DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -138,6 +150,15 @@ def items(value: Any) -> list[Any]:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return list(value)
     return [value]
+
+
+def plain(value: Any) -> Any:
+    """A property as plain dicts and lists (the engine hands policies read-only proxies)."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain(v) for v in value]
+    return value
 
 
 def number(value: Any, default: int = -1) -> int:
@@ -333,6 +354,18 @@ def s3_policy_tls_only(_: str, props: Mapping[str, Any], ctx: Context) -> Iterat
     covered = {r for s in denials for r in items(s.get("Resource"))}
     if not any(f"{arn}/*" in covered for arn in covered):
         yield "no statement denies aws:SecureTransport=false on the bucket and its objects"
+    old_tls = [
+        s
+        for s in policy
+        if s.get("Effect") == "Deny"
+        and _is_everyone(s.get("Principal"))
+        and set(items(s.get("Action"))) & {"s3:*", "*"}
+        and float((s.get("Condition") or {}).get("NumericLessThan", {}).get("s3:TlsVersion", 0))
+        >= MIN_TLS
+    ]
+    covered = {r for s in old_tls for r in items(s.get("Resource"))}
+    if not any(f"{arn}/*" in covered for arn in covered):
+        yield f"no statement denies TLS older than {MIN_TLS} on the bucket and its objects"
 
 
 def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
@@ -344,7 +377,8 @@ def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context
         yield f"public or shared ACL {props.get('acl')!r}"
     if resource_type == BUCKET_ACL:
         grants = (props.get("accessControlPolicy") or {}).get("grants")
-        if any("AllUsers" in str(g) or "AuthenticatedUsers" in str(g) for g in items(grants)):
+        # Under the engine a grant is a read-only mapping proxy: read its values, not its repr.
+        if any(group in json.dumps(plain(g)) for g in items(grants) for group in PUBLIC_GROUPS):
             yield "an ACL grant to AllUsers or AuthenticatedUsers"
 
 
@@ -472,6 +506,13 @@ def sg_private_ingress_only(
             )
 
 
+def sg_default_group_empty(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """The VPC's default group is taken over only to empty it: nothing may use it."""
+    for direction in ("ingress", "egress"):
+        if items(props.get(direction)):
+            yield f"the VPC's default security group has {direction} rules: leave it empty"
+
+
 def sg_no_ssh(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
     for rule in rules_of(resource_type, props):
         if rule.direction == "ingress" and rule.covers(22):
@@ -543,6 +584,12 @@ def _statement_problems(policy: Sequence[Mapping[str, Any]]) -> Iterator[str]:
                 bucket = arn.removeprefix("arn:aws:s3:::").split("/", 1)[0]
                 if not arn.startswith("arn:aws:s3:::") or not bucket or "*" in bucket:
                     yield f"S3 actions on {arn!r}: scope them to the bucket ARN and ARN/*"
+        on_bucket = [r for r in resources if r.startswith("arn:aws:s3:::") and "/" not in r]
+        changes = sorted(
+            a for a in actions if a.startswith("s3:") and a not in BUCKET_LEVEL_ACTIONS
+        )
+        if on_bucket and changes:
+            yield f"{changes} on the bucket itself {on_bucket}: hosts only list it"
         if "secretsmanager:GetSecretValue" in actions and any("*" in r for r in resources):
             yield f"GetSecretValue on wildcard resources {resources}"
 
@@ -855,8 +902,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "s3-tls-only",
-        (5, 6),
-        "Bucket policy denies non-TLS requests and allows nothing to *.",
+        (5, 6, 44),
+        "Bucket policy denies non-TLS and pre-1.2 TLS requests and allows nothing to *.",
         (BUCKET_POLICY,),
         s3_policy_tls_only,
     ),
@@ -992,6 +1039,13 @@ RULES: tuple[Rule, ...] = (
         RULE_TYPES,
         sg_private_ingress_only,
     ),
+    Rule(
+        "sg-default-group-empty",
+        (43,),
+        "The VPC's default security group has no rules.",
+        (DEFAULT_GROUP,),
+        sg_default_group_empty,
+    ),
     Rule("sg-no-ssh", (23,), "No port 22 ingress.", RULE_TYPES, sg_no_ssh),
     Rule(
         "sg-service-ports",
@@ -1022,8 +1076,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "iam-no-wildcards",
-        (28, 31, 38),
-        "No action with a wildcard; S3 and secret reads scoped.",
+        (28, 31, 38, 45),
+        "No action with a wildcard; S3 and secret reads scoped; the bucket itself only listed.",
         (*POLICY_DOCUMENTS, ROLE),
         iam_no_wildcards,
     ),

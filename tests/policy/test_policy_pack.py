@@ -11,17 +11,18 @@ from collections.abc import Callable
 import config as infra_config  # infra/config.py (tests/infra/conftest.py puts infra/ on the path)
 import invariant_checks as checks
 import pytest
-from pack_harness import ROOT, Stack, evaluate, policy_names, program_stack
+from pack_harness import ROOT, Declared, Stack, evaluate, policy_names, program_stack
 
 
 def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31_and_37_to_39() -> None:
+def test_the_policies_cover_invariants_1_to_31_37_to_39_and_43_to_45() -> None:
     covered = {n for rule in checks.RULES for n in rule.invariants}
-    # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services
-    assert covered == set(range(1, 32)) | {37, 38, 39}
+    # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
+    # 40-42 about the CI workflows (tests/scripts/test_workflows.py)
+    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45}
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -163,6 +164,77 @@ def role_without_ssm(stack: Stack) -> None:
             r
             for r in stack.of_type(checks.ATTACHMENTS[0])
             if "worker" in r.name and r.inputs["policyArn"] == checks.SSM_CORE
+        )
+    )
+
+
+def tls_1_0_allowed(stack: Stack) -> None:
+    policy = stack.find(checks.BUCKET_POLICY)
+    document = json.loads(policy.inputs["policy"])
+    for statement in document["Statement"]:
+        if "NumericLessThan" in statement["Condition"]:
+            statement["Condition"]["NumericLessThan"]["s3:TlsVersion"] = "1.0"
+    policy.set(policy=json.dumps(document))
+
+
+def bucket_acl_to_everyone(stack: Stack) -> None:
+    bucket = stack.find(checks.BUCKET)
+    acl = Declared(
+        type=checks.BUCKET_ACL,
+        name="artifacts-acl",
+        urn="urn:artifacts-acl",
+        inputs={
+            "bucket": bucket.outputs["bucket"],
+            "accessControlPolicy": {
+                "grants": [
+                    {
+                        "grantee": {
+                            "type": "Group",
+                            "uri": "http://acs.amazonaws.com/groups/global/AllUsers",
+                        },
+                        "permission": "READ",
+                    }
+                ],
+                "owner": {"id": "owner"},
+            },
+        },
+        outputs={},
+        provider=bucket.provider,
+    )
+    stack.resources.append(acl)
+
+
+def public_subnet_for_the_database(stack: Stack) -> None:
+    """A private subnet that hands out public addresses is not private (invariant 8)."""
+    group = stack.find("aws:rds/subnetGroup:SubnetGroup")
+    subnet = next(s for s in stack.of_type(checks.SUBNET) if s.urn in group.deps["subnetIds"])
+    subnet.set(mapPublicIpOnLaunch=True)
+
+
+def allow_everyone_beside_the_tls_denial(stack: Stack) -> None:
+    policy = stack.find(checks.BUCKET_POLICY)
+    document = json.loads(policy.inputs["policy"])
+    document["Statement"].append(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "*"}
+    )
+    policy.set(policy=json.dumps(document))
+
+
+def trust_beyond_ec2(stack: Stack) -> None:
+    stack.find(checks.ROLE, "worker").set(
+        assumeRolePolicy=json.dumps(
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {
+                            "Service": "ec2.amazonaws.com",
+                            "AWS": "arn:aws:iam::123456789012:root",
+                        },
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            }
         )
     )
 
@@ -346,6 +418,70 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "sg-private-ingress-only",
         set_on(checks.INGRESS_RULE, "prefect-from-workers", cidrIpv4="0.0.0.0/1"),
+    ),
+    ("dev", "sg-default-group-empty", set_on(checks.DEFAULT_GROUP, egress=[{"protocol": "-1"}])),
+    ("dev", "s3-tls-only", tls_1_0_allowed),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:PutBucketPolicy"],
+                "Resource": "arn:aws:s3:::mlops-artifacts",
+            }
+        ),
+    ),
+    # each condition a check states, broken alone (issue 10, finding 14)
+    ("dev", "s3-tls-only", allow_everyone_beside_the_tls_denial),
+    ("dev", "s3-owner-enforced", bucket_acl_to_everyone),
+    ("dev", "rds-private-subnets", public_subnet_for_the_database),
+    ("dev", "iam-trust-ec2", trust_beyond_ec2),
+    (
+        "dev",
+        "ec2-user-data",
+        set_on(
+            checks.INSTANCE,
+            "worker",
+            userData="#cloud-config\n# -----BEGIN OPENSSH PRIVATE KEY-----\n",
+        ),
+    ),
+    (
+        "dev",
+        "sg-egress-limited",
+        set_on(checks.EGRESS_RULE, "worker-to-mlflow", fromPort=22, toPort=22),
+    ),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {"Effect": "Allow", "NotAction": "iam:CreateUser", "Resource": "arn:aws:s3:::x"}
+        ),
+    ),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlops-*",
+            }
+        ),
+    ),
+    (
+        "dev",
+        "sg-no-world-ingress",
+        set_on(checks.INGRESS_RULE, "mlflow-from-workers", cidrIpv4=None, cidrIpv6="::/0"),
+    ),
+    (
+        "dev",
+        "ec2-encrypted-volumes",
+        set_on(
+            checks.INSTANCE,
+            "worker",
+            ebsBlockDevices=[{"deviceName": "/dev/sdf", "encrypted": False}],
+        ),
     ),
     (
         "dev",
