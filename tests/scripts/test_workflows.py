@@ -59,6 +59,7 @@ def _step(name: str) -> dict[str, Any]:
 def test_actionlint_passes_on_every_workflow() -> None:
     files = sorted(WORKFLOWS.glob("*.yml"))
     assert [file.name for file in files] == [
+        "ephemeral-reaper.yml",
         "ephemeral.yml",
         "main.yml",
         "pull-request.yml",
@@ -120,7 +121,14 @@ def test_each_event_runs_the_operation_it_should() -> None:
         "stack": "pr-${{ github.event.pull_request.number }}",
         "environment": "ephemeral",
     }
-    for workflow in (main, ephemeral):
+    reaper = _workflow("ephemeral-reaper.yml")
+    assert reaper["on"]["schedule"] == [{"cron": "17 * * * *"}]
+    assert reaper["jobs"]["reap"]["with"] == {
+        "operation": "ephemeral-reap",
+        "stack": "ephemeral-reaper",
+        "environment": "ephemeral",
+    }
+    for workflow in (main, ephemeral, reaper):
         for job in workflow["jobs"].values():
             if job["uses"] == "./.github/workflows/pulumi.yml":
                 assert job["permissions"]["id-token"] == "write"
@@ -506,6 +514,7 @@ def checkout(fake_tools, tmp_path: Path) -> Path:
         ("up", "dev", ["pulumi", "up", "--yes", "--stack", "dev", "--policy-pack", "policy"]),
         ("ephemeral-create", PR_STACK, ["mlops", "ephemeral", "create", PR_STACK]),
         ("ephemeral-destroy", PR_STACK, ["mlops", "ephemeral", "destroy", PR_STACK]),
+        ("ephemeral-reap", "ephemeral-reaper", ["mlops", "ephemeral", "reap"]),
     ],
 )
 def test_the_operation_step_runs_exactly_the_command(
