@@ -27,6 +27,7 @@ import pandas as pd
 import xgboost as xgb
 from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from pipeline.features import make_features, pickup_column_of
@@ -105,9 +106,14 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
 
 
 def model_digest(model_dir: Path) -> str:
-    """``sha256:<hex>`` over every file of a downloaded model: its relative path and content."""
+    """``sha256:<hex>`` over every file of a downloaded model: its relative path and content.
+
+    Leaves out the ``registered_model_meta`` file MLflow's client writes into a directory it
+    downloads by registered name and version (it is not stored with the model).
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+    local_only = model_dir / REGISTERED_MODEL_META_FILE_NAME
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p != local_only):
         digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return f"sha256:{digest.hexdigest()}"
