@@ -3,7 +3,8 @@
 Workers spread over the host subnets of both zones. They reach MLflow and Prefect on the
 control host's fixed address, read flow code from ``flow-code/``, read and cache training
 data under ``data/`` and read the host lock under ``bootstrap/`` in the bucket, and may read
-two secrets: the Prefect auth string and the MLflow admin password (they log to MLflow as the admin user, a documented simplification).
+two secrets: the Prefect auth string and the MLflow admin password (they log to MLflow as the
+admin user, a documented simplification).
 """
 
 from __future__ import annotations

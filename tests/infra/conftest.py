@@ -203,8 +203,8 @@ class EngineRecordingMonitor(MockMonitor):
     It records the URN, parent, ``protect``, ``ignoreChanges``, ``deleteBeforeReplace``, the
     dependencies and the property dependencies (what a stack policy follows between
     resources), and does what the engine does with ``additionalSecretOutputs`` (a random
-    password's ``result`` comes back secret), which the stock mock monitor ignores. Registrations are serialised to pair
-    each request with its resource.
+    password's ``result`` comes back secret), which the stock mock monitor ignores.
+    Registrations are serialised to pair each request with its resource.
     """
 
     def __init__(self, mocks: Mocks) -> None:
