@@ -7,16 +7,16 @@ services' command lines and environments directly (see :mod:`hostboot.services`)
 
 Hosts run Amazon Linux 2023 (dnf repositories over HTTPS, so HTTPS is the only egress the
 hosts need besides the database port and the control host's service ports). Every host
-installs one virtualenv from the hashed host lock (:mod:`hostboot.locks`), which the program
-uploads to the bucket (:func:`boot_objects`: key -> bytes; the twin uploads the same).
+installs one virtualenv from the hashed host lock (:mod:`hostboot.locks`); the program uploads
+it and the boot script to the bucket (:func:`boot_objects`: key -> bytes; the twin uploads the
+same), and the user data names them by digest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostboot.cloudconfig import render_user_data
-from hostboot.locks import boot_objects
+from hostboot.cloudconfig import boot_objects, render_user_data
 from hostboot.services import (
     HOST_LAYOUT,
     BootConfig,

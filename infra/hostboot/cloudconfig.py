@@ -1,8 +1,8 @@
 """Cloud-init user data (``#cloud-config``) for a host, from its :class:`HostPlan`.
 
 Amazon Linux 2023: Python 3.11 from dnf, the dedicated service users, and files laid down
-by ``write_files``: pip's and boto3's hashed pins (the rest of the host lock is read from the
-bucket: see :mod:`hostboot.locks`), the fetch and boot scripts and the boot config (ARNs, no
+by ``write_files``: pip's and boto3's hashed pins and the fetch script (the host lock and the boot
+script are read from the bucket by digest: :func:`boot_objects`), the boot config (ARNs, no
 secret values), the bootstrap script and its unit, and the services' units. ``runcmd`` only
 enables and starts the units: the bootstrap unit retries until it succeeds and the services
 start after it. EC2 refuses user data over 16 KB, so the renderer checks the size.
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hostboot.locks import FETCH_PACKAGES, PIP, HostLock, host_lock
+from hostboot.locks import FETCH_PACKAGES, PIP, BootObject, HostLock, host_lock
 from hostboot.services import HostLayout, HostPlan
 from hostboot.units import BOOTSTRAP_UNIT, render_bootstrap_unit, render_unit
 
@@ -35,6 +35,19 @@ BOOTSTRAP_SCRIPT = _PACKAGE_DIR / "templates" / "bootstrap.sh"
 INSTALL_DIR = PurePosixPath("/opt/mlops")
 UNIT_DIR = PurePosixPath("/etc/systemd/system")
 DONE_MARKER = PurePosixPath("/var/lib/mlops/bootstrap.done")
+
+
+def boot_script() -> BootObject:
+    """The boot script, fetched at boot by digest (it grows with the services; user data cannot)."""
+    return BootObject(name=BOOT_SCRIPT.name, text=BOOT_SCRIPT.read_text())
+
+
+def boot_objects() -> dict[str, bytes]:
+    """The objects hosts read from the artifact bucket at boot, by key.
+
+    The Pulumi program uploads exactly these; the local twin puts the same into its emulator.
+    """
+    return {item.key: item.text.encode() for item in (host_lock(), boot_script())}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -78,6 +91,8 @@ def _bootstrap_unit(layout: HostLayout, *, region: str, bucket: str, lock: HostL
         "MLOPS_BUCKET": bucket,
         "MLOPS_HOST_LOCK_KEY": lock.key,
         "MLOPS_HOST_LOCK_SHA256": lock.sha256,
+        "MLOPS_BOOT_SCRIPT_KEY": boot_script().key,
+        "MLOPS_BOOT_SCRIPT_SHA256": boot_script().sha256,
         "MLOPS_BOOT_CONFIG": str(layout.config_dir / "boot.json"),
         "MLOPS_DONE_MARKER": str(DONE_MARKER),
     }
@@ -110,7 +125,6 @@ def render_user_data(plan: HostPlan, *, title: str, bucket: str) -> str:
             _file(INSTALL_DIR / "pip-lock.txt", lock.entries((PIP,)), 0o644),
             _file(INSTALL_DIR / "fetch-lock.txt", lock.entries(FETCH_PACKAGES), 0o644),
             _compressed_file(INSTALL_DIR / "fetch.py", FETCH_SCRIPT.read_text(), 0o644),
-            _compressed_file(INSTALL_DIR / "boot.py", BOOT_SCRIPT.read_text(), 0o644),
             _file(layout.config_dir / "boot.json", boot_json + "\n", 0o600),
             _compressed_file(INSTALL_DIR / "bootstrap.sh", BOOTSTRAP_SCRIPT.read_text(), 0o755),
             _file(UNIT_DIR / BOOTSTRAP_UNIT, bootstrap_unit, 0o644),

@@ -7,7 +7,7 @@ the tools that never run on a host (:data:`LOCAL_ONLY_PACKAGES`), constrained by
 
 Hashes do not compress and the whole lock would not fit EC2's 16 KB of user data, so the
 Pulumi program uploads it to the artifact bucket under a key carrying its digest
-(:func:`boot_objects`) and the user data carries only that key and digest, checked at boot
+(``hostboot.boot_objects``) and the user data carries only that key and digest, checked at boot
 before the file is used. A host's user data therefore changes (and the host is replaced) when
 the host lock changes, never for a dev-tool bump. The user data embeds just what the host
 needs before it can read the bucket: pip itself (installed first) and boto3's closure.
@@ -118,9 +118,10 @@ def stale_pins(requirements: str, lock_text: str) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HostLock:
-    """The host lock's text and where hosts find it in the artifact bucket."""
+class BootObject:
+    """A file hosts read from the artifact bucket at boot, under a key carrying its digest."""
 
+    name: str  # e.g. host-lock.txt; the key is bootstrap/host-lock-<sha256>.txt
     text: str
 
     @property
@@ -130,8 +131,16 @@ class HostLock:
 
     @property
     def key(self) -> str:
-        """The bucket key: content-addressed, so a new lock never overwrites a booting host's."""
-        return f"{BOOT_PREFIX}host-lock-{self.sha256}.txt"
+        """The bucket key: content-addressed, so a new version never overwrites a booting host's."""
+        stem, dot, suffix = self.name.rpartition(".")
+        return f"{BOOT_PREFIX}{stem}-{self.sha256}{dot}{suffix}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLock(BootObject):
+    """The host lock's text and where hosts find it in the artifact bucket."""
+
+    name: str = HOST_LOCK.name
 
     def entries(self, names: tuple[str, ...]) -> str:
         """The hashed entries for ``names``, in that order (a missing name is an error)."""
@@ -151,12 +160,3 @@ def host_lock(path: Path = HOST_LOCK, requirements: Path = REQUIREMENTS) -> Host
             f"{path.name} is stale (run `make lock`): requirements.txt pins {'; '.join(stale)}"
         )
     return lock
-
-
-def boot_objects(path: Path = HOST_LOCK) -> dict[str, bytes]:
-    """The objects hosts read from the artifact bucket at boot, by key.
-
-    The Pulumi program uploads exactly these; the local twin puts the same into its emulator.
-    """
-    lock = host_lock(path)
-    return {lock.key: lock.text.encode()}

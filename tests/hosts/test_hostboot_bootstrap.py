@@ -89,7 +89,7 @@ def test_57_user_data_pins_pip_and_boto3_with_hashes_and_names_the_host_lock(
         assert "--hash=sha256:" in entry, name
     assert "python3.11-pip" not in host.document["packages"]
     # Every file the bootstrap uses is written by cloud-init (the host lock: fetched).
-    for name in ("bootstrap.sh", "fetch.py", "boot.py"):
+    for name in ("bootstrap.sh", "fetch.py"):
         assert f"{INSTALL_DIR}/{name}" in host.files, name
     assert environment["MLOPS_BOOT_CONFIG"] in host.files
 
@@ -185,8 +185,30 @@ def test_57_bootstrap_installs_pip_first_then_only_hashed_wheels_then_boots(
             f"{here}/host-lock.txt",
         ]
     )
+    fetch_boot_call = " ".join(
+        [
+            f"{here}/fetch.py",
+            *(
+                bootstrap_env[key]
+                for key in (
+                    "MLOPS_REGION",
+                    "MLOPS_BUCKET",
+                    "MLOPS_BOOT_SCRIPT_KEY",
+                    "MLOPS_BOOT_SCRIPT_SHA256",
+                )
+            ),
+            f"{here}/boot.py",
+        ]
+    )
     boot_call = f"{here}/boot.py {bootstrap_env['MLOPS_BOOT_CONFIG']}"
-    assert calls[1:] == [pip_calls[0], pip_calls[1], fetch_call, pip_calls[2], boot_call]
+    assert calls[1:] == [
+        pip_calls[0],
+        pip_calls[1],
+        fetch_call,
+        pip_calls[2],
+        fetch_boot_call,
+        boot_call,
+    ]
 
 
 def test_58_a_completed_bootstrap_does_nothing_on_the_next_boot(

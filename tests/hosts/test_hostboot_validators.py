@@ -9,12 +9,14 @@ line names, so it checks our files without touching the machine's /opt or /etc.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
+import hostboot
 import pytest
 from hostboot.cloudconfig import (
     BOOT_SCRIPT,
@@ -22,7 +24,7 @@ from hostboot.cloudconfig import (
     FETCH_SCRIPT,
     USER_DATA_LIMIT_BYTES,
 )
-from rendered_hosts import Rendered, parse_unit
+from rendered_hosts import Rendered, parse_unit, unit_environment
 
 SYSTEM_UNITS = Path("/lib/systemd/system")
 
@@ -130,5 +132,10 @@ def test_bootstrap_script_passes_shellcheck() -> None:
 def test_user_data_carries_the_repository_scripts(host: Rendered) -> None:
     """What cloud-init writes is byte for byte what is checked and tested here."""
     assert host.files["/opt/mlops/bootstrap.sh"] == BOOTSTRAP_SCRIPT.read_text()
-    assert host.files["/opt/mlops/boot.py"] == BOOT_SCRIPT.read_text()
+    # The boot script comes from the bucket, under the key and digest the unit names.
+    environment = unit_environment(parse_unit(host.units()["mlops-bootstrap.service"]))
+    objects = hostboot.boot_objects()
+    assert objects[environment["MLOPS_BOOT_SCRIPT_KEY"]] == BOOT_SCRIPT.read_bytes()
+    digest = hashlib.sha256(BOOT_SCRIPT.read_bytes()).hexdigest()
+    assert environment["MLOPS_BOOT_SCRIPT_SHA256"] == digest
     assert host.files["/opt/mlops/fetch.py"] == FETCH_SCRIPT.read_text()

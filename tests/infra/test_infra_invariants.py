@@ -647,18 +647,21 @@ def user_data_environment(host: Registered) -> dict[str, str]:
 
 
 def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None:
-    """The object the user data names is the repository's host lock, uploaded before the hosts."""
-    (upload,) = run.of_type(BUCKET_OBJECT)
-    ((key, content),) = hostboot.boot_objects().items()
-    assert (upload.get("key"), upload.get("content").encode()) == (key, content)
-    assert upload.get("bucket") == run.one(BUCKET).id
+    """The objects the user data names by digest (host lock, boot script) are uploaded first."""
+    uploads = run.of_type(BUCKET_OBJECT)
+    objects = hostboot.boot_objects()
+    assert {u.get("key"): u.get("content").encode() for u in uploads} == objects
+    assert {u.get("bucket") for u in uploads} == {run.one(BUCKET).id}
     bucket_arn = run.one(BUCKET).state["arn"]
     for host in run.of_type(INSTANCE):
         environment = user_data_environment(host)
-        assert environment["MLOPS_HOST_LOCK_KEY"] == key
-        assert environment["MLOPS_HOST_LOCK_SHA256"] == hashlib.sha256(content).hexdigest()
         assert environment["MLOPS_BUCKET"] == run.one(BUCKET).id
-        assert upload in waits_for(run, host), host.name
+        for what in ("HOST_LOCK", "BOOT_SCRIPT"):
+            content = objects[environment[f"MLOPS_{what}_KEY"]]
+            digest = hashlib.sha256(content).hexdigest()
+            assert environment[f"MLOPS_{what}_SHA256"] == digest
+        for upload in uploads:
+            assert upload in waits_for(run, host), (host.name, upload.name)
         (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
         granted = [
             statement

@@ -3,7 +3,8 @@
 # Environment= lines (rendered by infra/hostboot) say where and what. In order:
 #   1. the virtualenv, then pip itself from the user data's hashed pin (never the distro's pip);
 #   2. boto3's closure (hashed, from the user data), to read the bucket;
-#   3. the host lock from the artifact bucket, kept only if its sha256 is the user data's;
+#   3. the host lock and the boot script from the artifact bucket, each kept only if its
+#      sha256 is the user data's;
 #   4. the host lock: wheels only, every one checked against its hash;
 #   5. the boot step: secrets into root-only env files, databases.
 # A failed attempt (package index or Secrets Manager unreachable, credentials not there yet...)
@@ -13,13 +14,15 @@
 # every boot. See the journal: journalctl -u mlops-bootstrap.
 set -uo pipefail
 
-# Beside this script, as cloud-init wrote them: the two hashed pin files and the two scripts.
+# Beside this script: the two hashed pin files and fetch.py (cloud-init wrote them), the host
+# lock and boot.py (fetched below).
 here=$(dirname "$0")
 pip_lock=$here/pip-lock.txt fetch_lock=$here/fetch-lock.txt
 fetch_script=$here/fetch.py boot_script=$here/boot.py host_lock=$here/host-lock.txt
 venv=${MLOPS_VENV:?} python=${MLOPS_PYTHON:?}
 region=${MLOPS_REGION:?} bucket=${MLOPS_BUCKET:?}
 host_lock_key=${MLOPS_HOST_LOCK_KEY:?} host_lock_sha256=${MLOPS_HOST_LOCK_SHA256:?}
+boot_script_key=${MLOPS_BOOT_SCRIPT_KEY:?} boot_script_sha256=${MLOPS_BOOT_SCRIPT_SHA256:?}
 boot_config=${MLOPS_BOOT_CONFIG:?} done_marker=${MLOPS_DONE_MARKER:?}
 delay=${MLOPS_RETRY_FIRST_SECONDS:-10} max_delay=${MLOPS_RETRY_MAX_SECONDS:-300}
 
@@ -55,6 +58,9 @@ attempt() {
       "$venv/bin/python" "$fetch_script" "$region" "$bucket" "$host_lock_key" \
       "$host_lock_sha256" "$host_lock" &&
     step "installing the host lock $host_lock" pip_install "$host_lock" &&
+    step "fetching s3://$bucket/$boot_script_key" \
+      "$venv/bin/python" "$fetch_script" "$region" "$bucket" "$boot_script_key" \
+      "$boot_script_sha256" "$boot_script" &&
     step "fetching secrets into env files and creating databases" \
       "$venv/bin/python" "$boot_script" "$boot_config"
 }
