@@ -1,4 +1,4 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39 and 43-45 as plain functions.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45 and 57-62.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -17,6 +17,7 @@ policy SDK hands policies secret values already unwrapped, so it cannot tell the
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -125,6 +126,13 @@ IAM_IDENTITIES = (
     "aws:iam/userLoginProfile:UserLoginProfile",
 )
 # type tokens, not credentials:
+SUBNET_RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+# The host lock the user data names, by content-addressed key (infra/hostboot/locks.py).
+HOST_LOCK_KEY = re.compile(r"MLOPS_HOST_LOCK_KEY=(bootstrap/host-lock-([0-9a-f]{64})\.txt)")
+DISTRIBUTION_PIP = re.compile(r"\bpython3[0-9.]*-pip\b")
+BOOTSTRAP_UNIT = "mlops-bootstrap.service"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"  # noqa: S105
 SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"  # noqa: S105
@@ -756,6 +764,128 @@ def _secret_values(resources: Sequence[PolicyResource]) -> list[str]:
     return [v for v in values if len(v) >= 8]
 
 
+def ec2_hashed_installs(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """57: pip and boto3 pinned with hashes, the host lock named by digest, no distro pip."""
+    text = str(props.get("userData") or "")
+    if not text:
+        return
+    if "--hash=sha256:" not in text:
+        yield "user data pins pip without its sha256 (--hash=sha256:...)"
+    if DISTRIBUTION_PIP.search(text):
+        yield "user data installs the distribution's pip: pip comes from the lock, hashed"
+    if not HOST_LOCK_KEY.search(text):
+        yield "user data names no host lock by digest (MLOPS_HOST_LOCK_KEY=bootstrap/host-lock-*)"
+
+
+def ec2_bootstrap_retried(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """58: the bootstrap is a oneshot unit retried until it succeeds; the services require it."""
+    text = str(props.get("userData") or "")
+    if not text:
+        return
+    for line in ("Type=oneshot", "RemainAfterExit=yes", "Restart=on-failure"):
+        if line not in text:
+            yield f"the bootstrap unit lacks {line}"
+    if f"Requires={BOOTSTRAP_UNIT}" not in text:
+        yield f"the services do not require {BOOTSTRAP_UNIT}"
+
+
+def host_lock_uploaded(resources: Sequence[PolicyResource], ctx: Context) -> Iterator[Finding]:
+    """57: the host lock a host's user data names is uploaded, and its content has that digest."""
+    objects = {str(o.props.get("key")): o for o in of_type(resources, BUCKET_OBJECT)}
+    for host in of_type(resources, INSTANCE):
+        match = HOST_LOCK_KEY.search(str(host.props.get("userData") or ""))
+        if match is None:
+            continue  # ec2-hashed-installs reports it
+        key, digest = match.groups()
+        uploaded = objects.get(key)
+        if uploaded is None:
+            yield f"{host.name}'s host lock {key} is not uploaded by the stack", host.urn
+            continue
+        content = str(uploaded.props.get("content") or "")
+        if hashlib.sha256(content.encode()).hexdigest() != digest:
+            yield f"{key}'s content does not have the digest its key names", uploaded.urn
+        if uploaded.urn not in {d.urn for d in host.dependencies}:
+            yield f"{host.name} is not created after its host lock {key}", host.urn
+
+
+def _same_subnet(a: PolicyResource, b: PolicyResource) -> bool:
+    """Whether two resources' ``subnetId`` were computed from the same subnet."""
+    return bool({s.urn for s in deps(a, "subnetId")} & {s.urn for s in deps(b, "subnetId")})
+
+
+def _grants(resources: Sequence[PolicyResource], host: PolicyResource) -> list[PolicyResource]:
+    """The host's instance profile and its role's inline policies and attachments."""
+    profiles = of_type(deps(host, "iamInstanceProfile"), INSTANCE_PROFILE)
+    roles = {role.urn for profile in profiles for role in deps(profile, "role")}
+    return profiles + [
+        grant
+        for grant in of_type(resources, ROLE_POLICY, *ATTACHMENTS)
+        if {role.urn for role in deps(grant, "role")} & roles
+    ]
+
+
+def _egress(resources: Sequence[PolicyResource], host: PolicyResource) -> list[PolicyResource]:
+    """The host subnet's route-table association and that table's default routes."""
+    associations = [a for a in of_type(resources, ASSOCIATION) if _same_subnet(a, host)]
+    tables = {t.urn for a in associations for t in deps(a, "routeTableId")}
+    routes = [
+        route
+        for route in of_type(resources, ROUTE)
+        if route.props.get("destinationCidrBlock") in WORLD
+        and {t.urn for t in deps(route, "routeTableId")} & tables
+    ]
+    return associations + routes
+
+
+def _reservations(
+    resources: Sequence[PolicyResource], host: PolicyResource
+) -> list[PolicyResource]:
+    """The explicit reservations of the host's subnet that hold its fixed address."""
+    address = ipaddress.ip_address(str(host.props["privateIp"]))
+    return [
+        r
+        for r in of_type(resources, SUBNET_RESERVATION)
+        if r.props.get("reservationType") == "explicit"
+        and _same_subnet(r, host)
+        and address in ipaddress.ip_network(str(r.props.get("cidrBlock")), strict=False)
+    ]
+
+
+def hosts_wait_for_boot_prerequisites(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """59, 60, 62: a host is created after its address reservation, grants and egress routes."""
+    hosts = of_type(resources, INSTANCE)
+    explicit = [
+        r
+        for r in of_type(resources, SUBNET_RESERVATION)
+        if r.props.get("reservationType") == "explicit"
+    ]
+    if hosts and not explicit:
+        yield "no host address is reserved (the control host needs an explicit one)", hosts[0].urn
+    for host in hosts:
+        waits_for = {d.urn for d in host.dependencies}
+        needed = [("its role's grants", g) for g in _grants(resources, host)]
+        egress = _egress(resources, host)
+        if not egress:
+            yield f"{host.name}'s subnet has no route table association", host.urn
+        needed += [("its subnet's egress", e) for e in egress]
+        if host.props.get("privateIp"):  # known: requested, or assigned (after creation)
+            needed += [("its address reservation", r) for r in _reservations(resources, host)]
+        for what, resource in needed:
+            if resource.urn not in waits_for:
+                yield f"{host.name} is not created after {what} ({resource.name})", host.urn
+
+
+def hosts_deleted_before_replaced(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """61: a host is deleted before its replacement is created."""
+    for host in of_type(resources, INSTANCE):
+        if host.opts.delete_before_replace is not True:
+            yield f"{host.name} must be replaced delete-before-create", host.urn
+
+
 def user_data_free_of_secrets(
     resources: Sequence[PolicyResource], ctx: Context
 ) -> Iterator[Finding]:
@@ -1121,6 +1251,38 @@ RULES: tuple[Rule, ...] = (
         (31,),
         "GetSecretValue only on this stack's secrets.",
         stack_check=secret_reads_scoped,
+    ),
+    Rule(
+        "ec2-hashed-installs",
+        (57,),
+        "Hosts install pip from the lock, then only hashed wheels; the host lock by digest.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_hashed_installs,
+    ),
+    Rule(
+        "ec2-host-lock-uploaded",
+        (57,),
+        "The host lock a host names is uploaded first, with the digest its key names.",
+        stack_check=host_lock_uploaded,
+    ),
+    Rule(
+        "ec2-bootstrap-retried",
+        (58,),
+        "The bootstrap is a oneshot unit retried until it succeeds; services require it.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_bootstrap_retried,
+    ),
+    Rule(
+        "ec2-boot-prerequisites",
+        (59, 60, 62),
+        "Hosts wait for their address reservation, role grants and subnet egress.",
+        stack_check=hosts_wait_for_boot_prerequisites,
+    ),
+    Rule(
+        "ec2-delete-before-replace",
+        (61,),
+        "Hosts are deleted before their replacement is created.",
+        stack_check=hosts_deleted_before_replaced,
     ),
 )
 

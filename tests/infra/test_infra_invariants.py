@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import ipaddress
 import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import hostboot
 import pytest
 import yaml
 
@@ -680,3 +682,94 @@ def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -
     # two instance roles, and the host scheduler's where hosts sleep (not prod by default)
     assert len(run.of_type(ROLE)) == 2 + (run.environment != "prod")
     assert len(run.of_type(INSTANCE)) == 1 + int(run.config["mlops-platform:workerCount"])
+
+
+# -- host boot and supply chain (57-62) ---------------------------------------------------------
+
+RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+
+
+def waits_for(run: ProgramRun, host: Registered) -> list[Registered]:
+    """The custom resources ``host`` is created after."""
+    return [r for r in run.resources if r.engine.urn in host.engine.dependencies]
+
+
+def user_data_environment(host: Registered) -> dict[str, str]:
+    """The bootstrap unit's Environment= assignments in the host's user data."""
+    return dict(re.findall(r'Environment="(MLOPS_[A-Z0-9_]+)=([^"]*)"', host.get("userData")))
+
+
+def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None:
+    """The objects the user data names by digest (host lock, boot script) are uploaded first."""
+    uploads = run.of_type(BUCKET_OBJECT)
+    objects = hostboot.boot_objects()
+    assert {u.get("key"): u.get("content").encode() for u in uploads} == objects
+    assert {u.get("bucket") for u in uploads} == {run.one(BUCKET).id}
+    bucket_arn = run.one(BUCKET).state["arn"]
+    for host in run.of_type(INSTANCE):
+        environment = user_data_environment(host)
+        assert environment["MLOPS_BUCKET"] == run.one(BUCKET).id
+        for what in ("HOST_LOCK", "BOOT_SCRIPT"):
+            content = objects[environment[f"MLOPS_{what}_KEY"]]
+            digest = hashlib.sha256(content).hexdigest()
+            assert environment[f"MLOPS_{what}_SHA256"] == digest
+        for upload in uploads:
+            assert upload in waits_for(run, host), (host.name, upload.name)
+        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        granted = [
+            statement
+            for policy in run.of_type(ROLE_POLICY)
+            if policy.get("role") == profile.get("role")
+            for statement in json.loads(policy.get("policy"))["Statement"]
+        ]
+        assert any(
+            f"{bucket_arn}/bootstrap/*" in as_list(s["Resource"])
+            and as_list(s["Action"]) == ["s3:GetObject"]
+            for s in granted
+        ), host.name
+
+
+def test_59_control_address_reserved_before_anything_takes_it(run: ProgramRun) -> None:
+    host = control(run)
+    (reservation,) = run.of_type(RESERVATION)
+    assert reservation.get("reservationType") == "explicit"
+    assert reservation.get("subnetId") == host.get("subnetId")
+    assert reservation.get("cidrBlock") == f"{host.get('privateIp')}/32"
+    for dependent in (*run.of_type(INSTANCE), run.one(DB)):
+        assert reservation in waits_for(run, dependent), dependent.name
+
+
+def test_60_hosts_created_after_their_role_grants(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        grants = [
+            r
+            for r in (*run.of_type(ROLE_POLICY), *run.of_type(ATTACHMENT))
+            if r.get("role") == profile.get("role")
+        ]
+        assert {ATTACHMENT, ROLE_POLICY} == {g.type for g in grants}
+        for grant in (profile, *grants):
+            assert grant in waits_for(run, host), (host.name, grant.name)
+
+
+def test_61_hosts_replaced_delete_before_create(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        assert host.engine.delete_before_replace, host.name
+
+
+def test_62_hosts_created_after_their_subnet_egress(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        (association,) = [
+            a for a in run.of_type(ASSOCIATION) if a.get("subnetId") == host.get("subnetId")
+        ]
+        (default_route,) = [
+            r
+            for r in run.of_type(ROUTE)
+            if r.get("routeTableId") == association.get("routeTableId")
+            and r.get("destinationCidrBlock") == "0.0.0.0/0"
+        ]
+        expected_target = "natGatewayId" if run.environment == "prod" else "gatewayId"
+        assert default_route.get(expected_target), default_route.name
+        for needed in (association, default_route):
+            assert needed in waits_for(run, host), (host.name, needed.name)

@@ -18,11 +18,11 @@ def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31_37_to_39_and_43_to_45() -> None:
+def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_and_57_to_62() -> None:
     covered = {n for rule in checks.RULES for n in rule.invariants}
     # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
-    # 40-42 about the CI workflows (tests/scripts/test_workflows.py)
-    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45}
+    # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 63-64 in tests/hosts.
+    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | set(range(57, 63))
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -239,7 +239,75 @@ def trust_beyond_ec2(stack: Stack) -> None:
     )
 
 
+def edit_user_data(name_part: str, old: str, new: str) -> Breakage:
+    """Replace ``old`` (which must be there) in a host's user data."""
+
+    def breakage(stack: Stack) -> None:
+        host = stack.find(checks.INSTANCE, name_part)
+        assert old in host.inputs["userData"], old
+        host.set(userData=host.inputs["userData"].replace(old, new))
+
+    return breakage
+
+
+def drop_dependency(name_part: str, resource_type: str, dependency_part: str = "") -> Breakage:
+    """The host ``name_part`` no longer waits for a resource of ``resource_type``."""
+
+    def breakage(stack: Stack) -> None:
+        host = stack.find(checks.INSTANCE, name_part)
+        dropped = {r.urn for r in stack.of_type(resource_type) if dependency_part in r.name} & set(
+            host.dependencies
+        )
+        assert dropped, (name_part, resource_type)
+        host.dependencies = [urn for urn in host.dependencies if urn not in dropped]
+
+    return breakage
+
+
+def replaced_create_first(stack: Stack) -> None:
+    stack.find(checks.INSTANCE, "worker-1").delete_before_replace = False
+
+
+def tampered_host_lock(stack: Stack) -> None:
+    lock = stack.find(checks.BUCKET_OBJECT, "host-lock")
+    lock.set(content=lock.inputs["content"].replace("xgboost==", "xgboost==9", 1))
+
+
 BREAKAGES: list[tuple[str, str, Breakage]] = [
+    (
+        "dev",
+        "ec2-hashed-installs",
+        edit_user_data("worker-1", "--hash=sha256:", ""),
+    ),
+    (
+        "dev",
+        "ec2-hashed-installs",
+        edit_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
+    ),
+    ("dev", "ec2-host-lock-uploaded", tampered_host_lock),
+    ("dev", "ec2-host-lock-uploaded", drop_dependency("control", checks.BUCKET_OBJECT)),
+    ("dev", "ec2-bootstrap-retried", edit_user_data("control", "Type=oneshot", "Type=simple")),
+    (
+        "dev",
+        "ec2-bootstrap-retried",
+        edit_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
+    ),
+    (
+        "prod",
+        "ec2-boot-prerequisites",
+        drop_dependency("control", checks.SUBNET_RESERVATION),
+    ),
+    (
+        "dev",
+        "ec2-boot-prerequisites",
+        set_on(checks.SUBNET_RESERVATION, reservationType="prefix"),
+    ),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROLE_POLICY)),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.ATTACHMENTS[0])),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.INSTANCE_PROFILE)),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROUTE, "default")),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-2", checks.ASSOCIATION)),
+    ("dev", "ec2-delete-before-replace", replaced_create_first),
     ("dev", "s3-public-access-blocked", set_on(checks.PUBLIC_ACCESS, blockPublicPolicy=False)),
     (
         "dev",
