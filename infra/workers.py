@@ -1,9 +1,10 @@
 """The workers: ``workerCount`` hosts, each running one Prefect process worker on the pool.
 
 Workers spread over the host subnets of both zones. They reach MLflow and Prefect on the
-control host's fixed address, read flow code from ``flow-code/`` and read and cache training
-data under ``data/`` in the bucket, and may read two secrets: the Prefect auth string and the
-MLflow admin password (they log to MLflow as the admin user, a documented simplification).
+control host's fixed address, read flow code from ``flow-code/``, read and cache training
+data under ``data/`` and read the host lock under ``bootstrap/`` in the bucket, and may read
+two secrets: the Prefect auth string and the MLflow admin password (they log to MLflow as the
+admin user, a documented simplification).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import DATA_PREFIX, FLOW_CODE_PREFIX
-from hosts import HostContext, HostSpec, checked_user_data, host_instance
+from hostboot.locks import BOOT_PREFIX
+from hosts import BOOT_ACTIONS, HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
 
 FLOW_CODE_ACTIONS = ("s3:GetObject",)
@@ -53,6 +55,7 @@ class Workers(pulumi.ComponentResource):
                 object_grants=[
                     ObjectGrant(FLOW_CODE_PREFIX, FLOW_CODE_ACTIONS),
                     ObjectGrant(DATA_PREFIX, DATA_ACTIONS),
+                    ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
                 ],
                 secret_arns=[secrets.prefect_auth_string.arn, secrets.mlflow_admin_password.arn],
             ),
@@ -68,6 +71,7 @@ class Workers(pulumi.ComponentResource):
                     security_group_id=args.security_group_id,
                     instance_profile=identity.instance_profile_name,
                     user_data=worker_user_data(args, worker_name=f"{name}-{number}"),
+                    grants=identity.grants,
                 ),
                 parent=self,
             )

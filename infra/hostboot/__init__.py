@@ -6,14 +6,17 @@ functions inside an ``apply``; the local twin calls :func:`control_plan` and
 services' command lines and environments directly (see :mod:`hostboot.services`).
 
 Hosts run Amazon Linux 2023 (dnf repositories over HTTPS, so HTTPS is the only egress the
-hosts need besides the database port and the control host's service ports).
+hosts need besides the database port and the control host's service ports). Every host
+installs one virtualenv from the hashed host lock (:mod:`hostboot.locks`); the program uploads
+it and the boot script to the bucket (:func:`boot_objects`: key -> bytes; the twin uploads the
+same), and the user data names them by digest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostboot.cloudconfig import render_user_data, requirements_except
+from hostboot.cloudconfig import boot_objects, render_user_data
 from hostboot.services import (
     HOST_LAYOUT,
     BootConfig,
@@ -33,20 +36,13 @@ __all__ = [
     "HostPlan",
     "ServiceSpec",
     "WorkerHostSettings",
+    "boot_objects",
     "control_plan",
     "render_control_user_data",
     "render_unit",
     "render_worker_user_data",
     "worker_plan",
 ]
-
-# What the control host's virtualenv needs: the two servers, S3 for the artifact proxy and
-# PostgreSQL drivers (psycopg for MLflow and the boot step; prefect brings asyncpg).
-CONTROL_PACKAGES = ("mlflow", "prefect", "boto3", "psycopg")
-# Workers run the pipeline: every runtime pin except the tools that never run on a host.
-LOCAL_ONLY_PACKAGES = frozenset(
-    {"pulumi", "pulumi-aws", "pulumi-random", "pulumi-policy", "moto", "psutil"}
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +100,7 @@ def render_control_user_data(settings: ControlHostSettings) -> str:
     return render_user_data(
         control_plan(settings),
         title=f"mlops-platform control host ({settings.environment})",
-        packages=CONTROL_PACKAGES,
+        bucket=settings.artifact_bucket,
     )
 
 
@@ -113,5 +109,5 @@ def render_worker_user_data(settings: WorkerHostSettings) -> str:
     return render_user_data(
         worker_plan(settings),
         title=f"mlops-platform worker {settings.worker_name} ({settings.environment})",
-        packages=requirements_except(LOCAL_ONLY_PACKAGES),
+        bucket=settings.artifact_bucket,
     )

@@ -359,9 +359,20 @@ def test_a_missing_month_is_downloaded_into_s3(
 ) -> None:
     name = file_name("green", "2023-02")
     (tlc_server.directory / name).write_bytes((real_data_dir / name).read_bytes())
-    month = load_month("s3://trips/cache/", "green", "2023-02", base_url=tlc_server.base_url)
+    month = load_month(
+        "s3://trips/cache/",
+        "green",
+        "2023-02",
+        base_url=tlc_server.base_url,
+        allow_insecure_mirror=True,
+    )
     assert month.rows_read == 64_809
-    stored = s3_bucket.get_object(Bucket="trips", Key=f"cache/{name}")["Body"].read()
+    (key,) = (
+        item["Key"]
+        for item in s3_bucket.list_objects_v2(Bucket="trips", Prefix="cache/mirrors/")["Contents"]
+        if item["Key"].endswith(name)
+    )
+    stored = s3_bucket.get_object(Bucket="trips", Key=key)["Body"].read()
     assert stored == (real_data_dir / name).read_bytes()
     assert tlc_server.requests == [f"/trip-data/{name}"]
 

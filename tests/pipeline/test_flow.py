@@ -163,6 +163,7 @@ def test_a_scheduled_run_without_months_takes_the_latest_published_ones(
         experiment=unique_name,
         hyperparameters=WEAK,
         tlc_base_url=closed_port_url,  # any other month would be a download: none leaves loopback
+        allow_insecure_mirror=True,
     )
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(
@@ -239,12 +240,16 @@ def test_a_transient_download_failure_is_retried(
     tlc_server.failures[january] = [503, 503]
     summary = training(
         parameters(
-            tmp_path / "data", unique_name, hyperparameters=WEAK, tlc_base_url=tlc_server.base_url
+            tmp_path / "data",
+            unique_name,
+            hyperparameters=WEAK,
+            tlc_base_url=tlc_server.base_url,
+            allow_insecure_mirror=True,
         )
     )
     assert summary.model_version == "1"
     assert tlc_server.requests.count(january) == 3
-    assert (tmp_path / "data" / file_name("green", "2023-01")).is_file()
+    assert list((tmp_path / "data" / "mirrors").glob(f"*/{file_name('green', '2023-01')}"))
 
 
 def test_no_network_fails_after_the_retries_with_a_clear_error(
@@ -263,7 +268,11 @@ def test_no_network_fails_after_the_retries_with_a_clear_error(
         match=rf"green_tripdata_2023-01\.parquet is not in {tmp_path} "
         rf"and could not download {closed_port_url}/green_tripdata_2023-01\.parquet",
     ):
-        training(parameters(tmp_path, unique_name, tlc_base_url=closed_port_url))
+        training(
+            parameters(
+                tmp_path, unique_name, tlc_base_url=closed_port_url, allow_insecure_mirror=True
+            )
+        )
     assert attempts == ["2023-01"] * (1 + flows.IO_RETRIES)
     (run,) = runs_of(unique_name)
     assert run.info.status == "FAILED"
@@ -274,7 +283,11 @@ def test_an_unpublished_month_is_not_retried(
     tlc_server: Any, tmp_path: Path, unique_name: str
 ) -> None:
     with pytest.raises(PipelineError, match="HTTP 404"):
-        training(parameters(tmp_path, unique_name, tlc_base_url=tlc_server.base_url))
+        training(
+            parameters(
+                tmp_path, unique_name, tlc_base_url=tlc_server.base_url, allow_insecure_mirror=True
+            )
+        )
     assert len(tlc_server.requests) == 1
 
 
