@@ -47,8 +47,8 @@ def test_every_io_stage_is_retried_with_backoff_and_training_is_not() -> None:
         flows.start_mlflow_run,
         flows.load,
         flows.log_to_mlflow,
-        flows.score_champion,
         flows.register,
+        flows.promote,
     ):
         assert io_task.retries == flows.IO_RETRIES == 3, io_task.name
         assert io_task.retry_condition_fn is flows._worth_retrying, io_task.name
