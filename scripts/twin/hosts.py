@@ -413,7 +413,8 @@ class HostsTwin:
         )
         self.wait("PostgreSQL", "postgres", lambda: pg_ready(directory), _STAND_IN_SECONDS)
         with standins.postgres(config) as conn:
-            standins.create_role_and_first_database(conn, config, self.secret("db_password"))
+            first = self.control_settings(self.state.secret_arns).mlflow_db  # RDS's db_name
+            standins.create_role_and_first_database(conn, config, self.secret("db_password"), first)
 
     # -- hosts ------------------------------------------------------------------------------
 

@@ -327,7 +327,9 @@ class Twin:
         with standins.postgres(self.config) as conn:
             self.state.postgres_created = True  # from here on, down drops them
             self.state.save()
-            standins.create_role_and_first_database(conn, self.config, password)
+            standins.create_role_and_first_database(
+                conn, self.config, password, self.config.databases[0]
+            )
 
     def drop_role_and_databases(self) -> None:
         """Drop the twin's databases (closing their connections) and its role."""

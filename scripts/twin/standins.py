@@ -69,7 +69,7 @@ def postgres(config: TwinConfig) -> Iterator[psycopg.Connection[Any]]:
 
 
 def create_role_and_first_database(
-    conn: psycopg.Connection[Any], config: TwinConfig, password: str
+    conn: psycopg.Connection[Any], config: TwinConfig, password: str, first: str
 ) -> None:
     """What RDS gives: the master role (may create databases) and its first database."""
     role = sql.Identifier(config.name)
@@ -78,7 +78,6 @@ def create_role_and_first_database(
     conn.execute(
         sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(role, sql.Literal(password))
     )
-    first = config.databases[0]
     if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (first,)).fetchone():
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(first), role))
 
