@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Page, Response
+from playwright.sync_api import Page, Request, Response
 from twin_api import TrainingRun
 
 # Debian's package, installed by .ci/run; Playwright drives it over CDP.
@@ -54,22 +54,30 @@ class ServerResponses:
     (e.g. MLflow's 403 "Cross-origin request blocked" to a POST from a non-localhost origin).
     """
 
-    server: str  # the server's root URL; responses from elsewhere are not kept
+    server: str  # the server's root URL; calls elsewhere are not kept
     responses: list[Response] = field(default_factory=list)
+    unanswered: list[str] = field(default_factory=list)  # calls that got no response
 
     def listen(self, page: Page) -> None:
-        """Record the page's responses from the server from now on."""
+        """Record the page's calls to the server from now on."""
         page.on("response", self._record)
+        page.on("requestfailed", self._record_failure)
 
     def _record(self, response: Response) -> None:
         """Keep the server's responses (bodies are read only on failure)."""
         if response.url.startswith(f"{self.server}/"):
             self.responses.append(response)
 
+    def _record_failure(self, request: Request) -> None:
+        """Keep the calls the browser gave up on (connection refused, blocked, aborted)."""
+        if request.url.startswith(f"{self.server}/"):
+            self.unanswered.append(f"{request.method} {request.url}: {request.failure}")
+
     def assert_none_refused(self) -> None:
-        """No call of the page was answered 401 or 403."""
+        """No call of the page was answered 401 or 403, or failed without an answer."""
         refused = [response for response in self.responses if response.status in (401, 403)]
-        assert not refused, "the server refused the UI's API calls:\n" + described(refused)
+        assert not refused, "the server refused the UI's calls:\n" + described(refused)
+        assert not self.unanswered, "the UI's calls failed:\n" + "\n".join(self.unanswered)
 
     def assert_answered(self, method: str, path: str) -> None:
         """The UI called ``method`` on ``path`` and every such call got a 200."""
