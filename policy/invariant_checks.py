@@ -1,4 +1,4 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31 as plain functions.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39 and 43-45 as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -41,10 +41,41 @@ STRICTEST = "prod"
 DB_PORT = 5432
 SERVICE_PORTS = (5000, 4200)  # MLflow, Prefect
 HTTPS_PORT = 443
+MIN_TLS = 1.2
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 WORLD = ("0.0.0.0/0", "::/0")
+# What a host may do to the bucket itself, as opposed to its objects: list it (invariant 45).
+BUCKET_LEVEL_ACTIONS = frozenset(
+    {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+    }
+)
+PUBLIC_GROUPS = ("AllUsers", "AuthenticatedUsers")  # ACL grantee groups: anyone, any AWS account
+# Ingress may come only from private address space (invariant 37): RFC 1918 and RFC 6598.
+# infra/config.py holds the same list for the config check; tests/policy checks they agree.
+PRIVATE_INGRESS_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 PRIVATE_KEY = "PRIVATE KEY-----"
+# AWS managed policies no role of the stack may carry (invariant 39), besides every
+# `...FullAccess` one: each grants account-wide power far beyond a host's needs (all actions;
+# all but IAM, which PowerUserAccess still lets reach every resource; every secret; every
+# instance through SSM commands; key administration; the job-function administrator roles).
+PRIVILEGED_MANAGED_POLICIES = frozenset(
+    {
+        "AdministratorAccess",
+        "PowerUserAccess",
+        "SecretsManagerReadWrite",
+        "AmazonEC2RoleforSSM",
+        "AmazonSSMAutomationRole",
+        "AWSKeyManagementServicePowerUser",
+        "SystemAdministrator",
+        "NetworkAdministrator",
+        "DatabaseAdministrator",
+    }
+)
 
 BUCKET = "aws:s3/bucket:Bucket"
 BUCKET_V2 = "aws:s3/bucketV2:BucketV2"
@@ -68,6 +99,7 @@ ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
 ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
 GROUP = "aws:ec2/securityGroup:SecurityGroup"
+DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -85,6 +117,8 @@ POLICY_DOCUMENTS = (
     "aws:iam/userPolicy:UserPolicy",
     "aws:iam/groupPolicy:GroupPolicy",
 )
+EC2_SERVICE = "ec2.amazonaws.com"
+SCHEDULER_SERVICE = "scheduler.amazonaws.com"
 IAM_IDENTITIES = (
     "aws:iam/user:User",
     "aws:iam/accessKey:AccessKey",
@@ -118,6 +152,15 @@ def items(value: Any) -> list[Any]:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return list(value)
     return [value]
+
+
+def plain(value: Any) -> Any:
+    """A property as plain dicts and lists (the engine hands policies read-only proxies)."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain(v) for v in value]
+    return value
 
 
 def number(value: Any, default: int = -1) -> int:
@@ -313,6 +356,18 @@ def s3_policy_tls_only(_: str, props: Mapping[str, Any], ctx: Context) -> Iterat
     covered = {r for s in denials for r in items(s.get("Resource"))}
     if not any(f"{arn}/*" in covered for arn in covered):
         yield "no statement denies aws:SecureTransport=false on the bucket and its objects"
+    old_tls = [
+        s
+        for s in policy
+        if s.get("Effect") == "Deny"
+        and _is_everyone(s.get("Principal"))
+        and set(items(s.get("Action"))) & {"s3:*", "*"}
+        and float((s.get("Condition") or {}).get("NumericLessThan", {}).get("s3:TlsVersion", 0))
+        >= MIN_TLS
+    ]
+    covered = {r for s in old_tls for r in items(s.get("Resource"))}
+    if not any(f"{arn}/*" in covered for arn in covered):
+        yield f"no statement denies TLS older than {MIN_TLS} on the bucket and its objects"
 
 
 def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
@@ -324,7 +379,8 @@ def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context
         yield f"public or shared ACL {props.get('acl')!r}"
     if resource_type == BUCKET_ACL:
         grants = (props.get("accessControlPolicy") or {}).get("grants")
-        if any("AllUsers" in str(g) or "AuthenticatedUsers" in str(g) for g in items(grants)):
+        # Under the engine a grant is a read-only mapping proxy: read its values, not its repr.
+        if any(group in json.dumps(plain(g)) for g in items(grants) for group in PUBLIC_GROUPS):
             yield "an ACL grant to AllUsers or AuthenticatedUsers"
 
 
@@ -428,6 +484,37 @@ def sg_no_world_ingress(
             yield f"ingress of every protocol from a CIDR: {_describe(rule)}"
 
 
+def _outside_private_ranges(cidr: str) -> bool:
+    """Whether a rule's CIDR is anything but a network inside ``PRIVATE_INGRESS_RANGES``."""
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return True
+    return not isinstance(network, ipaddress.IPv4Network) or not any(
+        network.subnet_of(ipaddress.IPv4Network(r)) for r in PRIVATE_INGRESS_RANGES
+    )
+
+
+def sg_private_ingress_only(
+    resource_type: str, props: Mapping[str, Any], ctx: Context
+) -> Iterator[str]:
+    """Whatever the stack config lists: a public range split in pieces is still the internet."""
+    for rule in rules_of(resource_type, props):
+        public = [c for c in rule.cidrs if _outside_private_ranges(c)]
+        if rule.direction == "ingress" and public:
+            yield (
+                f"ingress from {', '.join(public)}, outside the private ranges "
+                f"{', '.join(PRIVATE_INGRESS_RANGES)}: {_describe(rule)}"
+            )
+
+
+def sg_default_group_empty(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """The VPC's default group is taken over only to empty it: nothing may use it."""
+    for direction in ("ingress", "egress"):
+        if items(props.get(direction)):
+            yield f"the VPC's default security group has {direction} rules: leave it empty"
+
+
 def sg_no_ssh(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
     for rule in rules_of(resource_type, props):
         if rule.direction == "ingress" and rule.covers(22):
@@ -468,25 +555,43 @@ def sg_egress_limited(resource_type: str, props: Mapping[str, Any], ctx: Context
             yield f"egress to an unrecognised destination: {_describe(rule)}"
 
 
-def _wildcard(action: str) -> bool:
-    return action == "*" or action.endswith(":*")
+def _policy_documents(resource_type: str, props: Mapping[str, Any]) -> list[Any]:
+    """The policy documents a resource carries: its ``policy``, or a role's inline policies."""
+    if resource_type == ROLE:
+        return [p.get("policy") for p in items(props.get("inlinePolicies")) if p]
+    return [props.get("policy")]
 
 
-def iam_no_wildcards(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    for statement in statements(props.get("policy")):
+def iam_no_wildcards(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    for policy in _policy_documents(resource_type, props):
+        yield from _statement_problems(statements(policy))
+
+
+def _statement_problems(policy: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Invariants 28, 31 and 38 on one policy document's statements."""
+    for statement in policy:
         if statement.get("Effect") != "Allow":
             continue
         if "NotAction" in statement or "NotResource" in statement:
             yield "Allow with NotAction or NotResource"
         actions = [str(a) for a in items(statement.get("Action"))]
         resources = [str(r) for r in items(statement.get("Resource"))]
-        if "*" in resources and any(_wildcard(a) for a in actions):
-            yield f"wildcard actions {actions} on resource *"
+        # A wildcard anywhere in an action (s3:Get*, iam:Pass*) grants whatever AWS adds
+        # under that prefix later: every action is named (invariant 38).
+        wildcards = [a for a in actions if "*" in a]
+        if wildcards:
+            yield f"actions with a wildcard {wildcards} on {resources}: name each action"
         if any(a.startswith("s3:") for a in actions):
             for arn in resources:
                 bucket = arn.removeprefix("arn:aws:s3:::").split("/", 1)[0]
                 if not arn.startswith("arn:aws:s3:::") or not bucket or "*" in bucket:
                     yield f"S3 actions on {arn!r}: scope them to the bucket ARN and ARN/*"
+        on_bucket = [r for r in resources if r.startswith("arn:aws:s3:::") and "/" not in r]
+        changes = sorted(
+            a for a in actions if a.startswith("s3:") and a not in BUCKET_LEVEL_ACTIONS
+        )
+        if on_bucket and changes:
+            yield f"{changes} on the bucket itself {on_bucket}: hosts only list it"
         if "secretsmanager:GetSecretValue" in actions and any("*" in r for r in resources):
             yield f"GetSecretValue on wildcard resources {resources}"
 
@@ -496,12 +601,19 @@ def iam_trust_ec2_only(_: str, props: Mapping[str, Any], ctx: Context) -> Iterat
         principal = statement.get("Principal") or {}
         services = items(principal.get("Service")) if isinstance(principal, Mapping) else []
         others = set(principal) - {"Service"} if isinstance(principal, Mapping) else {"*"}
-        if (
-            services != ["ec2.amazonaws.com"]
-            or others
-            or items(statement.get("Action")) != ["sts:AssumeRole"]
-        ):
-            yield f"trust only ec2.amazonaws.com with sts:AssumeRole; got {dict(statement)}"
+        expected = "ec2.amazonaws.com (or scheduler.amazonaws.com bound to aws:SourceAccount)"
+        if others or items(statement.get("Action")) != ["sts:AssumeRole"]:
+            yield f"trust only {expected} with sts:AssumeRole; got {dict(statement)}"
+        elif services == [SCHEDULER_SERVICE]:
+            condition = statement.get("Condition") or {}
+            equals = condition.get("StringEquals") if isinstance(condition, Mapping) else None
+            if not isinstance(equals, Mapping) or not equals.get("aws:SourceAccount"):
+                yield (
+                    f"{SCHEDULER_SERVICE} trusted without an aws:SourceAccount condition "
+                    "(any account's schedules could use the role)"
+                )
+        elif services != [EC2_SERVICE]:
+            yield f"trust only {expected} with sts:AssumeRole; got {dict(statement)}"
 
 
 def iam_no_users_or_admin(
@@ -510,8 +622,15 @@ def iam_no_users_or_admin(
     if resource_type in IAM_IDENTITIES:
         yield f"no IAM users, access keys or login profiles ({resource_type})"
     arns = items(props.get("policyArn")) + items(props.get("managedPolicyArns"))
-    if any(str(arn).endswith("/AdministratorAccess") for arn in arns):
-        yield "AdministratorAccess attached"
+    for arn in map(str, arns):
+        if _privileged(arn):
+            yield f"privileged managed policy {arn} attached: grant the actions the host uses"
+
+
+def _privileged(arn: str) -> bool:
+    """Whether a managed policy grants account-wide control of a service or of IAM (inv. 39)."""
+    name = arn.rsplit("/", 1)[-1]
+    return name in PRIVILEGED_MANAGED_POLICIES or name.endswith("FullAccess")
 
 
 # -- stack checks (follow property dependencies) ------------------------------------------------
@@ -792,8 +911,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "s3-tls-only",
-        (5, 6),
-        "Bucket policy denies non-TLS requests and allows nothing to *.",
+        (5, 6, 44),
+        "Bucket policy denies non-TLS and pre-1.2 TLS requests and allows nothing to *.",
         (BUCKET_POLICY,),
         s3_policy_tls_only,
     ),
@@ -922,6 +1041,20 @@ RULES: tuple[Rule, ...] = (
         RULE_TYPES,
         sg_no_world_ingress,
     ),
+    Rule(
+        "sg-private-ingress-only",
+        (37,),
+        "Ingress CIDRs only inside 10/8, 172.16/12, 192.168/16 and 100.64/10.",
+        RULE_TYPES,
+        sg_private_ingress_only,
+    ),
+    Rule(
+        "sg-default-group-empty",
+        (43,),
+        "The VPC's default security group has no rules.",
+        (DEFAULT_GROUP,),
+        sg_default_group_empty,
+    ),
     Rule("sg-no-ssh", (23,), "No port 22 ingress.", RULE_TYPES, sg_no_ssh),
     Rule(
         "sg-service-ports",
@@ -952,9 +1085,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "iam-no-wildcards",
-        (28, 31),
-        "No wildcard actions on *; S3 and secret reads scoped.",
-        POLICY_DOCUMENTS,
+        (28, 31, 38, 45),
+        "No action with a wildcard; S3 and secret reads scoped; the bucket itself only listed.",
+        (*POLICY_DOCUMENTS, ROLE),
         iam_no_wildcards,
     ),
     Rule(
@@ -966,14 +1099,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "iam-trust-ec2",
         (29,),
-        "Roles trust only ec2.amazonaws.com with sts:AssumeRole.",
+        "Roles trust only ec2.amazonaws.com (or scheduler.amazonaws.com bound to the account).",
         (ROLE,),
         iam_trust_ec2_only,
     ),
     Rule(
         "iam-no-users-or-admin",
-        (30,),
-        "No IAM users, access keys, login profiles or AdministratorAccess.",
+        (30, 39),
+        "No IAM users, access keys, login profiles or privileged managed policies.",
         (*IAM_IDENTITIES, *ATTACHMENTS, ROLE),
         iam_no_users_or_admin,
     ),

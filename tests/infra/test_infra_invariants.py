@@ -1,4 +1,4 @@
-"""One test per invariant of SECURITY_INVARIANTS.md (1-32) over the program's registrations.
+"""One test per invariant of SECURITY_INVARIANTS.md (1-32, 43-45) over the program's registrations.
 
 Each test runs for the dev, prod and ephemeral stacks (the ``run`` fixture) and asserts on what
 the mocked program registered, after it ran. Host-service invariants 33-35 are asserted on the
@@ -50,6 +50,11 @@ SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+VPC = "aws:ec2/vpc:Vpc"
+# The only actions a host may take on the bucket itself (not its objects): reading its
+# listing and region. Nothing that changes or deletes its configuration (invariant 45).
+BUCKET_LEVEL_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation"}
 
 
 # -- reading the registrations ------------------------------------------------------------------
@@ -184,6 +189,21 @@ def test_04_lifecycle_expires_noncurrent_versions_and_aborts_uploads(run: Progra
     assert any(r["abortIncompleteMultipartUpload"]["daysAfterInitiation"] > 0 for r in whole_bucket)
 
 
+def test_44_bucket_policy_denies_tls_older_than_1_2(run: ProgramRun) -> None:
+    """artifact_store.py: every request must use TLS 1.2 or newer."""
+    bucket = run.one(BUCKET)
+    (policy,) = bucket_parts(run, BUCKET_POLICY)
+    (denial,) = [
+        s
+        for s in json.loads(policy.get("policy"))["Statement"]
+        if s["Effect"] == "Deny" and "s3:TlsVersion" in s["Condition"].get("NumericLessThan", {})
+    ]
+    assert denial["Principal"] == "*"
+    assert denial["Action"] == "s3:*"
+    assert float(denial["Condition"]["NumericLessThan"]["s3:TlsVersion"]) >= 1.2
+    assert set(denial["Resource"]) == {bucket.state["arn"], bucket.state["arn"] + "/*"}
+
+
 def test_05_bucket_policy_denies_insecure_transport(run: ProgramRun) -> None:
     bucket = run.one(BUCKET)
     (policy,) = bucket_parts(run, BUCKET_POLICY)
@@ -302,6 +322,21 @@ def test_15_database_multi_az_minor_upgrades_and_tls(run: ProgramRun) -> None:
 
 
 # -- EC2 -----------------------------------------------------------------------------------------
+
+
+def test_17_no_subnet_gives_instances_a_public_address_on_its_own(run: ProgramRun) -> None:
+    """network.py: a public address comes only from the host's own setting (invariant 17)."""
+    subnets = run.of_type(SUBNET)
+    assert len(subnets) == 4
+    assert [s.get("mapPublicIpOnLaunch") for s in subnets] == [False] * 4
+
+
+def test_43_the_default_security_group_is_taken_over_and_left_empty(run: ProgramRun) -> None:
+    """network.py: the VPC's default group has no rules, so nothing can use it by accident."""
+    (default,) = run.of_type(DEFAULT_GROUP)
+    assert default.get("vpcId") == run.one(VPC).id
+    assert not default.get("ingress")
+    assert not default.get("egress")
 
 
 def test_16_hosts_require_imdsv2_with_hop_limit_1(run: ProgramRun) -> None:
@@ -442,13 +477,30 @@ def test_28_no_wildcard_actions_and_s3_scoped_to_bucket(run: ProgramRun) -> None
 
 
 def test_29_roles_trust_only_ec2(run: ProgramRun) -> None:
+    """Instance roles trust EC2; the host scheduler's role trusts EventBridge Scheduler for
+    this account only (a role trusting the service without the condition could be used by
+    any account's schedules)."""
+    trusts = {}
     for role in run.of_type(ROLE):
         (statement,) = json.loads(role.get("assumeRolePolicy"))["Statement"]
-        assert statement == {
-            "Effect": "Allow",
-            "Principal": {"Service": "ec2.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
+        trusts[role.name] = statement
+    scheduler = {name: s for name, s in trusts.items() if name.endswith("-scheduler")}
+    account = run.of_type(INSTANCE)[0].state["arn"].split(":")[4]
+    assert len(scheduler) == (1 if run.environment != "prod" else 0)
+    for name, statement in trusts.items():
+        if name in scheduler:
+            assert statement == {
+                "Effect": "Allow",
+                "Principal": {"Service": "scheduler.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            }
+        else:
+            assert statement == {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
 
 
 def test_30_no_users_or_keys_no_admin_ssm_core_everywhere(run: ProgramRun) -> None:
@@ -482,7 +534,26 @@ def test_31_secret_reads_scoped_to_own_secrets(run: ProgramRun) -> None:
     ]
 
 
+def test_45_hosts_only_read_the_bucket_itself(run: ProgramRun) -> None:
+    """iam.py: S3 on the bucket and the prefixes a host works in; never its configuration."""
+    bucket_arn = run.one(BUCKET).state["arn"]
+    on_bucket = [s for s in policy_statements(run) if bucket_arn in as_list(s["Resource"])]
+    assert on_bucket
+    for statement in on_bucket:
+        assert set(as_list(statement["Action"])) <= BUCKET_LEVEL_ACTIONS, statement
+
+
 # -- secrets -------------------------------------------------------------------------------------
+
+
+def test_33_every_generated_secret_is_long_and_alphanumeric(run: ProgramRun) -> None:
+    """credentials.py: letters and digits only (they sit unescaped in connection strings and
+    environment files), and long: the MLflow admin password needs 12 (invariant 33)."""
+    generated = run.of_type(PASSWORD)
+    assert len(generated) >= 4
+    for password in generated:
+        assert password.get("special") is False, password.name
+        assert password.get("length") >= 16, password.name
 
 
 def test_32_secrets_exported_only_as_secret_outputs(run: ProgramRun) -> None:
@@ -513,6 +584,9 @@ def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
         "mlflow_admin_username": "admin",
         "mlflow_admin_password": outputs["mlflow_admin_password"],
         "prefect_api_auth_string": outputs["prefect_api_auth_string"],
+        # Cost guardrails: the budget's alert topic (a budget by default), an ephemeral expiry.
+        "budget_alert_topic_arn": run.one("aws:sns/topic:Topic").state["arn"],
+        **({"expires_at": "2026-12-01T09:00:00Z"} if run.environment == "ephemeral" else {}),
     }
     assert len(outputs["worker_instance_ids"]) == int(run.config["mlops-platform:workerCount"])
 
@@ -597,11 +671,12 @@ def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
         (SECRET, 4),
         (PASSWORD, 4),
         (GROUP, 3),
-        (ROLE, 2),
         (PROFILE, 2),
         (SUBNET, 4),
     ],
 )
 def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -> None:
     assert len(run.of_type(resource_type)) == count
+    # two instance roles, and the host scheduler's where hosts sleep (not prod by default)
+    assert len(run.of_type(ROLE)) == 2 + (run.environment != "prod")
     assert len(run.of_type(INSTANCE)) == 1 + int(run.config["mlops-platform:workerCount"])
