@@ -69,8 +69,9 @@ class ServerResponses:
             self.responses.append(response)
 
     def _record_failure(self, request: Request) -> None:
-        """Keep the calls the browser gave up on (connection refused, blocked, aborted)."""
-        if request.url.startswith(f"{self.server}/"):
+        """Keep the calls the browser gave up on, except those the page cancelled itself."""
+        # net::ERR_ABORTED: the page navigated away before the answer came (polling UIs).
+        if request.url.startswith(f"{self.server}/") and request.failure != "net::ERR_ABORTED":
             self.unanswered.append(f"{request.method} {request.url}: {request.failure}")
 
     def assert_none_refused(self) -> None:
