@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 import hostboot
+import hostboot.locks
 import httpx
 import yaml
 
@@ -195,8 +196,9 @@ class HostsState:
             ) from None
 
 
-def host_packages(user_data: str) -> tuple[str, str]:
-    """The requirements and constraints a host installs, read from its rendered user data."""
+def host_packages(user_data: str) -> tuple[str, ...]:
+    """The hashed pin files a host installs, in its bootstrap's order: pip and boto3's
+    closure from its rendered user data, then the host lock it reads from the bucket."""
     document = yaml.safe_load(user_data)
     files = {entry["path"]: entry for entry in document["write_files"]}
 
@@ -210,7 +212,11 @@ def host_packages(user_data: str) -> tuple[str, str]:
         return str(entry["content"])
 
     install = hostboot.cloudconfig.INSTALL_DIR
-    return content(str(install / "requirements.txt")), content(str(install / "constraints.txt"))
+    return (
+        content(str(install / "pip-lock.txt")),
+        content(str(install / "fetch-lock.txt")),
+        hostboot.locks.host_lock().text,
+    )
 
 
 def downloader(wheelhouse: Path) -> Path:
@@ -236,42 +242,35 @@ def fill_wheelhouse(wheelhouse: Path, user_data: list[str], say: Callable[[str],
         [str(python), "--version"], capture_output=True, text=True, check=True
     ).stdout
     for text in user_data:
-        requirements, constraints = host_packages(text)
-        digest = hashlib.sha256((version + requirements + constraints).encode()).hexdigest()[:16]
+        locks = host_packages(text)
+        digest = hashlib.sha256("".join((version, *locks)).encode()).hexdigest()[:16]
         stamp = wheelhouse / f".done-{digest}"
         if stamp.exists():
             continue
-        req, con = (
-            wheelhouse / f"requirements-{digest}.txt",
-            wheelhouse / f"constraints-{digest}.txt",
-        )
-        req.write_text(requirements)
-        con.write_text(constraints)
-        say(f"wheelhouse {wheelhouse}: pip download of {len(requirements.splitlines())} pins")
-        result = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--only-binary=:all:",
-                "--dest",
-                str(wheelhouse),
-                "--requirement",
-                str(req),
-                "--constraint",
-                str(con),
-                "pip",
-                "setuptools",
-                "wheel",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode:
-            raise OpsError(f"cannot fill the wheelhouse {wheelhouse}: {result.stderr.strip()}")
+        say(f"wheelhouse {wheelhouse}: pip download of the host's {len(locks)} hashed locks")
+        for number, lock in enumerate(locks):
+            path = wheelhouse / f"lock-{digest}-{number}.txt"
+            path.write_text(lock)
+            result = subprocess.run(
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--require-hashes",
+                    "--only-binary=:all:",
+                    "--dest",
+                    str(wheelhouse),
+                    "--requirement",
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode:
+                raise OpsError(f"cannot fill the wheelhouse {wheelhouse}: {result.stderr.strip()}")
         stamp.touch()
 
 
@@ -524,6 +523,17 @@ class HostsTwin:
             lambda: s3.upload_file(str(path), self.config.bucket, key),
         )
 
+    def upload_boot_objects(self) -> None:
+        """What the Pulumi program uploads for the hosts to fetch by digest (host lock, boot
+        script), into the twin's bucket under the same keys."""
+        s3 = self.aws("s3")
+
+        def put_all() -> None:
+            for key, body in hostboot.boot_objects().items():
+                s3.put_object(Bucket=self.config.bucket, Key=key, Body=body)
+
+        hostnet.inside(self.node(STANDINS).namespace, put_all)
+
     def reboot(self, host: str) -> None:
         """Power ``host`` off and boot it again on the same disk (its overlay), as a reboot of
         the instance; wait until its units are active again."""
@@ -611,6 +621,7 @@ class HostsTwin:
             hostnet.enforce(node, hostnet.ingress_ruleset(node, self.nodes, rules))
         self.say("stand-ins: moto, the package index, PostgreSQL with TLS")
         self.start_aws()
+        self.upload_boot_objects()
         fill_wheelhouse(self.config.wheelhouse, list(self.user_data().values()), self.say)
         self.start_database()
         self.say(

@@ -8,6 +8,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import hostboot
+import hostboot.locks
 import httpx
 import pytest
 
@@ -129,9 +130,14 @@ def test_the_host_packages_are_read_from_the_rendered_user_data() -> None:
         mlflow_admin_username="admin", mlflow_admin_password_secret_arn="a2",
         mlflow_flask_secret_key_secret_arn="a3", prefect_auth_string_secret_arn="a4",
     )  # fmt: skip
-    requirements, constraints = host_packages(hostboot.render_control_user_data(settings))
-    assert requirements.startswith("mlflow")
-    assert "==" in constraints
+    pip, fetch, host = host_packages(hostboot.render_control_user_data(settings))
+    # The bootstrap's order: pip, boto3's closure (both from the user data), the host lock.
+    assert pip.startswith("pip==")
+    assert "--hash=sha256:" in pip
+    assert "boto3==" in fetch
+    assert "--hash=sha256:" in fetch
+    assert host == hostboot.locks.host_lock().text
+    assert "mlflow==" in host
 
 
 @pytest.fixture
