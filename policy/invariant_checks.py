@@ -17,6 +17,9 @@ policy SDK hands policies secret values already unwrapped, so it cannot tell the
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
 import ipaddress
 import json
 import re
@@ -408,8 +411,21 @@ def ec2_identity(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str
         yield "no SSH key pair (keyName): use SSM Session Manager"
 
 
+def user_data_text(props: Mapping[str, Any]) -> str:
+    """A host's user data as text: ``userData``, or ``userDataBase64`` decoded (and gunzipped:
+    cloud-init unpacks gzipped user data, so a secret could hide in it)."""
+    packed = props.get("userDataBase64")
+    if not packed:
+        return str(props.get("userData") or "")
+    try:
+        raw = base64.b64decode(str(packed), validate=True)
+        return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+    except (binascii.Error, OSError, UnicodeDecodeError, EOFError):
+        return f"<undecodable userDataBase64: {str(packed)[:40]}>"
+
+
 def ec2_user_data(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    text = str(props.get("userData") or "")
+    text = user_data_text(props)
     if ACCESS_KEY_ID.search(text):
         yield "user data holds an AWS access key id"
     if PRIVATE_KEY in text:
@@ -642,9 +658,9 @@ def user_data_free_of_secrets(
 ) -> Iterator[Finding]:
     secret_sources = (RANDOM_PASSWORD, SECRET_VERSION)
     for host in of_type(resources, INSTANCE, LAUNCH_TEMPLATE):
-        if of_type(deps(host, "userData"), *secret_sources):
+        if of_type(deps(host, "userData") + deps(host, "userDataBase64"), *secret_sources):
             yield f"{host.name}'s user data is computed from a secret value", host.urn
-        text = str(host.props.get("userData") or "")
+        text = user_data_text(host.props)
         if any(value in text for value in _secret_values(resources)):
             yield f"{host.name}'s user data holds a generated secret", host.urn
 

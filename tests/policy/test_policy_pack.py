@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import invariant_checks as checks
 import pytest
+from hostboot.cloudconfig import read_user_data_base64, user_data_base64
 from pack_harness import ROOT, Stack, evaluate, policy_names, program_stack
 
 
@@ -94,11 +95,10 @@ def no_tls_parameter(stack: Stack) -> None:
 def secret_in_user_data(stack: Stack) -> None:
     host = stack.find(checks.INSTANCE, "control")
     password = stack.find(checks.RANDOM_PASSWORD, "mlflow-admin")
-    host.set(
-        userData=host.inputs["userData"]
-        + f"\nMLFLOW_AUTH_ADMIN_PASSWORD={password.outputs['result']}\n"
-    )
-    host.deps["userData"].append(password.urn)
+    text = read_user_data_base64(host.inputs["userDataBase64"])
+    line = f"\nMLFLOW_AUTH_ADMIN_PASSWORD={password.outputs['result']}\n"
+    host.set(userDataBase64=user_data_base64(text + line))
+    host.deps.setdefault("userDataBase64", []).append(password.urn)
 
 
 def inline_and_separate_rules(stack: Stack) -> None:
@@ -214,7 +214,9 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "ec2-user-data",
         set_on(
-            checks.INSTANCE, "control", userData="export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"
+            checks.INSTANCE,
+            "control",
+            userDataBase64=user_data_base64("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"),
         ),
     ),
     ("dev", "ec2-user-data-secrets", secret_in_user_data),
