@@ -130,12 +130,22 @@ def running(
             time.sleep(0.25)
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process``'s whole session: SIGTERM, then SIGKILL after 20 s."""
+    for signum, seconds in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         try:
-            process.wait(timeout=20)
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=seconds)
+            break
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            continue
+    process.wait(timeout=10)
 
 
 def answers(url: str) -> bool:
