@@ -13,6 +13,7 @@ from control_host import ControlHost, ControlHostArgs
 from credentials import Credentials, CredentialsArgs
 from database import Database, DatabaseArgs
 from firewall import MLFLOW_PORT, PREFECT_PORT, Firewall, FirewallArgs
+from guardrails import Guardrails, GuardrailsArgs
 from hosts import HostContext, resolve_ami
 from network import Network, NetworkArgs
 from workers import Workers, WorkersArgs
@@ -68,6 +69,7 @@ database = Database(
         multi_az=cfg.is_prod,
         deletion_protection=cfg.deletion_protection,
         throwaway=cfg.throwaway,
+        restore_from_snapshot=cfg.restore_from_snapshot,
     ),
     scope,
 )
@@ -113,6 +115,19 @@ workers = Workers(
     scope,
 )
 
+guardrails = Guardrails(
+    "mlops-cost",
+    GuardrailsArgs(
+        stack=cfg.stack,
+        instance_ids=[control.instance_id, *workers.instance_ids],
+        instance_arns=[control.instance_arn, *workers.instance_arns],
+        schedule=cfg.host_schedule,
+        monthly_budget_usd=cfg.monthly_budget_usd,
+        alert_email=cfg.budget_alert_email,
+    ),
+    scope,
+)
+
 pulumi.export("environment", cfg.environment)
 pulumi.export("region", cfg.region)
 pulumi.export("artifact_bucket", store.bucket_name)
@@ -125,3 +140,7 @@ pulumi.export("db_endpoint", database.endpoint)
 pulumi.export("mlflow_admin_username", MLFLOW_ADMIN_USERNAME)
 pulumi.export("mlflow_admin_password", credentials.mlflow_admin_password.value)
 pulumi.export("prefect_api_auth_string", credentials.prefect_auth_string.value)
+if cfg.expires_at:
+    pulumi.export("expires_at", cfg.default_tags["ExpiresAt"])
+if guardrails.alert_topic_arn is not None:
+    pulumi.export("budget_alert_topic_arn", guardrails.alert_topic_arn)

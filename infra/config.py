@@ -7,14 +7,17 @@ at preview time with one message naming every bad key, the values it allows and 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pulumi
+from hostboot import schedule
 
 NAMESPACE = "mlops-platform"
 REGION_KEY = "aws:region"
@@ -32,8 +35,14 @@ KEYS = (
     "serviceIngressCidrs",
     "artifactBucketName",
     "amiId",
+    "hostSchedule",
+    "monthlyBudgetUsd",
+    "budgetAlertEmail",
+    "expiresAt",
+    "restoreFromSnapshot",
 )
 MAX_WORKERS = 20
+MAX_BUDGET_USD = 1_000_000
 PROD_MIN_BACKUP_DAYS = 7
 
 _REGION = re.compile(r"^(?!cn-)[a-z]{2}-[a-z]+-\d{1,2}$")
@@ -41,6 +50,12 @@ _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 # Graviton families (a1, t4g, m7g, c7gn, r8gd, ...) cannot boot the hosts' x86_64 AMI.
 _ARM_FAMILY = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+# An RDS snapshot identifier (1-255 letters, digits, hyphens; starts with a letter; the
+# automated ones are prefixed rds:) or a snapshot ARN (to restore from another account).
+_SNAPSHOT = re.compile(
+    r"(?:rds:)?[A-Za-z](?:-?[A-Za-z0-9])*|arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:\S+"
+)
 _AMI_ID = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
@@ -75,6 +90,11 @@ class StackConfig:
     service_ingress_cidrs: tuple[str, ...]
     artifact_bucket_name: str | None
     ami_id: str | None
+    host_schedule: schedule.HostSchedule | None  # None: hosts always on
+    monthly_budget_usd: int  # 0: no budget
+    budget_alert_email: str | None
+    expires_at: datetime | None  # ephemeral stacks only
+    restore_from_snapshot: str | None
 
     @property
     def is_prod(self) -> bool:
@@ -98,13 +118,17 @@ class StackConfig:
 
     @property
     def default_tags(self) -> dict[str, str]:
-        """Tags the provider puts on every AWS resource (the policy pack reads ``Environment``)."""
-        return {
+        """Tags the provider puts on every AWS resource (the policy pack reads ``Environment``;
+        ``Stack`` is the cost allocation tag the budget filters on)."""
+        tags = {
             "Project": self.project,
             "Stack": self.stack,
             "Environment": self.environment,
             "ManagedBy": "pulumi",
         }
+        if self.expires_at:
+            tags["ExpiresAt"] = _iso(self.expires_at)
+        return tags
 
 
 class _Reader:
@@ -221,13 +245,25 @@ def _ingress_cidrs(text: str) -> tuple[str, ...]:
     return tuple(str(n) for n in networks)
 
 
-def _optional(parse: Callable[[str], str]) -> Callable[[str], str | None]:
+def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
     """Empty means "not set" (Pulumi.yaml's default); anything else must parse."""
 
-    def parse_optional(text: str) -> str | None:
+    def parse_optional(text: str) -> T | None:
         return parse(text) if text else None
 
     return parse_optional
+
+
+def _utc_time(text: str) -> datetime:
+    """An ISO 8601 time with an explicit UTC offset, such as 2026-12-01T09:00:00Z."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        raise ValueError(text)
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _bucket_name(text: str) -> str:
@@ -305,14 +341,45 @@ def parse(raw: Mapping[str, str | None], *, project: str = NAMESPACE, stack: str
             _optional(_matching(_AMI_ID)),
             None,
         ),
+        host_schedule=None,  # depends on the environment: see _with_schedule
+        monthly_budget_usd=read.integer("monthlyBudgetUsd", 0, MAX_BUDGET_USD),
+        budget_alert_email=read.checked(
+            "budgetAlertEmail",
+            "empty or an e-mail address",
+            _optional(_matching(_EMAIL)),
+            None,
+        ),
+        expires_at=read.checked(
+            "expiresAt",
+            "empty or an ISO 8601 time with its UTC offset, such as 2026-12-01T09:00:00Z",
+            _optional(_utc_time),
+            None,
+        ),
+        restore_from_snapshot=read.checked(
+            "restoreFromSnapshot",
+            "empty or an RDS snapshot identifier or ARN",
+            _optional(_matching(_SNAPSHOT)),
+            None,
+        ),
     )
     if not read.errors:  # rules between keys only make sense once each key is valid
+        config = _with_schedule(config, read, raw.get(_full("hostSchedule")) or "")
         _check_environment_rules(config, read)
     if read.errors:
         raise ConfigError(
             "stack configuration refused:\n" + "\n".join(f"  - {e}" for e in read.errors)
         )
     return config
+
+
+def _with_schedule(config: StackConfig, read: _Reader, text: str) -> StackConfig:
+    """``config`` with ``hostSchedule`` parsed; empty means the environment's default."""
+    try:
+        parsed = schedule.parse(text or schedule.default_for(config.environment))
+    except ValueError as exc:
+        read.refuse("hostSchedule", f"{schedule.FORMAT} ({exc})", text)
+        return config
+    return dataclasses.replace(config, host_schedule=parsed)
 
 
 def _check_environment_rules(config: StackConfig, read: _Reader) -> None:
@@ -322,6 +389,16 @@ def _check_environment_rules(config: StackConfig, read: _Reader) -> None:
     if config.environment == "ephemeral" and config.deletion_protection:
         read.refuse(
             "deletionProtection", "false in an ephemeral stack (it exists to be destroyed)", "true"
+        )
+    if config.environment == "ephemeral" and config.expires_at is None:
+        read.refuse(
+            "expiresAt", "a time in an ephemeral stack (`mlops ephemeral create` sets it)", ""
+        )
+    if config.environment != "ephemeral" and config.expires_at is not None:
+        read.refuse(
+            "expiresAt",
+            f"empty in a {config.environment} stack (only ephemeral stacks expire)",
+            _iso(config.expires_at),
         )
     if config.environment == "prod" and config.db_backup_retention_days < PROD_MIN_BACKUP_DAYS:
         read.refuse(

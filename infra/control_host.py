@@ -45,6 +45,7 @@ class ControlHost(pulumi.ComponentResource):
     """The control host's identity and instance."""
 
     instance_id: pulumi.Output[str]
+    instance_arn: pulumi.Output[str]
     private_ip: str
 
     def __init__(
@@ -78,6 +79,7 @@ class ControlHost(pulumi.ComponentResource):
         )
 
         self.instance_id = instance.id
+        self.instance_arn = instance.arn
         self.private_ip = args.private_ip
         self.register_outputs({"instance_id": self.instance_id, "private_ip": self.private_ip})
 

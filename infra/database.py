@@ -44,6 +44,7 @@ class DatabaseArgs:
         bool  # also Pulumi `protect`: `pulumi destroy` stops before deleting anything
     )
     throwaway: bool  # dev/ephemeral: no final snapshot, changes applied at once
+    restore_from_snapshot: str | None = None  # start from this snapshot instead of empty
 
 
 class Database(pulumi.ComponentResource):
@@ -87,8 +88,11 @@ class Database(pulumi.ComponentResource):
             max_allocated_storage=args.allocated_storage_gib * STORAGE_GROWTH_FACTOR,
             storage_type="gp3",
             storage_encrypted=True,
-            db_name=INITIAL_DATABASE,
-            username=MASTER_USERNAME,
+            # A restored instance takes its databases and master user name from the snapshot
+            # (the provider then sets this stack's generated password on it).
+            snapshot_identifier=args.restore_from_snapshot,
+            db_name=None if args.restore_from_snapshot else INITIAL_DATABASE,
+            username=None if args.restore_from_snapshot else MASTER_USERNAME,
             password=args.password,
             port=PORT,
             db_subnet_group_name=subnets.name,

@@ -39,6 +39,7 @@ class Workers(pulumi.ComponentResource):
     """The workers' shared identity and their instances."""
 
     instance_ids: list[pulumi.Output[str]]
+    instance_arns: list[pulumi.Output[str]]
 
     def __init__(
         self, name: str, args: WorkersArgs, opts: pulumi.ResourceOptions | None = None
@@ -75,6 +76,7 @@ class Workers(pulumi.ComponentResource):
         ]
 
         self.instance_ids = [instance.id for instance in instances]
+        self.instance_arns = [instance.arn for instance in instances]
         self.register_outputs({"instance_ids": self.instance_ids})
 
 

@@ -88,6 +88,8 @@ POLICY_DOCUMENTS = (
     "aws:iam/userPolicy:UserPolicy",
     "aws:iam/groupPolicy:GroupPolicy",
 )
+EC2_SERVICE = "ec2.amazonaws.com"
+SCHEDULER_SERVICE = "scheduler.amazonaws.com"
 IAM_IDENTITIES = (
     "aws:iam/user:User",
     "aws:iam/accessKey:AccessKey",
@@ -512,12 +514,19 @@ def iam_trust_ec2_only(_: str, props: Mapping[str, Any], ctx: Context) -> Iterat
         principal = statement.get("Principal") or {}
         services = items(principal.get("Service")) if isinstance(principal, Mapping) else []
         others = set(principal) - {"Service"} if isinstance(principal, Mapping) else {"*"}
-        if (
-            services != ["ec2.amazonaws.com"]
-            or others
-            or items(statement.get("Action")) != ["sts:AssumeRole"]
-        ):
-            yield f"trust only ec2.amazonaws.com with sts:AssumeRole; got {dict(statement)}"
+        expected = "ec2.amazonaws.com (or scheduler.amazonaws.com bound to aws:SourceAccount)"
+        if others or items(statement.get("Action")) != ["sts:AssumeRole"]:
+            yield f"trust only {expected} with sts:AssumeRole; got {dict(statement)}"
+        elif services == [SCHEDULER_SERVICE]:
+            condition = statement.get("Condition") or {}
+            equals = condition.get("StringEquals") if isinstance(condition, Mapping) else None
+            if not isinstance(equals, Mapping) or not equals.get("aws:SourceAccount"):
+                yield (
+                    f"{SCHEDULER_SERVICE} trusted without an aws:SourceAccount condition "
+                    "(any account's schedules could use the role)"
+                )
+        elif services != [EC2_SERVICE]:
+            yield f"trust only {expected} with sts:AssumeRole; got {dict(statement)}"
 
 
 def iam_no_users_or_admin(
@@ -982,7 +991,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "iam-trust-ec2",
         (29,),
-        "Roles trust only ec2.amazonaws.com with sts:AssumeRole.",
+        "Roles trust only ec2.amazonaws.com (or scheduler.amazonaws.com bound to the account).",
         (ROLE,),
         iam_trust_ec2_only,
     ),

@@ -12,12 +12,13 @@ environment takes ``env_file: EnvFileOption = DEFAULT_ENV_FILE``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from scripts import deploy, ephemeral, twin
+from scripts import backup, cost, deploy, drill, ephemeral, twin
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
@@ -119,15 +120,97 @@ def smoke(
 
 
 @ephemeral_app.command("create")
-def ephemeral_create(name: NameArgument) -> None:
+def ephemeral_create(
+    name: NameArgument,
+    ttl_hours: Annotated[
+        int,
+        typer.Option(
+            "--ttl-hours", min=1, max=720, help="Hours until the stack expires (reap destroys it)."
+        ),
+    ] = int(ephemeral.DEFAULT_TTL.total_seconds() // 3600),
+) -> None:
     """Create (or update) stack NAME from dev's config as environment ephemeral, and deploy it."""
-    ephemeral.create(name, typer.echo)
+    ephemeral.create(name, typer.echo, timedelta(hours=ttl_hours))
+
+
+@ephemeral_app.command("list")
+def ephemeral_list() -> None:
+    """The ephemeral stacks: age, expiry and estimated cost so far."""
+    ephemeral.list_stacks(typer.echo)
+
+
+@ephemeral_app.command("reap")
+def ephemeral_reap() -> None:
+    """Destroy every ephemeral stack past its expiry."""
+    ephemeral.reap(typer.echo)
 
 
 @ephemeral_app.command("destroy")
 def ephemeral_destroy(name: NameArgument) -> None:
     """pulumi destroy and remove stack NAME; refuses a stack that is not ephemeral."""
     ephemeral.destroy(name, typer.echo)
+
+
+@app.command("backup")
+def backup_command(
+    stack: StackOption,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the stack's manual snapshots instead.")
+    ] = False,
+) -> None:
+    """Snapshot the stack's database (runs, models, aliases, flow runs) and wait for it."""
+    if not list_only:
+        backup.backup(stack, typer.echo)
+        return
+    found = backup.snapshots(stack)
+    if not found:
+        typer.echo(f"no manual snapshots of stack {stack}")
+    for snapshot in found:
+        typer.echo(f"{snapshot.identifier}  {snapshot.created}  {snapshot.status}")
+
+
+@app.command("restore-drill")
+def restore_drill_command(
+    stack: StackOption,
+    snapshot: Annotated[
+        str | None,
+        typer.Option("--snapshot", help="Snapshot to restore (default: the newest manual one)."),
+    ] = None,
+    model_name: Annotated[
+        str, typer.Option("--model-name", help="Registered model whose champion must predict.")
+    ] = drill.DEFAULT_MODEL,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the drill's stack instead of destroying it.")
+    ] = False,
+) -> None:
+    """Restore the stack's newest backup into an ephemeral stack, smoke-test it, destroy it."""
+    report = drill.restore_drill(
+        stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
+    )
+    for step in report.steps:
+        typer.echo(f"{'ok' if step.ok else 'FAIL':<4}  {step.step:<9}  {step.seconds:6.0f} s")
+    if not report.passed:
+        failed = [step.step for step in report.steps if not step.ok]
+        raise OpsError(f"restore drill of stack {stack} failed at: {', '.join(failed)}")
+    typer.echo(
+        f"restore drill of stack {stack} passed in {sum(s.seconds for s in report.steps):.0f} s"
+    )
+
+
+@app.command("cost")
+def cost_command(
+    stack: StackOption,
+    prices: Annotated[
+        bool, typer.Option("--prices", help="Also print the price table the estimate uses.")
+    ] = False,
+) -> None:
+    """Estimate the stack's monthly cost from its configuration (no CLI or AWS access needed)."""
+    result = cost.estimate(cost.sizes_of(stack, cost.stack_settings(stack)))
+    for line in cost.report(result):
+        typer.echo(line)
+    if prices:
+        for line in cost.price_table(result.prices):
+            typer.echo(line)
 
 
 app.command("deploy")(deploy.deploy_command)

@@ -20,6 +20,7 @@ import typer
 from scripts.envfile import read_env_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "mlops-platform"  # the Pulumi project: its config keys and stack tags are prefixed so
 DEFAULT_ENV_FILE = Path("mlops.env")
 
 EnvFileOption = Annotated[

@@ -45,6 +45,7 @@ STACKS = ("dev", "prod", "ephemeral")
 # An ephemeral stack has no example file: `mlops ephemeral create` copies dev's configuration
 # and sets the environment kind.
 EPHEMERAL_BASE = "dev"
+EPHEMERAL_EXPIRY = "2026-12-01T09:00:00Z"
 
 if str(INFRA) not in sys.path:  # the program's modules import each other as siblings
     sys.path.insert(0, str(INFRA))
@@ -192,6 +193,13 @@ class Mocks(pulumi.runtime.Mocks):
                 "rootDeviceType": "ebs",
                 "virtualizationType": "hvm",
                 "arn": f"arn:aws:ec2:{self.region}::image/{AMI_ID}",
+            }
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "id": ACCOUNT,
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deploy/pulumi",
+                "userId": "AROAEXAMPLE:pulumi",
             }
         raise NotImplementedError(f"Mocks has no answer for function {args.token}")
 
@@ -385,6 +393,35 @@ def _instance(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict
     return rid, computed
 
 
+def _schedule(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = _named("name")(m, logical, inputs)
+    group = inputs.get("groupName") or "default"
+    return f"{group}/{name}", {
+        "name": name,
+        "groupName": group,
+        "arn": m.arn("scheduler", f"schedule/{group}/{name}"),
+    }
+
+
+def _topic(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    arn = m.arn("sns", _named("name")(m, logical, inputs))
+    return arn, {"arn": arn}
+
+
+def _topic_policy(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return inputs["arn"], {"owner": ACCOUNT}
+
+
+def _subscription(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    arn = f"{inputs['topic']}:{m.hex_id('', 32)}"
+    return arn, {"arn": arn, "pendingConfirmation": True}
+
+
+def _budget(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = _named("name")(m, logical, inputs)
+    return f"{ACCOUNT}:{name}", {"name": name, "arn": f"arn:aws:budgets::{ACCOUNT}:budget/{name}"}
+
+
 def _provider(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return m.hex_id("", 32), {}
 
@@ -429,6 +466,11 @@ _MODELS: dict[str, Model] = {
     "aws:iam/instanceProfile:InstanceProfile": _iam_named("instance-profile"),
     "aws:iam/rolePolicy:RolePolicy": _role_policy,
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _attachment,
+    "aws:scheduler/schedule:Schedule": _schedule,
+    "aws:sns/topic:Topic": _topic,
+    "aws:sns/topicPolicy:TopicPolicy": _topic_policy,
+    "aws:sns/topicSubscription:TopicSubscription": _subscription,
+    "aws:budgets/budget:Budget": _budget,
 }
 # -- running the program ---------------------------------------------------------------------
 
@@ -485,8 +527,10 @@ def stack_config(stack: str, overrides: Mapping[str, object] | None = None) -> d
     }
     example = EPHEMERAL_BASE if stack == "ephemeral" else stack
     values.update(yaml.safe_load((ROOT / f"Pulumi.{example}.yaml").read_text())["config"])
-    if stack == "ephemeral":
+    if stack == "ephemeral":  # what `mlops ephemeral create` sets
         values[f"{PROJECT}:environment"] = "ephemeral"
+        values[f"{PROJECT}:deletionProtection"] = False
+        values[f"{PROJECT}:expiresAt"] = EPHEMERAL_EXPIRY
     values.update(overrides or {})
     return {key: _config_text(value) for key, value in values.items()}
 

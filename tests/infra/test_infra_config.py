@@ -118,6 +118,22 @@ BAD_VALUES = [
     ("amiId", "ubuntu-24.04"),
     ("aws:region", "us_east_1"),
     ("aws:region", "cn-north-1"),
+    # cost guardrails and restores
+    ("hostSchedule", "weekdays"),
+    ("hostSchedule", "Mon-Fri 20:00-07:00 UTC"),
+    ("hostSchedule", "Fri-Mon 07:00-20:00 UTC"),
+    ("hostSchedule", "Mon-Fri 07:00-25:00 UTC"),
+    ("hostSchedule", "Mon-Fri 07:00-20:00 Mars/Olympus"),
+    ("hostSchedule", "Mon-Fun 07:00-20:00 UTC"),
+    ("monthlyBudgetUsd", "-5"),
+    ("monthlyBudgetUsd", "lots"),
+    ("budgetAlertEmail", "ml-team"),
+    ("budgetAlertEmail", "a@b@example.com"),
+    ("expiresAt", "tomorrow"),
+    ("expiresAt", "2026-12-01T09:00:00"),
+    ("restoreFromSnapshot", "1-starts-with-a-digit"),
+    ("restoreFromSnapshot", "ends-with-"),
+    ("restoreFromSnapshot", "two--hyphens"),
 ]
 
 
@@ -169,3 +185,53 @@ def test_refusal_ends_the_program_cleanly_before_any_resource(harness: Harness) 
         harness.run("prod", config, mocks)
     assert mocks.resources == []
     assert mocks.calls == []
+
+
+def test_guardrail_settings_are_parsed(harness: Harness) -> None:
+    config = parse_stack(
+        harness,
+        "dev",
+        hostSchedule="Mon-Wed,Fri 08:15-18:45 Europe/Berlin",
+        monthlyBudgetUsd="120",
+        budgetAlertEmail="ml-team@example.com",
+        restoreFromSnapshot="rds:mlops-db-postgres-2026-11-28-03-10",
+    )
+    assert config.host_schedule is not None
+    assert config.host_schedule.days == (0, 1, 2, 4)
+    assert (config.host_schedule.start_minute, config.host_schedule.stop_minute) == (495, 1125)
+    assert config.host_schedule.zone == "Europe/Berlin"
+    assert config.monthly_budget_usd == 120
+    assert config.budget_alert_email == "ml-team@example.com"
+    assert config.restore_from_snapshot == "rds:mlops-db-postgres-2026-11-28-03-10"
+    arn = "arn:aws:rds:us-east-1:123456789012:snapshot:prod-backup-1"
+    assert parse_stack(harness, "dev", restoreFromSnapshot=arn).restore_from_snapshot == arn
+
+
+@pytest.mark.parametrize(("stack", "hours_per_week"), [("dev", 65.0), ("ephemeral", 65.0)])
+def test_an_empty_schedule_means_working_hours_in_throwaway_stacks(
+    harness: Harness, stack: str, hours_per_week: float
+) -> None:
+    schedule = parse_stack(harness, stack).host_schedule
+    assert schedule is not None
+    assert schedule.hours_per_week == hours_per_week
+    assert schedule.zone == "UTC"
+
+
+def test_prod_hosts_run_always_unless_scheduled(harness: Harness) -> None:
+    assert parse_stack(harness, "prod").host_schedule is None
+    assert parse_stack(harness, "dev", hostSchedule="always").host_schedule is None
+    assert parse_stack(harness, "prod", hostSchedule="Mon-Fri 06:00-22:00 UTC").host_schedule
+
+
+def test_an_ephemeral_stack_must_carry_an_expiry(harness: Harness) -> None:
+    message = refusal(harness, "ephemeral", expiresAt="")
+    assert "mlops-platform:expiresAt: expected a time in an ephemeral stack" in message
+    when = parse_stack(harness, "ephemeral", expiresAt="2026-12-01T10:00:00+01:00").expires_at
+    assert when is not None
+    assert when.isoformat() == "2026-12-01T09:00:00+00:00"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_only_ephemeral_stacks_expire(harness: Harness, stack: str) -> None:
+    message = refusal(harness, stack, expiresAt="2026-12-01T09:00:00Z")
+    assert f"expected empty in a {stack} stack (only ephemeral stacks expire)" in message

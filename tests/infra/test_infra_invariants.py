@@ -457,13 +457,30 @@ def test_28_no_wildcard_actions_and_s3_scoped_to_bucket(run: ProgramRun) -> None
 
 
 def test_29_roles_trust_only_ec2(run: ProgramRun) -> None:
+    """Instance roles trust EC2; the host scheduler's role trusts EventBridge Scheduler for
+    this account only (a role trusting the service without the condition could be used by
+    any account's schedules)."""
+    trusts = {}
     for role in run.of_type(ROLE):
         (statement,) = json.loads(role.get("assumeRolePolicy"))["Statement"]
-        assert statement == {
-            "Effect": "Allow",
-            "Principal": {"Service": "ec2.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
+        trusts[role.name] = statement
+    scheduler = {name: s for name, s in trusts.items() if name.endswith("-scheduler")}
+    account = run.of_type(INSTANCE)[0].state["arn"].split(":")[4]
+    assert len(scheduler) == (1 if run.environment != "prod" else 0)
+    for name, statement in trusts.items():
+        if name in scheduler:
+            assert statement == {
+                "Effect": "Allow",
+                "Principal": {"Service": "scheduler.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            }
+        else:
+            assert statement == {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
 
 
 def test_30_no_users_or_keys_no_admin_ssm_core_everywhere(run: ProgramRun) -> None:
@@ -533,6 +550,9 @@ def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
         "mlflow_admin_username": "admin",
         "mlflow_admin_password": outputs["mlflow_admin_password"],
         "prefect_api_auth_string": outputs["prefect_api_auth_string"],
+        # Cost guardrails: the budget's alert topic (a budget by default), an ephemeral expiry.
+        "budget_alert_topic_arn": run.one("aws:sns/topic:Topic").state["arn"],
+        **({"expires_at": "2026-12-01T09:00:00Z"} if run.environment == "ephemeral" else {}),
     }
     assert len(outputs["worker_instance_ids"]) == int(run.config["mlops-platform:workerCount"])
 
@@ -618,11 +638,12 @@ def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
         (SECRET, 8),
         (PASSWORD, 8),
         (GROUP, 3),
-        (ROLE, 2),
         (PROFILE, 2),
         (SUBNET, 4),
     ],
 )
 def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -> None:
     assert len(run.of_type(resource_type)) == count
+    # two instance roles, and the host scheduler's where hosts sleep (not prod by default)
+    assert len(run.of_type(ROLE)) == 2 + (run.environment != "prod")
     assert len(run.of_type(INSTANCE)) == 1 + int(run.config["mlops-platform:workerCount"])

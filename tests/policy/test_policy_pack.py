@@ -294,6 +294,25 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     ),
     (
         "dev",
+        "iam-trust-ec2",
+        set_on(
+            checks.ROLE,
+            "scheduler",
+            assumeRolePolicy=json.dumps(
+                {
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "scheduler.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ]
+                }
+            ),
+        ),
+    ),
+    (
+        "dev",
         "iam-no-users-or-admin",
         set_on(
             checks.ATTACHMENTS[0],

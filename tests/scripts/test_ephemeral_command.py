@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from scripts import ephemeral
 from scripts.cli import app
 
 LS = ["pulumi", "stack", "ls", "--json"]
 KEY = "mlops-platform:environment"
+NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
+EXPIRES = "2026-11-30T14:00:00Z"  # NOW + the default 24 hours
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command here runs at NOW."""
+    monkeypatch.setattr(ephemeral, "clock", lambda: NOW)
 
 
 def _stack(name: str) -> dict[str, object]:
@@ -37,11 +47,17 @@ def _tag_get(name: str) -> list[str]:
     return ["pulumi", "stack", "tag", "get", KEY, "--stack", name]
 
 
-def _configure_and_up(name: str) -> list[list[str]]:
+def _tags_ls(name: str) -> list[str]:
+    return ["pulumi", "stack", "tag", "ls", "--json", "--stack", name]
+
+
+def _configure_and_up(name: str, expires: str = EXPIRES) -> list[list[str]]:
     return [
+        ["pulumi", "stack", "tag", "set", "mlops-platform:expiresAt", expires, "--stack", name],
         ["pulumi", "config", "cp", "--stack", "dev", "--dest", name],
         ["pulumi", "config", "set", KEY, "ephemeral", "--stack", name],
         ["pulumi", "config", "set", "mlops-platform:deletionProtection", "false", "--stack", name],
+        ["pulumi", "config", "set", "mlops-platform:expiresAt", expires, "--stack", name],
         ["pulumi", "up", "--yes", "--stack", name],
     ]
 
@@ -67,6 +83,11 @@ def test_create_initialises_tags_configures_from_dev_and_deploys(fake_tools) -> 
     new_stack = [
         ["pulumi", "stack", "init", "pr-42", "--no-select"],
         ["pulumi", "stack", "tag", "set", KEY, "ephemeral", "--stack", "pr-42"],
+        [
+            "pulumi",
+            *("stack", "tag", "set", "mlops-platform:createdAt", "2026-11-29T14:00:00Z"),
+            *("--stack", "pr-42"),
+        ],
     ]
     _script(fake_tools, new_stack + _configure_and_up("pr-42"))
 
@@ -184,3 +205,83 @@ def test_names_that_are_not_ephemeral_stack_names_are_refused_before_pulumi_runs
     assert result.stderr.startswith("error: "), result.output
     assert name in result.stderr
     assert fake_tools.calls() == []
+
+
+def test_create_again_extends_the_expiry_by_the_requested_hours(fake_tools) -> None:
+    fake_tools.answer(LS, stdout=_stacks("dev", "pr-42"))
+    fake_tools.answer(_outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral"}))
+    _script(fake_tools, _configure_and_up("pr-42", "2026-12-02T14:00:00Z"))
+
+    result = _mlops("ephemeral", "create", "pr-42", "--ttl-hours", "72")
+
+    assert result.exit_code == 0, result.stderr
+    assert "expires 2026-12-02T14:00:00Z" in result.stdout
+    assert fake_tools.calls() == [
+        LS,
+        _outputs("pr-42"),
+        *_configure_and_up("pr-42", "2026-12-02T14:00:00Z"),
+    ]
+
+
+@pytest.mark.parametrize("hours", ["0", "721", "soon"])
+def test_a_ttl_outside_an_hour_to_30_days_is_refused_before_pulumi_runs(
+    fake_tools, hours: str
+) -> None:
+    result = _mlops("ephemeral", "create", "pr-42", "--ttl-hours", hours)
+
+    assert result.exit_code != 0
+    assert "--ttl-hours" in result.output
+    assert fake_tools.calls() == []
+
+
+def _tags(kind: str, created: str | None = None, expires: str | None = None) -> str:
+    tags = {"pulumi:project": "mlops-platform", KEY: kind}
+    if created:
+        tags["mlops-platform:createdAt"] = created
+    if expires:
+        tags["mlops-platform:expiresAt"] = expires
+    return json.dumps(tags)
+
+
+def _three_stacks(fake_tools) -> None:
+    """dev, a fresh ephemeral stack, an expired one and one made before stacks expired."""
+    fake_tools.answer(LS, stdout=_stacks("acme/dev", "acme/pr-1", "acme/pr-2", "acme/pr-3"))
+    fake_tools.answer(_tags_ls("dev"), stdout=_tags("dev"))
+    fake_tools.answer(
+        _tags_ls("pr-1"),
+        stdout=_tags("ephemeral", "2026-11-29T12:00:00Z", "2026-11-30T12:00:00Z"),
+    )
+    fake_tools.answer(
+        _tags_ls("pr-2"),
+        stdout=_tags("ephemeral", "2026-11-26T14:00:00Z", "2026-11-27T14:00:00Z"),
+    )
+    fake_tools.answer(_tags_ls("pr-3"), stdout=_tags("ephemeral"))
+
+
+def test_list_shows_age_expiry_and_cost_so_far(fake_tools) -> None:
+    _three_stacks(fake_tools)
+    hourly = ephemeral.hourly_estimate()
+
+    result = _mlops("ephemeral", "list")
+
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:-1]}
+    assert set(rows) == {"pr-1", "pr-2", "pr-3"}
+    assert rows["pr-1"][1:4] == ["2.0", "h", "2026-11-30T12:00:00Z"]
+    assert rows["pr-1"][4] == f"${2 * hourly:.2f}"
+    assert rows["pr-2"][1:5] == ["3.0", "d", "2026-11-27T14:00:00Z", "(expired)"]
+    assert rows["pr-3"][1:3] == ["unknown", "never"]
+    assert 0.04 < hourly < 0.07  # dev's sizes, asleep outside working hours
+
+
+def test_reap_destroys_only_the_expired_stacks(fake_tools) -> None:
+    _three_stacks(fake_tools)
+    fake_tools.answer(_outputs("pr-2"), stdout=json.dumps({"environment": "ephemeral"}))
+    _script(fake_tools, _destroy_and_rm("pr-2"))
+
+    result = _mlops("ephemeral", "reap")
+
+    assert result.exit_code == 0, result.stderr
+    destructive = [c for c in fake_tools.calls() if c[1] == "destroy" or c[1:3] == ["stack", "rm"]]
+    assert destructive == _destroy_and_rm("pr-2")
+    assert "stack pr-2 destroyed and removed" in result.stdout
