@@ -1,4 +1,5 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31 as plain functions.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31 and 47-52 (those a policy can
+see) as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -771,6 +772,57 @@ def secret_reads_scoped(resources: Sequence[PolicyResource], ctx: Context) -> It
                 )
 
 
+def host_secrets_are_the_boot_steps(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """47: a host's role reads exactly the secrets its boot step fetches (named by ARN in its
+    user data): a worker's role never reads the MLflow admin password or a database password."""
+    for host in of_type(resources, INSTANCE):
+        text = user_data_text(host.props)
+        for profile in of_type(deps(host, "iamInstanceProfile"), INSTANCE_PROFILE):
+            for role in of_type(deps(profile, "role"), ROLE):
+                for policy in configuring(resources, role, POLICY_DOCUMENTS[0], "role"):
+                    for statement in statements(policy.props.get("policy")):
+                        if "secretsmanager:GetSecretValue" not in items(statement.get("Action")):
+                            continue
+                        # Unknown at preview: an ARN the policy cannot see is not judged.
+                        arns = [a for a in map(str, items(statement.get("Resource"))) if a]
+                        extra = [arn for arn in arns if arn.startswith("arn:") and arn not in text]
+                        if extra:
+                            yield (
+                                f"{policy.name}: {host.name}'s role reads secrets its boot step "
+                                f"does not fetch: {extra}",
+                                policy.urn,
+                            )
+
+
+_POSTGRES_URL = re.compile(r"postgresql(?:\+\w+)?://[^\s\"']+")
+_CORS_ORIGINS = re.compile(r"--cors-allowed-origins\s+\"?([^\s\"]+)")
+
+
+def ec2_service_transport(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """48, 50, 52 as far as the user data shows them: every PostgreSQL URL verifies the server,
+    Prefect's asyncpg checks it, MLflow's CORS origins are listed (never ``*``), and the Prefect
+    server's user is refused the instance metadata."""
+    text = user_data_text(props)
+    for url in _POSTGRES_URL.findall(text):
+        verified = "sslmode=verify-full" in url and "sslrootcert=" in url
+        if not verified and "asyncpg" not in url:  # asyncpg: Prefect's TLS settings, below
+            yield f"a database URL does not verify the server (verify-full): {url}"
+    if "postgresql+asyncpg://" in text:
+        for setting in ("TLS_ENABLED=true", "TLS_CA_FILE=", "TLS_CHECK_HOSTNAME=true"):
+            if f"PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_{setting}" not in text:
+                yield f"Prefect's database connection lacks {setting.rstrip('=')}"
+    if "mlflow server" in text or "bin/mlflow server" in text:
+        origins = _CORS_ORIGINS.findall(text)
+        if not origins:
+            yield "MLflow is started without --cors-allowed-origins"
+        elif any("*" in origin for origin in ",".join(origins).split(",")):
+            yield f"MLflow's CORS origins hold a wildcard: {origins}"
+    if "prefect server start" in text and "meta skuid" not in text:
+        yield "the Prefect server's user is not refused the instance metadata (nft meta skuid)"
+
+
 # -- the rules, and the pulumi-policy objects built from them ------------------------------------
 
 
@@ -1013,6 +1065,19 @@ RULES: tuple[Rule, ...] = (
         (31,),
         "GetSecretValue only on this stack's secrets.",
         stack_check=secret_reads_scoped,
+    ),
+    Rule(
+        "host-secrets-least",
+        (47,),
+        "A host's role reads only the secrets its boot step fetches.",
+        stack_check=host_secrets_are_the_boot_steps,
+    ),
+    Rule(
+        "ec2-service-transport",
+        (48, 50, 52),
+        "User data: database TLS verified, MLflow CORS listed, Prefect server off IMDS.",
+        (INSTANCE,),
+        ec2_service_transport,
     ),
 )
 

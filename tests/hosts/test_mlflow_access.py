@@ -210,3 +210,14 @@ def test_invariant_47_workers_hold_their_own_user_never_the_admin_password(
     (post_start,) = mlflow_unit["ExecStartPost"]
     assert "/opt/mlops/mlflow_access.py" in post_start
     assert "--worker worker" in post_start
+
+
+def test_invariant_47_grants_cover_what_the_flow_writes_by_default() -> None:
+    """The experiment and the models the flow uses by default are the ones granted at boot."""
+    from typing import get_args
+
+    from pipeline.parameters import DEFAULT_EXPERIMENT, Color, TrainingParameters
+
+    assert CONTROL.worker_experiments == (DEFAULT_EXPERIMENT,)
+    models = {TrainingParameters(color=color).registered_model_name for color in get_args(Color)}
+    assert set(CONTROL.worker_models) == models
