@@ -39,9 +39,11 @@ class Api:
         self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
     def call(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        url, data = self.base + path, json.dumps(body).encode()
+        url, data = self.base + path, None
         if method == "GET":
-            url, data = f"{url}?{urllib.parse.urlencode(body)}", None
+            url = f"{url}?{urllib.parse.urlencode(body)}"
+        else:
+            data = json.dumps(body).encode()
         # S310: the base is checked to be http(s) in main().
         request = urllib.request.Request(url, data, self.headers, method=method)  # noqa: S310
         try:
