@@ -14,19 +14,31 @@ override PIPELINE_DATA_DIR := $(if $(filter s3://%,$(PIPELINE_DATA_DIR)),$(PIPEL
 export PIPELINE_DATA_DIR
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test lint bench twin twin-down test-twin
+HOST_LOCK := infra/hostboot/host-lock.txt
+# Both locks are resolved for the hosts' and CI's interpreter; the dev lock also for other
+# platforms (laptops), the host lock for Amazon Linux 2023 on x86_64 only.
+UV_COMPILE := $(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock'
+
+.PHONY: help venv lock train test lint bench twin twin-down test-twin mutate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --requirement constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed ## create .venv from the pinned requirements
+venv: $(VENV)/.installed ## create .venv from the hashed dev lock (constraints.txt)
+
+# uv keeps every version already in a lock unless requirements*.txt ask for another, so the
+# same inputs give the same locks; tests/hosts/test_hostboot_locks.py fails when they disagree.
+lock: venv ## regenerate the hashed locks (constraints.txt, the host lock) from requirements*.txt
+	$(UV_COMPILE) --universal --output-file constraints.txt requirements-dev.txt
+	$(BIN)/python -c 'import hostboot.locks as l; print(l.host_requirements(), end="")' | $(UV_COMPILE) --python-platform x86_64-manylinux_2_28 \
+		--constraint constraints.txt --output-file $(HOST_LOCK) -
 
 train: venv ## train and register a model on the embedded default (months read from PIPELINE_DATA_DIR, default ./data)
 	$(BIN)/python -m pipeline train --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH) --color $(COLOR)
@@ -42,6 +54,14 @@ twin-down: venv ## stop the local twin, drop its databases
 
 test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE_DATA_DIR needed)
 	$(BIN)/pytest tests/e2e
+
+# Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
+# PYTHONPATH: the tests that run `mlops` or `python -m pipeline` as a subprocess import the
+# mutated code too (mutmut passes the mutant to run in the environment).
+MUTANTS ?=
+mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part of `make test`)
+	PYTHONPATH=$(CURDIR)/mutants $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/python -m bench.mutation_scores mutants
 
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ Read the stack configuration (validated before anything is created), build the c
 export the outputs scripts/ turns into the environment variables of ARCHITECTURE.md.
 """
 
+import hostboot
 import pulumi
 import pulumi_aws as aws
 from artifact_store import ArtifactStore, ArtifactStoreArgs
@@ -14,7 +15,7 @@ from credentials import Credentials, CredentialsArgs
 from database import Database, DatabaseArgs
 from firewall import MLFLOW_PORT, PREFECT_PORT, Firewall, FirewallArgs
 from guardrails import Guardrails, GuardrailsArgs
-from hosts import HostContext, resolve_ami
+from hosts import HostContext, resolve_ami, upload_boot_objects
 from network import Network, NetworkArgs
 from workers import Workers, WorkersArgs
 
@@ -67,6 +68,7 @@ database = Database(
         allocated_storage_gib=cfg.db_allocated_storage_gib,
         backup_retention_days=cfg.db_backup_retention_days,
         multi_az=cfg.is_prod,
+        placed_after=network.host_prerequisites,
         deletion_protection=cfg.deletion_protection,
         throwaway=cfg.throwaway,
         restore_from_snapshot=cfg.restore_from_snapshot,
@@ -74,6 +76,7 @@ database = Database(
     scope,
 )
 
+boot_objects = upload_boot_objects("mlops-boot", store.bucket_name, hostboot.boot_objects(), scope)
 hosts = HostContext(
     environment=cfg.environment,
     region=cfg.region,
@@ -86,6 +89,7 @@ hosts = HostContext(
     mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
     mlflow_worker_username=MLFLOW_WORKER_USERNAME,
     work_pool=WORK_POOL,
+    prerequisites=[*network.host_prerequisites, *boot_objects],
 )
 control = ControlHost(
     "mlops-control",

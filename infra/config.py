@@ -44,6 +44,11 @@ KEYS = (
 MAX_WORKERS = 20
 MAX_BUDGET_USD = 1_000_000
 PROD_MIN_BACKUP_DAYS = 7
+# The only networks MLflow and Prefect may admit besides the workers (invariant 37): RFC 1918
+# private space and RFC 6598 carrier-grade NAT space, which VPNs and peered VPCs use. Anything
+# else, however it is split (0.0.0.0/1 plus 128.0.0.0/1 is the whole internet), is refused.
+# policy/invariant_checks.py holds the same list; tests/policy checks they agree.
+PRIVATE_INGRESS_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 
 _REGION = re.compile(r"^(?!cn-)[a-z]{2}-[a-z]+-\d{1,2}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -232,7 +237,7 @@ def _vpc_cidr(text: str) -> str:
 
 
 def _ingress_cidrs(text: str) -> tuple[str, ...]:
-    """A JSON list of IPv4 CIDRs, none of them the whole internet."""
+    """A JSON list of IPv4 CIDRs, each inside one of the private ``PRIVATE_INGRESS_RANGES``."""
     try:
         values = json.loads(text)
     except json.JSONDecodeError as error:
@@ -240,9 +245,14 @@ def _ingress_cidrs(text: str) -> tuple[str, ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValueError(text)
     networks = [ipaddress.IPv4Network(v.strip(), strict=True) for v in values]
-    if any(n.prefixlen == 0 for n in networks):
+    if not all(_inside_private_ranges(n) for n in networks):
         raise ValueError(text)
     return tuple(str(n) for n in networks)
+
+
+def _inside_private_ranges(network: ipaddress.IPv4Network) -> bool:
+    """Whether ``network`` lies wholly inside one of ``PRIVATE_INGRESS_RANGES``."""
+    return any(network.subnet_of(ipaddress.IPv4Network(r)) for r in PRIVATE_INGRESS_RANGES)
 
 
 def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
@@ -324,7 +334,8 @@ def parse(raw: Mapping[str, str | None], *, project: str = NAMESPACE, stack: str
         deletion_protection=read.boolean("deletionProtection"),
         service_ingress_cidrs=read.checked(
             "serviceIngressCidrs",
-            "a list of IPv4 CIDRs, none of them /0",
+            "a JSON list of IPv4 CIDRs, each inside a private range "
+            f"({', '.join(PRIVATE_INGRESS_RANGES)}: RFC 1918 and RFC 6598)",
             _ingress_cidrs,
             (),
         ),

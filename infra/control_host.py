@@ -4,7 +4,8 @@ Its address is chosen by the network (the 10th host address of its subnet), so M
 ``--allowed-hosts``, the workers' settings and the stack outputs know it at preview time. The
 user data comes from the shared host-bootstrap renderer (``hostboot``) and carries the
 secrets' ARNs only; the boot script fetches the values with the host's role, which may read
-the stack's secrets and the ``mlflow/`` prefix of the bucket.
+the stack's secrets its boot step fetches, the ``mlflow/`` prefix of the bucket and the host
+lock under ``bootstrap/``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import MLFLOW_PREFIX
-from hosts import HostContext, HostSpec, checked_user_data, host_instance
+from hostboot.locks import BOOT_PREFIX
+from hosts import BOOT_ACTIONS, HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
 
 MLFLOW_ARTIFACT_ACTIONS = (
@@ -58,7 +60,10 @@ class ControlHost(pulumi.ComponentResource):
             HostIdentityArgs(
                 description="MLOps control host: MLflow artifacts in S3, the stack's secrets",
                 bucket_arn=args.context.bucket_arn,
-                object_grants=[ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS)],
+                object_grants=[
+                    ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS),
+                    ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
+                ],
                 secret_arns=[secret.arn for secret in secrets.all()],
             ),
             pulumi.ResourceOptions(parent=self),
@@ -73,6 +78,7 @@ class ControlHost(pulumi.ComponentResource):
                 security_group_id=args.security_group_id,
                 instance_profile=identity.instance_profile_name,
                 user_data=control_user_data(args),
+                grants=identity.grants,
                 termination_protection=args.termination_protection,
             ),
             parent=self,

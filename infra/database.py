@@ -45,6 +45,9 @@ class DatabaseArgs:
     )
     throwaway: bool  # dev/ephemeral: no final snapshot, changes applied at once
     restore_from_snapshot: str | None = None  # start from this snapshot instead of empty
+    # Created first: in prod the database shares the hosts' subnets, and its interface must
+    # not take the control host's address before the network reserved it.
+    placed_after: Sequence[pulumi.Resource] = ()
 
 
 class Database(pulumi.ComponentResource):
@@ -109,7 +112,9 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=None if args.throwaway else self._final_snapshot_name(name),
             apply_immediately=args.throwaway,
             tags={"Name": f"{name}-postgres"},
-            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.deletion_protection, depends_on=list(args.placed_after)
+            ),
         )
 
         self.address = instance.address

@@ -24,6 +24,87 @@ HTTPS_EGRESS = "HTTPS to AWS APIs (SSM, Secrets Manager, S3), dnf repositories a
 SERVICES = {"mlflow": MLFLOW_PORT, "prefect": PREFECT_PORT}
 
 
+GROUPS = ("database", "control", "worker")
+ANYWHERE = "0.0.0.0/0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """One TCP rule of a security group, as data (the local hosts twin enforces the same)."""
+
+    direction: str  # "ingress" or "egress"
+    name: str  # the rule's resource name, after the firewall's own
+    group: str  # one of GROUPS
+    port: int
+    description: str
+    peer: str | None = None  # another of GROUPS
+    cidr: str | None = None
+
+
+def traffic_matrix(service_ingress_cidrs: Sequence[str] = ()) -> tuple[Rule, ...]:
+    """Every rule between the groups, and from ``service_ingress_cidrs`` to the services."""
+    rules = [
+        Rule(
+            direction="ingress",
+            name="database-from-control",
+            group="database",
+            port=POSTGRES_PORT,
+            description="PostgreSQL from the control host",
+            peer="control",
+        ),
+        Rule(
+            direction="egress",
+            name="control-to-database",
+            group="control",
+            port=POSTGRES_PORT,
+            description="PostgreSQL to the database",
+            peer="database",
+        ),
+    ]
+    rules += [
+        Rule(
+            direction="egress",
+            name=f"{host}-https",
+            group=host,
+            port=HTTPS_PORT,
+            description=HTTPS_EGRESS,
+            cidr=ANYWHERE,
+        )
+        for host in ("control", "worker")
+    ]
+    for service, port in SERVICES.items():
+        rules += [
+            Rule(
+                direction="ingress",
+                name=f"control-{service}-from-workers",
+                group="control",
+                port=port,
+                description=f"{service} from the workers",
+                peer="worker",
+            ),
+            Rule(
+                direction="egress",
+                name=f"worker-to-{service}",
+                group="worker",
+                port=port,
+                description=f"{service} on the control host",
+                peer="control",
+            ),
+        ]
+        rules += [
+            Rule(
+                direction="ingress",
+                name=f"control-{service}-from-{cidr.replace('.', '-').replace('/', '-')}",
+                group="control",
+                port=port,
+                description=f"{service} from {cidr} (serviceIngressCidrs)",
+                cidr=cidr,
+            )
+            for cidr in service_ingress_cidrs
+        ]
+    return tuple(rules)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FirewallArgs:
     """Inputs of the firewall."""
@@ -43,61 +124,31 @@ class Firewall(pulumi.ComponentResource):
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlops:index:Firewall", name, None, opts)
-        database = self._group(f"{name}-database", args.vpc_id, "RDS PostgreSQL of the MLOps stack")
-        control = self._group(
-            f"{name}-control", args.vpc_id, "MLOps control host (MLflow and Prefect servers)"
-        )
-        worker = self._group(f"{name}-worker", args.vpc_id, "MLOps Prefect worker hosts")
+        groups = {
+            "database": self._group(
+                f"{name}-database", args.vpc_id, "RDS PostgreSQL of the MLOps stack"
+            ),
+            "control": self._group(
+                f"{name}-control", args.vpc_id, "MLOps control host (MLflow and Prefect servers)"
+            ),
+            "worker": self._group(f"{name}-worker", args.vpc_id, "MLOps Prefect worker hosts"),
+        }
+        kinds = {
+            "ingress": aws.vpc.SecurityGroupIngressRule,
+            "egress": aws.vpc.SecurityGroupEgressRule,
+        }
+        for rule in traffic_matrix(args.service_ingress_cidrs):
+            self._rule(
+                kinds[rule.direction],
+                f"{name}-{rule.name}",
+                groups[rule.group],
+                rule.port,
+                rule.description,
+                peer=groups[rule.peer] if rule.peer else None,
+                cidr=rule.cidr,
+            )
 
-        ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
-        self._rule(
-            ingress,
-            f"{name}-database-from-control",
-            database,
-            POSTGRES_PORT,
-            "PostgreSQL from the control host",
-            peer=control,
-        )
-        self._rule(
-            egress,
-            f"{name}-control-to-database",
-            control,
-            POSTGRES_PORT,
-            "PostgreSQL to the database",
-            peer=database,
-        )
-        for host, group in (("control", control), ("worker", worker)):
-            self._rule(
-                egress, f"{name}-{host}-https", group, HTTPS_PORT, HTTPS_EGRESS, cidr="0.0.0.0/0"
-            )
-        for service, port in SERVICES.items():
-            self._rule(
-                ingress,
-                f"{name}-control-{service}-from-workers",
-                control,
-                port,
-                f"{service} from the workers",
-                peer=worker,
-            )
-            self._rule(
-                egress,
-                f"{name}-worker-to-{service}",
-                worker,
-                port,
-                f"{service} on the control host",
-                peer=control,
-            )
-            for cidr in args.service_ingress_cidrs:
-                label = cidr.replace(".", "-").replace("/", "-")
-                self._rule(
-                    ingress,
-                    f"{name}-control-{service}-from-{label}",
-                    control,
-                    port,
-                    f"{service} from {cidr} (serviceIngressCidrs)",
-                    cidr=cidr,
-                )
-
+        database, control, worker = (groups[group] for group in GROUPS)
         self.database_group_id = database.id
         self.control_group_id = control.id
         self.worker_group_id = worker.id

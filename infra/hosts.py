@@ -4,7 +4,10 @@ Every host: Amazon Linux 2023 x86_64, IMDSv2 only with a hop limit of 1 (contain
 host cannot reach the instance's credentials), an encrypted gp3 root volume, an instance
 profile and no SSH key (SSM Session Manager instead), user data (gzipped: EC2 caps it at
 16 KB) that replaces the host when it changes, so a configuration change always reaches the
-machine.
+machine. A host is created only after what its boot needs (its role's policies and profile, its
+subnet's routes, the objects it reads from the bucket) and is deleted before its replacement is
+created: the control host keeps its fixed address, and two workers never poll the work pool
+under one name.
 
 AMI: unless ``amiId`` pins one, the newest AL2023 image is looked up, and running hosts keep
 the image they were created with (``ignore_changes`` on ``ami``): a new AL2023 release does not
@@ -13,6 +16,7 @@ replace them on the next ``pulumi up``. Set ``amiId`` to roll the hosts to a cho
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -22,6 +26,7 @@ from hostboot.cloudconfig import gzip_user_data, user_data_base64
 
 AL2023_OWNER = "amazon"
 AL2023_NAME = "al2023-ami-2023.*-x86_64"  # the standard image; excludes minimal and ECS images
+BOOT_ACTIONS = ("s3:GetObject",)  # on hostboot's BOOT_PREFIX: the host lock, read at boot
 ROOT_VOLUME_GIB = 30  # the virtualenv with MLflow, Prefect and XGBoost needs several GiB
 
 
@@ -59,6 +64,9 @@ class HostContext:
     mlflow_admin_username: str
     mlflow_worker_username: str
     work_pool: str
+    # Created before any host: the network's (routes, the control address's reservation) and
+    # the objects hosts read from the bucket at boot.
+    prerequisites: Sequence[pulumi.Resource]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +78,8 @@ class HostSpec:
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
     user_data: pulumi.Input[str]  # the #cloud-config text; the instance gets it gzipped
-    private_ip: str | None = None  # a fixed address (the host is deleted before its replacement)
+    grants: Sequence[pulumi.Resource]  # the identity's policies and profile (HostIdentity.grants)
+    private_ip: str | None = None  # a fixed address (reserved by the network)
     termination_protection: bool = False
 
 
@@ -108,9 +117,31 @@ def host_instance(
         opts=pulumi.ResourceOptions(
             parent=parent,
             ignore_changes=[] if context.ami_pinned else ["ami"],
-            delete_before_replace=spec.private_ip is not None,
+            depends_on=[*context.prerequisites, *spec.grants],
+            delete_before_replace=True,
         ),
     )
+
+
+def upload_boot_objects(
+    name: str, bucket: pulumi.Input[str], objects: Mapping[str, bytes], opts: pulumi.ResourceOptions
+) -> list[aws.s3.BucketObjectv2]:
+    """The objects hosts read from the bucket at boot (``hostboot.boot_objects()``).
+
+    Their keys carry their digest, so a new version is a new object: hosts still booting
+    from the old one find it until the update ends.
+    """
+    return [
+        aws.s3.BucketObjectv2(
+            f"{name}-{key.replace('/', '-')}",
+            bucket=bucket,
+            key=key,
+            content=content.decode(),
+            content_type="text/plain; charset=utf-8",
+            opts=opts,
+        )
+        for key, content in objects.items()
+    ]
 
 
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data

@@ -51,6 +51,9 @@ class HostIdentity(pulumi.ComponentResource):
 
     instance_profile_name: pulumi.Output[str]
     role_arn: pulumi.Output[str]
+    # What an instance using the profile must wait for: without them its boot finds no
+    # credentials, or credentials that may not read its secrets yet.
+    grants: list[pulumi.Resource]
 
     def __init__(
         self, name: str, args: HostIdentityArgs, opts: pulumi.ResourceOptions | None = None
@@ -64,16 +67,19 @@ class HostIdentity(pulumi.ComponentResource):
             tags={"Name": f"{name}-role"},
             opts=child,
         )
-        aws.iam.RolePolicyAttachment(
+        ssm_core = aws.iam.RolePolicyAttachment(
             f"{name}-ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY_ARN, opts=child
         )
-        aws.iam.RolePolicy(f"{name}-access", role=role.id, policy=access_policy(args), opts=child)
+        access = aws.iam.RolePolicy(
+            f"{name}-access", role=role.id, policy=access_policy(args), opts=child
+        )
         profile = aws.iam.InstanceProfile(
             f"{name}-profile", role=role.name, tags={"Name": f"{name}-profile"}, opts=child
         )
 
         self.instance_profile_name = profile.name
         self.role_arn = role.arn
+        self.grants = [ssm_core, access, profile]
         self.register_outputs(
             {"instance_profile_name": self.instance_profile_name, "role_arn": self.role_arn}
         )

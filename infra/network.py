@@ -60,6 +60,7 @@ class Network(pulumi.ComponentResource):
     host_subnet_ids: list[pulumi.Output[str]]
     database_subnet_ids: list[pulumi.Output[str]]
     control_private_ip: str
+    host_prerequisites: list[pulumi.Resource]  # what hosts (and RDS) are created after
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -95,17 +96,20 @@ class Network(pulumi.ComponentResource):
             for z, cidr, zone in zip(ZONES, plan.private, zones, strict=True)
         ]
 
-        public_routes = self._route_table(f"{name}-public", vpc.id, public)
-        aws.ec2.Route(
+        public_routes, public_associations = self._route_table(f"{name}-public", vpc.id, public)
+        public_default = aws.ec2.Route(
             f"{name}-public-default",
             route_table_id=public_routes.id,
             destination_cidr_block="0.0.0.0/0",
             gateway_id=gateway.id,
             opts=child,
         )
-        private_routes = self._route_table(f"{name}-private", vpc.id, private)
+        private_routes, private_associations = self._route_table(f"{name}-private", vpc.id, private)
+        # The routes a host needs to reach the internet (dnf, PyPI) from its subnet.
+        host_egress: list[pulumi.Resource] = [public_default, *public_associations]
         if args.hosts_in_private_subnets:
-            self._nat_egress(name, public[0], private_routes, gateway)
+            nat_route = self._nat_egress(name, public[0], private_routes, gateway)
+            host_egress = [nat_route, *private_associations]
         aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=vpc.id,
@@ -123,6 +127,15 @@ class Network(pulumi.ComponentResource):
         self.host_subnet_ids = [subnet.id for subnet in host_tier]
         self.database_subnet_ids = [subnet.id for subnet in private]
         self.control_private_ip = fixed_host_address(host_cidrs[0])
+        reservation = aws.ec2.SubnetCidrReservation(
+            f"{name}-control-address",
+            subnet_id=host_tier[0].id,
+            cidr_block=f"{self.control_private_ip}/32",
+            reservation_type="explicit",
+            description="the control host's fixed address: assigned only on request",
+            opts=child,
+        )
+        self.host_prerequisites = [reservation, *host_egress]
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,
@@ -172,22 +185,24 @@ class Network(pulumi.ComponentResource):
 
     def _route_table(
         self, name: str, vpc_id: pulumi.Input[str], subnets: Sequence[aws.ec2.Subnet]
-    ) -> aws.ec2.RouteTable:
-        """A route table associated with ``subnets`` (routes are separate resources)."""
+    ) -> tuple[aws.ec2.RouteTable, list[aws.ec2.RouteTableAssociation]]:
+        """A route table and its associations with ``subnets`` (routes are separate resources)."""
         table = aws.ec2.RouteTable(
             f"{name}-routes",
             vpc_id=vpc_id,
             tags={"Name": f"{name}-routes"},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        for zone, subnet in zip(ZONES, subnets, strict=True):
+        associations = [
             aws.ec2.RouteTableAssociation(
                 f"{name}-{zone}-routes",
                 subnet_id=subnet.id,
                 route_table_id=table.id,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-        return table
+            for zone, subnet in zip(ZONES, subnets, strict=True)
+        ]
+        return table, associations
 
     def _nat_egress(
         self,
@@ -195,7 +210,7 @@ class Network(pulumi.ComponentResource):
         public_subnet: aws.ec2.Subnet,
         private_routes: aws.ec2.RouteTable,
         gateway: aws.ec2.InternetGateway,
-    ) -> None:
+    ) -> aws.ec2.Route:
         """One NAT gateway (in public a) as the private subnets' default route."""
         child = pulumi.ResourceOptions(parent=self)
         address = aws.ec2.Eip(
@@ -209,7 +224,7 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{name}-nat"},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
         )
-        aws.ec2.Route(
+        return aws.ec2.Route(
             f"{name}-private-default",
             route_table_id=private_routes.id,
             destination_cidr_block="0.0.0.0/0",

@@ -1,10 +1,11 @@
 """The workers: ``workerCount`` hosts, each running one Prefect process worker on the pool.
 
 Workers spread over the host subnets of both zones. They reach MLflow and Prefect on the
-control host's fixed address, read flow code from ``flow-code/`` and read and cache training
-data under ``data/`` in the bucket, and may read two secrets: the Prefect auth string and the
-password of the workers' MLflow user (EDIT on the training experiment, MANAGE on its models;
-never the admin's, which stays on the control host and with operators).
+control host's fixed address, read flow code from ``flow-code/``, read and cache training
+data under ``data/`` and read the host lock under ``bootstrap/`` in the bucket, and may read
+two secrets: the Prefect auth string and the password of the workers' MLflow user (EDIT on the
+training experiment, MANAGE on its models; never the admin's, which stays on the control host
+and with operators).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import DATA_PREFIX, FLOW_CODE_PREFIX
-from hosts import HostContext, HostSpec, checked_user_data, host_instance
+from hostboot.locks import BOOT_PREFIX
+from hosts import BOOT_ACTIONS, HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
 
 FLOW_CODE_ACTIONS = ("s3:GetObject",)
@@ -54,6 +56,7 @@ class Workers(pulumi.ComponentResource):
                 object_grants=[
                     ObjectGrant(FLOW_CODE_PREFIX, FLOW_CODE_ACTIONS),
                     ObjectGrant(DATA_PREFIX, DATA_ACTIONS),
+                    ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
                 ],
                 secret_arns=[secrets.prefect_auth_string.arn, secrets.mlflow_worker_password.arn],
             ),
@@ -69,6 +72,7 @@ class Workers(pulumi.ComponentResource):
                     security_group_id=args.security_group_id,
                     instance_profile=identity.instance_profile_name,
                     user_data=worker_user_data(args, worker_name=f"{name}-{number}"),
+                    grants=identity.grants,
                 ),
                 parent=self,
             )

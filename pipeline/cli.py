@@ -24,6 +24,7 @@ from pipeline import ephemeral_api
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
+from pipeline.urls import redact
 
 # Without PREFECT_API_URL, the first start of the temporary API server creates its database:
 # on a slow or busy machine that takes longer than Prefect's 20 s default.
@@ -60,8 +61,16 @@ def train(
         typer.Option(help="Registered model name [default: trip-duration-<color>]"),
     ] = None,
     tlc_base_url: Annotated[
-        str, typer.Option(help="Where missing months are downloaded from.")
+        str,
+        typer.Option(
+            help="Where missing months are downloaded from: the TLC site or an https mirror "
+            "(its files are cached apart)."
+        ),
     ] = TLC_BASE_URL,
+    allow_insecure_mirror: Annotated[
+        bool,
+        typer.Option(help="Allow a plain-http --tlc-base-url (a mirror on a trusted network)."),
+    ] = False,
 ) -> None:
     """Train on one month, validate on another, track in MLflow and register the model."""
     try:
@@ -72,6 +81,7 @@ def train(
             data_dir=data_dir,
             model_name=model_name,
             tlc_base_url=tlc_base_url,
+            allow_insecure_mirror=allow_insecure_mirror,
         )
     except ValidationError as exc:
         _fail(_describe(exc))
@@ -140,7 +150,7 @@ def _describe(error: ValidationError) -> str:
         if detail["type"] == "value_error":
             problems.append(f"{option}: {message}" if detail["loc"] else message)
         else:
-            problems.append(f"{option}: {message}, got {detail['input']!r}")
+            problems.append(f"{option}: {message}, got {redact(repr(detail['input']))}")
     return "; ".join(problems)
 
 
@@ -156,8 +166,8 @@ def _prefect_refusal(error: httpx.HTTPStatusError) -> str | None:
 
 
 def _fail(message: str) -> NoReturn:
-    """Print ``error: message`` on standard error and exit with status 1."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` (any URL in it without credentials) on standard error; exit 1."""
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code=1)
 
 

@@ -5,6 +5,9 @@ site (with a progress bar) into it. The file is validated before use: the column
 pipeline needs must be present with usable types (any integer width for zone IDs); rows
 with a pickup outside the month or without zones or timestamps are dropped, since real
 files carry meter-clock errors. Only the needed columns are read.
+
+Downloads are cached as :mod:`pipeline.cache` says: a mirror's apart from the TLC site's,
+each with a record of its source and checksum that every read verifies.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from tqdm import tqdm
 
+from pipeline import cache
 from pipeline.errors import PipelineError, TransientError
 from pipeline.schema import (
     DROPOFF_ZONE,
@@ -40,6 +44,7 @@ from pipeline.schema import (
     pickup_column,
     raw_columns,
 )
+from pipeline.urls import redact
 
 DATA_DIR_ENV = "PIPELINE_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
@@ -60,6 +65,7 @@ class MonthData:
     source: str
     rows_read: int
     trips: pd.DataFrame
+    origin: str = ""  # where the file came from and whether its download record vouched for it
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
@@ -72,27 +78,47 @@ def file_name(color: str, month: str) -> str:
     return f"{color}_tripdata_{month}.parquet"
 
 
-def load_month(data_dir: str, color: str, month: str, *, base_url: str = TLC_BASE_URL) -> MonthData:
-    """Read and validate ``color``'s records for ``month``, downloading the file if missing."""
+def load_month(
+    data_dir: str,
+    color: str,
+    month: str,
+    *,
+    base_url: str = TLC_BASE_URL,
+    allow_insecure_mirror: bool = False,
+) -> MonthData:
+    """Read and validate ``color``'s records for ``month``, downloading the file if missing.
+
+    ``base_url`` other than the TLC site is a mirror, cached apart (:mod:`pipeline.cache`);
+    a plain-http one only with ``allow_insecure_mirror``.
+    """
     parse_color(color)
     parse_month(month)
     name = file_name(color, month)
-    url = f"{base_url.rstrip('/')}/{name}"
+    places = cache.entries(base_url, name, allow_insecure=allow_insecure_mirror)
     if data_dir.startswith("s3://"):
-        source, parquet = _s3_parquet(data_dir, name, url)
+        source, content, origin = _s3_parquet(data_dir, name, places)
     else:
-        source, parquet = _local_parquet(Path(data_dir), name, url)
-    table, rows_read = _read_valid_table(parquet, color=color, month=month, label=source)
+        source, content, origin = _local_parquet(Path(data_dir), name, places)
+    table, rows_read = _read_valid_table(
+        pa.BufferReader(content), color=color, month=month, label=source
+    )
     return MonthData(
-        color=color, month=month, source=source, rows_read=rows_read, trips=table.to_pandas()
+        color=color,
+        month=month,
+        source=source,
+        rows_read=rows_read,
+        trips=table.to_pandas(),
+        origin=origin,
     )
 
 
 def download(url: str, destination: Path) -> None:
     """Fetch ``url`` into ``destination`` through a temporary file: never a partial file.
 
-    Network failures and server errors raise :class:`TransientError` (worth a retry); a
-    file the site does not publish, or a body that is not parquet, a :class:`PipelineError`.
+    Its download record (:class:`pipeline.cache.Record`) is written beside it first, so a
+    file the pipeline downloaded never lacks one. Network failures and server errors raise
+    :class:`TransientError` (worth a retry); a file the site does not publish, or a body
+    that is not parquet, a :class:`PipelineError`. Errors show ``url`` without credentials.
     """
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +129,21 @@ def download(url: str, destination: Path) -> None:
         with os.fdopen(fd, "wb") as out:
             _stream_to(url, out, label=destination.name)
         _check_parquet_magic(Path(partial), url)
+        record = cache.Record.of(Path(partial).read_bytes(), url)
+        _write_atomically(destination.with_name(destination.name + cache.RECORD_SUFFIX), record)
         os.replace(partial, destination)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _write_atomically(path: Path, record: cache.Record) -> None:
+    """Write ``record`` to ``path`` through a temporary file beside it."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(record.to_json())
+        os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
@@ -120,7 +160,9 @@ def _stream_to(url: str, out: IO[bytes], *, label: str) -> None:
                     out.write(chunk)
                     bar.update(len(chunk))
     except httpx.TransportError as exc:
-        raise TransientError(f"could not download {url}: {exc or type(exc).__name__}") from exc
+        raise TransientError(
+            f"could not download {redact(url)}: {redact(str(exc)) or type(exc).__name__}"
+        ) from exc
 
 
 def _check_status(response: httpx.Response, url: str) -> None:
@@ -129,9 +171,11 @@ def _check_status(response: httpx.Response, url: str) -> None:
     if status == httpx.codes.OK:
         return
     if status >= 500:
-        raise TransientError(f"could not download {url}: the server answered HTTP {status}")
+        raise TransientError(f"could not download {redact(url)}: the server answered HTTP {status}")
     # CloudFront answers 403, not 404, for a file it does not have.
-    raise PipelineError(f"could not download {url}: HTTP {status} (is this month published yet?)")
+    raise PipelineError(
+        f"could not download {redact(url)}: HTTP {status} (is this month published yet?)"
+    )
 
 
 def _check_parquet_magic(path: Path, url: str) -> None:
@@ -142,38 +186,64 @@ def _check_parquet_magic(path: Path, url: str) -> None:
         handle.seek(max(size - 4, 0))
         tail = handle.read(4)
     if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
-        raise PipelineError(f"{url} did not return a parquet file ({size} bytes)")
+        raise PipelineError(f"{redact(url)} did not return a parquet file ({size} bytes)")
 
 
-def _local_parquet(directory: Path, name: str, url: str) -> tuple[str, str]:
-    """The local file for ``name`` in ``directory``, downloaded first when missing."""
-    path = directory / name
+def _local_parquet(
+    directory: Path, name: str, places: tuple[cache.CacheEntry, ...]
+) -> tuple[str, bytes, str]:
+    """Path, verified content and origin of ``name`` in ``directory``; downloaded when missing.
+
+    The first of ``places`` present is read; with none, the last is downloaded.
+    """
     if directory.exists() and not directory.is_dir():
         raise PipelineError(f"data directory {directory} is not a directory")
-    if not path.exists():
+    present = [entry for entry in places if (directory / entry.key).is_file()]
+    if not present:
         try:
-            download(url, path)
+            download(places[-1].url, directory / places[-1].key)
         except PipelineError as exc:
             raise type(exc)(f"{name} is not in {directory} and {exc}") from exc
-    return str(path), str(path)
+    entry = (present or [places[-1]])[0]
+    path, record = directory / entry.key, directory / entry.record_key
+    content = path.read_bytes()
+    stored = record.read_bytes() if record.is_file() else None
+    return str(path), content, cache.verify(content, stored, entry=entry, label=str(path))
 
 
-def _s3_parquet(data_dir: str, name: str, url: str) -> tuple[str, str | pa.BufferReader]:
-    """The S3 object for ``name`` under ``data_dir``, downloaded and uploaded first when missing."""
-    bucket, key = _s3_key(data_dir, name)
-    uri = f"s3://{bucket}/{key}"
+def _s3_parquet(
+    data_dir: str, name: str, places: tuple[cache.CacheEntry, ...]
+) -> tuple[str, bytes, str]:
+    """URI, verified content and origin of ``name`` under ``data_dir``; downloaded when missing.
+
+    The first of ``places`` present is read; with none, the last is downloaded and uploaded,
+    its record first (an object the pipeline uploaded never lacks one).
+    """
     client = boto3.client("s3")
-    body = _s3_call(uri, lambda: _get_object(client, bucket, key))
-    if body is not None:
-        return uri, pa.BufferReader(body)
+    for entry in places:
+        bucket, key = _s3_key(data_dir, entry.key)
+        uri = f"s3://{bucket}/{key}"
+        body = _s3_call(uri, lambda: _get_object(client, bucket, key))  # noqa: B023
+        if body is not None:
+            stored = _s3_call(uri, lambda: _get_object(client, bucket, key + cache.RECORD_SUFFIX))  # noqa: B023
+            return uri, body, cache.verify(body, stored, entry=entry, label=uri)
+    entry = places[-1]
+    bucket, key = _s3_key(data_dir, entry.key)
+    uri = f"s3://{bucket}/{key}"
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / name
         try:
-            download(url, local)
+            download(entry.url, local)
         except PipelineError as exc:
             raise type(exc)(f"{name} is not in {data_dir} and {exc}") from exc
+        record = local.with_name(local.name + cache.RECORD_SUFFIX).read_bytes()
+        _s3_call(
+            uri,
+            lambda: client.put_object(Bucket=bucket, Key=key + cache.RECORD_SUFFIX, Body=record),
+        )
         _s3_call(uri, lambda: client.upload_file(str(local), bucket, key))
-        return uri, pa.BufferReader(local.read_bytes())
+        body = local.read_bytes()
+    return uri, body, cache.verify(body, record, entry=entry, label=uri)
 
 
 def _s3_key(data_dir: str, name: str) -> tuple[str, str]:
@@ -217,6 +287,8 @@ _COLUMN_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
         lambda t: pa.types.is_timestamp(t) and t.tz is None,
         "a timestamp without time zone",
     ),
+    # Zone IDs stored as text are refused, not cast: the TLC publishes integers, so a file
+    # with strings there is a misread or foreign one (docs/mutation-testing.md).
     "zone": (pa.types.is_integer, "an integer zone ID"),
     "distance": (lambda t: pa.types.is_floating(t) or pa.types.is_integer(t), "a number"),
 }
@@ -234,7 +306,7 @@ def _expected_types(color: str) -> dict[str, str]:
 
 
 def _read_valid_table(
-    parquet: str | pa.BufferReader, *, color: str, month: str, label: str
+    parquet: pa.BufferReader, *, color: str, month: str, label: str
 ) -> tuple[pa.Table, int]:
     """The needed columns of the file, validated, typed and filtered; and the rows read."""
     try:

@@ -1,4 +1,4 @@
-"""Prefect flow ``training``: load -> features -> train -> evaluate -> track -> register.
+"""Prefect flow ``training``: load -> features -> train -> evaluate -> track -> register -> promote.
 
 Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parameter,
 ``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a form in the Prefect UI):
@@ -16,7 +16,8 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
   else ``./data``. Missing months are downloaded there from ``tlc_base_url``.
 - ``model_name``: registered model, default ``trip-duration-<color>``
 - ``experiment``: MLflow experiment, default ``trip-duration``
-- ``tlc_base_url``: the TLC trip-record site (or a mirror)
+- ``tlc_base_url``: the TLC site (default), or an https mirror whose files are cached apart
+  (see :mod:`pipeline.cache`); ``allow_insecure_mirror`` admits a plain-http one
 - ``hyperparameters``: :class:`pipeline.train.TrainConfig`
 
 It returns a :class:`pipeline.parameters.TrainingSummary` and publishes a markdown artifact
@@ -24,6 +25,13 @@ It returns a :class:`pipeline.parameters.TrainingSummary` and publishes a markdo
 found through the usual environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``); without
 them it uses a SQLite store in the working directory and Prefect's ephemeral API. Nothing
 depends on the working directory beyond importing ``pipeline``.
+
+The new version is registered (idempotently: a retry finds the version it created) once
+everything is tracked and the metrics artifact is published, and the MLflow run is ended;
+only then is it promoted, under a Prefect global concurrency limit per registered model
+(``promote-<model name>``, one slot, created on first use) so that concurrent runs compare
+with each other's results (see :mod:`pipeline.registry`). A run that fails before promotion
+deletes its version and moves no alias.
 
 Only I/O is retried (with exponential backoff and jitter): loading a month (download, S3),
 MLflow tracking and registration; and only when the failure may be transient, not bad
@@ -33,13 +41,22 @@ input. Training has a timeout. The stages themselves are plain functions in the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
 import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.tasks import Task, exponential_backoff
 
@@ -54,6 +71,11 @@ from pipeline.train import TrainConfig, train_model
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
 METRICS_ARTIFACT_KEY = "training-metrics"
+# A promotion takes seconds (a re-scoring at most); a run waiting longer fails and is retried.
+PROMOTION_LOCK_TIMEOUT_SECONDS = 600
+_LOCK_PREFIX = "promote-"
+# Characters Prefect refuses in a concurrency limit's name.
+_BANNED_IN_LOCK_NAMES = frozenset("/%&><")
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -97,10 +119,16 @@ def start_mlflow_run(parameters: TrainingParameters, train_month: str, val_month
 
 
 @_io_task("load-month", task_run_name="load-{color}-{month}")
-def load(data_dir: str, color: str, month: str, base_url: str) -> MonthData:
+def load(data_dir: str, color: str, month: str, parameters: TrainingParameters) -> MonthData:
     """Read one month of trip records (downloading it first if missing)."""
-    data = load_month(data_dir, color, month, base_url=base_url)
-    get_run_logger().info("%s: %d of %d rows usable", data.source, len(data.trips), data.rows_read)
+    data = load_month(
+        data_dir,
+        color,
+        month,
+        base_url=parameters.tlc_base_url,
+        allow_insecure_mirror=parameters.allow_insecure_mirror,
+    )
+    get_run_logger().info("%s: %d of %d rows usable", data.origin, len(data.trips), data.rows_read)
     return data
 
 
@@ -159,44 +187,86 @@ def log_to_mlflow(
     )
 
 
-@_io_task("score-champion")
-def score_champion(
-    parameters: TrainingParameters, val_month: MonthData, val_set: LabeledSet
-) -> float | None:
-    """The current champion's RMSE on this run's validation data; None without a champion."""
-    key = registry.validation_key(val_month, val_set)
-    return registry.champion_rmse(parameters.registered_model_name, key, val_set)
-
-
 @_io_task("register-model")
 def register(
     model_uri: str,
+    run_id: str,
     parameters: TrainingParameters,
     months: tuple[MonthData, MonthData],
     val_set: LabeledSet,
     evaluation: Evaluation,
-    champion_rmse: float | None,
-) -> registry.Registration:
-    """Register the version as challenger; promote it to champion if it beats the champion."""
-    name = parameters.registered_model_name
+) -> registry.Candidate:
+    """Register the version (once per flow run, whatever the retries); no alias yet."""
     train_month, val_month = months
-    key = registry.validation_key(val_month, val_set)
-    registration = registry.register(
+    candidate = registry.register(
         model_uri,
-        model_name=name,
+        model_name=parameters.registered_model_name,
+        run_id=run_id,
+        registration_key=str(flow_run.id),
         rmse_value=evaluation.rmse,
-        champion_rmse_value=champion_rmse,
-        validation_key=key,
+        validation_key=registry.validation_key(val_month, val_set),
         tags={"color": parameters.color, "train_month": train_month.month},
     )
+    get_run_logger().info("registered %s version %s", candidate.model_name, candidate.version)
+    return candidate
+
+
+@_io_task("promote-model")
+def promote(candidate: registry.Candidate, val_set: LabeledSet) -> registry.Promotion:
+    """Challenger, and champion if it beats the champion: compare-and-set under the model's lock."""
+    promotion = promote_exclusively(candidate, val_set)
     get_run_logger().info(
-        "registered %s version %s with aliases %s (champion RMSE before: %s)",
-        name,
-        registration.version,
-        ", ".join(registration.aliases),
-        "none" if champion_rmse is None else f"{champion_rmse:.4f}",
+        "%s version %s now has aliases %s (champion RMSE compared with: %s)",
+        candidate.model_name,
+        candidate.version,
+        ", ".join(promotion.aliases),
+        "none" if promotion.champion_rmse is None else f"{promotion.champion_rmse:.4f}",
     )
-    return registration
+    return promotion
+
+
+def promote_exclusively(candidate: registry.Candidate, val_set: LabeledSet) -> registry.Promotion:
+    """:func:`pipeline.registry.promote` holding the model's promotion lock."""
+    with promotion_lock(candidate.model_name):
+        return registry.promote(candidate, val_set)
+
+
+def promotion_lock_name(model_name: str) -> str:
+    """The global concurrency limit serialising ``model_name``'s promotions."""
+    if _BANNED_IN_LOCK_NAMES.isdisjoint(model_name):
+        return _LOCK_PREFIX + model_name
+    return _LOCK_PREFIX + hashlib.sha256(model_name.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def promotion_lock(model_name: str) -> Iterator[None]:
+    """Hold ``model_name``'s promotion lock: one slot of a Prefect global concurrency limit.
+
+    Such limits work with every Prefect backend (SQLite, PostgreSQL, the test harness). The
+    limit is created on first use (and set back to one active slot if someone changed it);
+    ``strict`` makes a missing limit an error rather than no lock at all.
+    """
+    name = promotion_lock_name(model_name)
+    _ensure_single_slot_limit(name)
+    with concurrency(name, occupy=1, timeout_seconds=PROMOTION_LOCK_TIMEOUT_SECONDS, strict=True):
+        yield
+
+
+def _ensure_single_slot_limit(name: str) -> None:
+    """Create the global concurrency limit ``name`` with one active slot, idempotently."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run created it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+            return
+        if limit.limit != 1 or not limit.active:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True)
+            )
 
 
 @flow(name="training")
@@ -207,57 +277,77 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
     tracking_uri = tracking.configure_tracking()
     data_dir = resolve_data_dir(parameters.data_dir)
     run_id = start_mlflow_run(parameters, train_month, val_month)
-    with tracking.finishing(run_id):
-        months = (
-            load(data_dir, parameters.color, train_month, parameters.tlc_base_url),
-            load(data_dir, parameters.color, val_month, parameters.tlc_base_url),
-        )
-        train_set, val_set = build_features(months[0]), build_features(months[1])
-        # The champion does not depend on the new model: when it must be re-scored on this
-        # validation month (a new interpreter loading it: seconds), that runs beside training.
-        champion = score_champion.submit(parameters, months[1], val_set)
-        booster = train(train_set, val_set, parameters.hyperparameters)
-        evaluation = score(booster, train_set, val_set)
-        model_uri = log_to_mlflow(run_id, parameters, months, booster, val_set, evaluation)
-        registration = register(
-            model_uri, parameters, months, val_set, evaluation, champion.result()
-        )
-    summary = TrainingSummary(
+    candidate: registry.Candidate | None = None
+    try:
+        with tracking.finishing(run_id):
+            months = (
+                load(data_dir, parameters.color, train_month, parameters),
+                load(data_dir, parameters.color, val_month, parameters),
+            )
+            train_set, val_set = build_features(months[0]), build_features(months[1])
+            booster = train(train_set, val_set, parameters.hyperparameters)
+            evaluation = score(booster, train_set, val_set)
+            model_uri = log_to_mlflow(run_id, parameters, months, booster, val_set, evaluation)
+            candidate = register(model_uri, run_id, parameters, months, val_set, evaluation)
+            mlflow_run = tracking.run_link(tracking_uri, run_id)
+            _publish(candidate, (train_month, val_month), evaluation, mlflow_run)
+    except BaseException as error:
+        if candidate is not None:
+            _discard(candidate, error)
+        raise
+    # Last, once everything else succeeded: a failed run never moved an alias.
+    promotion = promote(candidate, val_set)
+    return TrainingSummary(
         run_id=run_id,
         train_month=train_month,
         val_month=val_month,
         **evaluation.metrics(),
-        champion_rmse=registration.champion_rmse,
-        model_name=registration.model_name,
-        model_version=registration.version,
-        aliases=list(registration.aliases),
-        mlflow_run=tracking.run_link(tracking_uri, run_id),
+        champion_rmse=promotion.champion_rmse,
+        model_name=candidate.model_name,
+        model_version=candidate.version,
+        aliases=list(promotion.aliases),
+        mlflow_run=mlflow_run,
     )
-    _publish(summary)
-    return summary
 
 
-def _publish(summary: TrainingSummary) -> None:
-    """The metrics as a markdown artifact on the flow run."""
-    champion = "none" if summary.champion_rmse is None else f"{summary.champion_rmse:.4f}"
+def _discard(candidate: registry.Candidate, error: BaseException) -> None:
+    """Delete the failed run's version; if that fails too, say so on ``error``."""
+    try:
+        registry.discard(candidate)
+    except Exception as discard_error:
+        error.add_note(
+            f"{candidate.model_name} version {candidate.version} could not be deleted: "
+            f"{discard_error}"
+        )
+
+
+def _publish(
+    candidate: registry.Candidate,
+    months: tuple[str, str],
+    evaluation: Evaluation,
+    mlflow_run: str,
+) -> None:
+    """The metrics as a markdown artifact on the flow run (promotion comes after it)."""
+    metrics = evaluation.metrics()
     create_markdown_artifact(
         key=METRICS_ARTIFACT_KEY,
         description="Validation metrics of the trained model",
         markdown="\n".join(
             [
-                f"## {summary.model_name} version {summary.model_version}",
+                f"## {candidate.model_name} version {candidate.version}",
                 "",
-                f"Trained on {summary.train_month}, validated on {summary.val_month}.",
+                f"Trained on {months[0]}, validated on {months[1]}.",
                 "",
                 "| metric | model | baseline (zone-pair mean) |",
                 "|---|---|---|",
-                f"| RMSE (minutes) | {summary.rmse:.4f} | {summary.baseline_rmse:.4f} |",
-                f"| MAE (minutes) | {summary.mae:.4f} | {summary.baseline_mae:.4f} |",
+                f"| RMSE (minutes) | {metrics['rmse']:.4f} | {metrics['baseline_rmse']:.4f} |",
+                f"| MAE (minutes) | {metrics['mae']:.4f} | {metrics['baseline_mae']:.4f} |",
                 "",
-                f"Previous champion's RMSE on this data: {champion}. "
-                f"Aliases: {', '.join(summary.aliases)}.",
+                "Next, the version becomes `challenger`, and `champion` if its RMSE beats the "
+                "champion's on this validation month at that moment (the flow run's log and "
+                "result say which).",
                 "",
-                f"MLflow: {_markdown_link(summary.mlflow_run)}",
+                f"MLflow: {_markdown_link(mlflow_run)}",
             ]
         ),
     )

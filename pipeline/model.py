@@ -7,11 +7,14 @@ Preprocessing travels inside it: the ``pipeline`` package is logged with the mod
     mlflow.pyfunc.load_model("models:/<name>@champion").predict(raw_trips)
 
 reproduces training's features on any machine with the logged requirements, without this
-repository. The booster is stored as a plain XGBoost UBJSON file beside it.
+repository. The booster is stored as a plain XGBoost UBJSON file beside it
+(``artifacts/booster.ubj``): the registry re-scores a champion from that file alone, with the
+worker's own feature code (:func:`load_booster`), after checking :func:`model_digest`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import warnings
 from importlib.metadata import version
@@ -24,6 +27,7 @@ import pandas as pd
 import xgboost as xgb
 from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from pipeline.features import make_features, pickup_column_of
@@ -32,6 +36,9 @@ from pipeline.train import predict_minutes
 
 MODEL_NAME_IN_RUN = "model"
 BOOSTER_ARTIFACT = "booster"
+BOOSTER_FILE = "booster.ubj"
+# Where pyfunc puts the files given as ``artifacts`` inside the logged model's directory.
+_ARTIFACTS_DIR = "artifacts"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MODEL_CODE = _PACKAGE_DIR / "serving.py"
 # What the model needs at prediction time (pins of the environment that logged it).
@@ -81,7 +88,7 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         # MLflow 3.17 compares columns with a range when saving the example (pandas 3 warns).
         warnings.filterwarnings("ignore", "Operation with range is deprecated", DeprecationWarning)
-        booster_path = Path(scratch, "booster.ubj")
+        booster_path = Path(scratch, BOOSTER_FILE)
         booster.save_model(booster_path)
         info = Model.log(
             artifact_path=None,
@@ -96,3 +103,22 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
             pip_requirements=[f"{name}=={version(name)}" for name in _RUNTIME_PACKAGES],
         )
     return info.model_uri
+
+
+def model_digest(model_dir: Path) -> str:
+    """``sha256:<hex>`` over every file of a downloaded model: its relative path and content.
+
+    Leaves out the ``registered_model_meta`` file MLflow's client writes into a directory it
+    downloads by registered name and version (it is not stored with the model).
+    """
+    digest = hashlib.sha256()
+    local_only = model_dir / REGISTERED_MODEL_META_FILE_NAME
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p != local_only):
+        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def load_booster(model_dir: Path) -> xgb.Booster:
+    """The booster of a downloaded model, read as data (XGBoost's format: no code runs)."""
+    return xgb.Booster(model_file=str(model_dir / _ARTIFACTS_DIR / BOOSTER_FILE))

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.cache import check_base_url
 from pipeline.errors import PipelineError
 from pipeline.schema import TLC_BASE_URL, Color, add_months, parse_month
 from pipeline.train import TrainConfig
@@ -34,7 +35,9 @@ def published_months(scheduled_start: datetime, publication_lag_months: int) -> 
 class TrainingParameters(BaseModel):
     """What to train on, where the data lives, and how to name what gets tracked."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error's text (Prefect logs it) would otherwise quote the inputs, and a
+    # tlc_base_url may carry credentials.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     train_month: str | None = Field(
         default=None,
@@ -75,8 +78,12 @@ class TrainingParameters(BaseModel):
     )
     tlc_base_url: str = Field(
         default=TLC_BASE_URL,
-        pattern=r"^https?://",
-        description="Where missing monthly files are downloaded from (the TLC site or a mirror).",
+        description="Where missing monthly files are downloaded from: the TLC site, or an https "
+        "mirror (cached apart from the TLC's files, never read by runs without it).",
+    )
+    allow_insecure_mirror: bool = Field(
+        default=False,
+        description="Allow a plain-http tlc_base_url (a mirror on a trusted network).",
     )
     hyperparameters: TrainConfig = Field(
         default_factory=TrainConfig, description="XGBoost hyperparameters."
@@ -91,6 +98,14 @@ class TrainingParameters(BaseModel):
             except PipelineError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _downloads_from_https(self) -> TrainingParameters:
+        try:
+            check_base_url(self.tlc_base_url, allow_insecure=self.allow_insecure_mirror)
+        except PipelineError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _validates_on_other_data(self) -> TrainingParameters:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
@@ -36,6 +35,7 @@ from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
 from pipeline.model import log_model
 from pipeline.plots import feature_importance, predicted_vs_actual
+from pipeline.urls import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CODE_VERSION_TAG = "code_version"
@@ -78,7 +78,7 @@ def _http_status(error: MlflowException | requests.HTTPError) -> int | None:
 
 def _refusal(status: int | None) -> PipelineError | None:
     """The error for a tracking server refusing a request with ``status``, if it is a refusal."""
-    server = _without_credentials(mlflow.get_tracking_uri())
+    server = redact(mlflow.get_tracking_uri())
     if status == 401:
         return PipelineError(
             f"the MLflow server at {server} rejected "
@@ -91,14 +91,6 @@ def _refusal(status: int | None) -> PipelineError | None:
             "does not list the host of MLFLOW_TRACKING_URI"
         )
     return None
-
-
-def _without_credentials(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def configure_tracking() -> str:
@@ -195,7 +187,7 @@ def end_run(run_id: str, error: BaseException | None = None) -> None:
     if error is None:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         return
-    message = str(error) or type(error).__name__
+    message = redact(str(error)) or type(error).__name__
     client.set_tag(run_id, ERROR_TAG, message[:_MAX_TAG_CHARS])
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
@@ -217,7 +209,8 @@ def finishing(run_id: str) -> Iterator[None]:
 @mlflow_call
 def run_link(tracking_uri: str, run_id: str) -> str:
     """A browsable link to the run on a tracking server, or where to find it locally."""
+    shown = redact(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         experiment_id = MlflowClient().get_run(run_id).info.experiment_id
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} in {tracking_uri} (mlflow ui --backend-store-uri {tracking_uri})"
+        return f"{shown.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {shown} (mlflow ui --backend-store-uri {shown})"

@@ -1,5 +1,5 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31 and 47-52 (those a policy can
-see) as plain functions.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45, 47-52 and 57-62
+(those a policy can see) as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import ipaddress
 import json
 import re
@@ -45,10 +46,41 @@ STRICTEST = "prod"
 DB_PORT = 5432
 SERVICE_PORTS = (5000, 4200)  # MLflow, Prefect
 HTTPS_PORT = 443
+MIN_TLS = 1.2
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 WORLD = ("0.0.0.0/0", "::/0")
+# What a host may do to the bucket itself, as opposed to its objects: list it (invariant 45).
+BUCKET_LEVEL_ACTIONS = frozenset(
+    {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:ListBucketVersions",
+        "s3:ListBucketMultipartUploads",
+    }
+)
+PUBLIC_GROUPS = ("AllUsers", "AuthenticatedUsers")  # ACL grantee groups: anyone, any AWS account
+# Ingress may come only from private address space (invariant 37): RFC 1918 and RFC 6598.
+# infra/config.py holds the same list for the config check; tests/policy checks they agree.
+PRIVATE_INGRESS_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 PRIVATE_KEY = "PRIVATE KEY-----"
+# AWS managed policies no role of the stack may carry (invariant 39), besides every
+# `...FullAccess` one: each grants account-wide power far beyond a host's needs (all actions;
+# all but IAM, which PowerUserAccess still lets reach every resource; every secret; every
+# instance through SSM commands; key administration; the job-function administrator roles).
+PRIVILEGED_MANAGED_POLICIES = frozenset(
+    {
+        "AdministratorAccess",
+        "PowerUserAccess",
+        "SecretsManagerReadWrite",
+        "AmazonEC2RoleforSSM",
+        "AmazonSSMAutomationRole",
+        "AWSKeyManagementServicePowerUser",
+        "SystemAdministrator",
+        "NetworkAdministrator",
+        "DatabaseAdministrator",
+    }
+)
 
 BUCKET = "aws:s3/bucket:Bucket"
 BUCKET_V2 = "aws:s3/bucketV2:BucketV2"
@@ -72,6 +104,7 @@ ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
 ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
 GROUP = "aws:ec2/securityGroup:SecurityGroup"
+DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -97,6 +130,13 @@ IAM_IDENTITIES = (
     "aws:iam/userLoginProfile:UserLoginProfile",
 )
 # type tokens, not credentials:
+SUBNET_RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+# The host lock the user data names, by content-addressed key (infra/hostboot/locks.py).
+HOST_LOCK_KEY = re.compile(r"MLOPS_HOST_LOCK_KEY=(bootstrap/host-lock-([0-9a-f]{64})\.txt)")
+DISTRIBUTION_PIP = re.compile(r"\bpython3[0-9.]*-pip\b")
+BOOTSTRAP_UNIT = "mlops-bootstrap.service"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"  # noqa: S105
 SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"  # noqa: S105
@@ -124,6 +164,15 @@ def items(value: Any) -> list[Any]:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return list(value)
     return [value]
+
+
+def plain(value: Any) -> Any:
+    """A property as plain dicts and lists (the engine hands policies read-only proxies)."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain(v) for v in value]
+    return value
 
 
 def number(value: Any, default: int = -1) -> int:
@@ -319,6 +368,18 @@ def s3_policy_tls_only(_: str, props: Mapping[str, Any], ctx: Context) -> Iterat
     covered = {r for s in denials for r in items(s.get("Resource"))}
     if not any(f"{arn}/*" in covered for arn in covered):
         yield "no statement denies aws:SecureTransport=false on the bucket and its objects"
+    old_tls = [
+        s
+        for s in policy
+        if s.get("Effect") == "Deny"
+        and _is_everyone(s.get("Principal"))
+        and set(items(s.get("Action"))) & {"s3:*", "*"}
+        and float((s.get("Condition") or {}).get("NumericLessThan", {}).get("s3:TlsVersion", 0))
+        >= MIN_TLS
+    ]
+    covered = {r for s in old_tls for r in items(s.get("Resource"))}
+    if not any(f"{arn}/*" in covered for arn in covered):
+        yield f"no statement denies TLS older than {MIN_TLS} on the bucket and its objects"
 
 
 def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
@@ -330,7 +391,8 @@ def s3_owner_enforced(resource_type: str, props: Mapping[str, Any], ctx: Context
         yield f"public or shared ACL {props.get('acl')!r}"
     if resource_type == BUCKET_ACL:
         grants = (props.get("accessControlPolicy") or {}).get("grants")
-        if any("AllUsers" in str(g) or "AuthenticatedUsers" in str(g) for g in items(grants)):
+        # Under the engine a grant is a read-only mapping proxy: read its values, not its repr.
+        if any(group in json.dumps(plain(g)) for g in items(grants) for group in PUBLIC_GROUPS):
             yield "an ACL grant to AllUsers or AuthenticatedUsers"
 
 
@@ -419,7 +481,7 @@ def user_data_text(props: Mapping[str, Any]) -> str:
     cloud-init unpacks gzipped user data, so a secret could hide in it)."""
     packed = props.get("userDataBase64")
     if not packed:
-        return str(props.get("userData") or "")
+        return user_data_text(props)
     try:
         raw = base64.b64decode(str(packed), validate=True)
         return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
@@ -445,6 +507,37 @@ def sg_no_world_ingress(
             yield f"ingress from the internet: {_describe(rule)}"
         elif rule.direction == "ingress" and rule.protocol == "-1" and rule.cidrs:
             yield f"ingress of every protocol from a CIDR: {_describe(rule)}"
+
+
+def _outside_private_ranges(cidr: str) -> bool:
+    """Whether a rule's CIDR is anything but a network inside ``PRIVATE_INGRESS_RANGES``."""
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return True
+    return not isinstance(network, ipaddress.IPv4Network) or not any(
+        network.subnet_of(ipaddress.IPv4Network(r)) for r in PRIVATE_INGRESS_RANGES
+    )
+
+
+def sg_private_ingress_only(
+    resource_type: str, props: Mapping[str, Any], ctx: Context
+) -> Iterator[str]:
+    """Whatever the stack config lists: a public range split in pieces is still the internet."""
+    for rule in rules_of(resource_type, props):
+        public = [c for c in rule.cidrs if _outside_private_ranges(c)]
+        if rule.direction == "ingress" and public:
+            yield (
+                f"ingress from {', '.join(public)}, outside the private ranges "
+                f"{', '.join(PRIVATE_INGRESS_RANGES)}: {_describe(rule)}"
+            )
+
+
+def sg_default_group_empty(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """The VPC's default group is taken over only to empty it: nothing may use it."""
+    for direction in ("ingress", "egress"):
+        if items(props.get(direction)):
+            yield f"the VPC's default security group has {direction} rules: leave it empty"
 
 
 def sg_no_ssh(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
@@ -487,25 +580,43 @@ def sg_egress_limited(resource_type: str, props: Mapping[str, Any], ctx: Context
             yield f"egress to an unrecognised destination: {_describe(rule)}"
 
 
-def _wildcard(action: str) -> bool:
-    return action == "*" or action.endswith(":*")
+def _policy_documents(resource_type: str, props: Mapping[str, Any]) -> list[Any]:
+    """The policy documents a resource carries: its ``policy``, or a role's inline policies."""
+    if resource_type == ROLE:
+        return [p.get("policy") for p in items(props.get("inlinePolicies")) if p]
+    return [props.get("policy")]
 
 
-def iam_no_wildcards(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    for statement in statements(props.get("policy")):
+def iam_no_wildcards(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    for policy in _policy_documents(resource_type, props):
+        yield from _statement_problems(statements(policy))
+
+
+def _statement_problems(policy: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Invariants 28, 31 and 38 on one policy document's statements."""
+    for statement in policy:
         if statement.get("Effect") != "Allow":
             continue
         if "NotAction" in statement or "NotResource" in statement:
             yield "Allow with NotAction or NotResource"
         actions = [str(a) for a in items(statement.get("Action"))]
         resources = [str(r) for r in items(statement.get("Resource"))]
-        if "*" in resources and any(_wildcard(a) for a in actions):
-            yield f"wildcard actions {actions} on resource *"
+        # A wildcard anywhere in an action (s3:Get*, iam:Pass*) grants whatever AWS adds
+        # under that prefix later: every action is named (invariant 38).
+        wildcards = [a for a in actions if "*" in a]
+        if wildcards:
+            yield f"actions with a wildcard {wildcards} on {resources}: name each action"
         if any(a.startswith("s3:") for a in actions):
             for arn in resources:
                 bucket = arn.removeprefix("arn:aws:s3:::").split("/", 1)[0]
                 if not arn.startswith("arn:aws:s3:::") or not bucket or "*" in bucket:
                     yield f"S3 actions on {arn!r}: scope them to the bucket ARN and ARN/*"
+        on_bucket = [r for r in resources if r.startswith("arn:aws:s3:::") and "/" not in r]
+        changes = sorted(
+            a for a in actions if a.startswith("s3:") and a not in BUCKET_LEVEL_ACTIONS
+        )
+        if on_bucket and changes:
+            yield f"{changes} on the bucket itself {on_bucket}: hosts only list it"
         if "secretsmanager:GetSecretValue" in actions and any("*" in r for r in resources):
             yield f"GetSecretValue on wildcard resources {resources}"
 
@@ -536,8 +647,15 @@ def iam_no_users_or_admin(
     if resource_type in IAM_IDENTITIES:
         yield f"no IAM users, access keys or login profiles ({resource_type})"
     arns = items(props.get("policyArn")) + items(props.get("managedPolicyArns"))
-    if any(str(arn).endswith("/AdministratorAccess") for arn in arns):
-        yield "AdministratorAccess attached"
+    for arn in map(str, arns):
+        if _privileged(arn):
+            yield f"privileged managed policy {arn} attached: grant the actions the host uses"
+
+
+def _privileged(arn: str) -> bool:
+    """Whether a managed policy grants account-wide control of a service or of IAM (inv. 39)."""
+    name = arn.rsplit("/", 1)[-1]
+    return name in PRIVILEGED_MANAGED_POLICIES or name.endswith("FullAccess")
 
 
 # -- stack checks (follow property dependencies) ------------------------------------------------
@@ -661,6 +779,128 @@ def _secret_values(resources: Sequence[PolicyResource]) -> list[str]:
     values = [str(p.props.get("result") or "") for p in of_type(resources, RANDOM_PASSWORD)]
     values += [str(v.props.get("secretString") or "") for v in of_type(resources, SECRET_VERSION)]
     return [v for v in values if len(v) >= 8]
+
+
+def ec2_hashed_installs(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """57: pip and boto3 pinned with hashes, the host lock named by digest, no distro pip."""
+    text = user_data_text(props)
+    if not text:
+        return
+    if "--hash=sha256:" not in text:
+        yield "user data pins pip without its sha256 (--hash=sha256:...)"
+    if DISTRIBUTION_PIP.search(text):
+        yield "user data installs the distribution's pip: pip comes from the lock, hashed"
+    if not HOST_LOCK_KEY.search(text):
+        yield "user data names no host lock by digest (MLOPS_HOST_LOCK_KEY=bootstrap/host-lock-*)"
+
+
+def ec2_bootstrap_retried(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """58: the bootstrap is a oneshot unit retried until it succeeds; the services require it."""
+    text = user_data_text(props)
+    if not text:
+        return
+    for line in ("Type=oneshot", "RemainAfterExit=yes", "Restart=on-failure"):
+        if line not in text:
+            yield f"the bootstrap unit lacks {line}"
+    if f"Requires={BOOTSTRAP_UNIT}" not in text:
+        yield f"the services do not require {BOOTSTRAP_UNIT}"
+
+
+def host_lock_uploaded(resources: Sequence[PolicyResource], ctx: Context) -> Iterator[Finding]:
+    """57: the host lock a host's user data names is uploaded, and its content has that digest."""
+    objects = {str(o.props.get("key")): o for o in of_type(resources, BUCKET_OBJECT)}
+    for host in of_type(resources, INSTANCE):
+        match = HOST_LOCK_KEY.search(user_data_text(host.props))
+        if match is None:
+            continue  # ec2-hashed-installs reports it
+        key, digest = match.groups()
+        uploaded = objects.get(key)
+        if uploaded is None:
+            yield f"{host.name}'s host lock {key} is not uploaded by the stack", host.urn
+            continue
+        content = str(uploaded.props.get("content") or "")
+        if hashlib.sha256(content.encode()).hexdigest() != digest:
+            yield f"{key}'s content does not have the digest its key names", uploaded.urn
+        if uploaded.urn not in {d.urn for d in host.dependencies}:
+            yield f"{host.name} is not created after its host lock {key}", host.urn
+
+
+def _same_subnet(a: PolicyResource, b: PolicyResource) -> bool:
+    """Whether two resources' ``subnetId`` were computed from the same subnet."""
+    return bool({s.urn for s in deps(a, "subnetId")} & {s.urn for s in deps(b, "subnetId")})
+
+
+def _grants(resources: Sequence[PolicyResource], host: PolicyResource) -> list[PolicyResource]:
+    """The host's instance profile and its role's inline policies and attachments."""
+    profiles = of_type(deps(host, "iamInstanceProfile"), INSTANCE_PROFILE)
+    roles = {role.urn for profile in profiles for role in deps(profile, "role")}
+    return profiles + [
+        grant
+        for grant in of_type(resources, ROLE_POLICY, *ATTACHMENTS)
+        if {role.urn for role in deps(grant, "role")} & roles
+    ]
+
+
+def _egress(resources: Sequence[PolicyResource], host: PolicyResource) -> list[PolicyResource]:
+    """The host subnet's route-table association and that table's default routes."""
+    associations = [a for a in of_type(resources, ASSOCIATION) if _same_subnet(a, host)]
+    tables = {t.urn for a in associations for t in deps(a, "routeTableId")}
+    routes = [
+        route
+        for route in of_type(resources, ROUTE)
+        if route.props.get("destinationCidrBlock") in WORLD
+        and {t.urn for t in deps(route, "routeTableId")} & tables
+    ]
+    return associations + routes
+
+
+def _reservations(
+    resources: Sequence[PolicyResource], host: PolicyResource
+) -> list[PolicyResource]:
+    """The explicit reservations of the host's subnet that hold its fixed address."""
+    address = ipaddress.ip_address(str(host.props["privateIp"]))
+    return [
+        r
+        for r in of_type(resources, SUBNET_RESERVATION)
+        if r.props.get("reservationType") == "explicit"
+        and _same_subnet(r, host)
+        and address in ipaddress.ip_network(str(r.props.get("cidrBlock")), strict=False)
+    ]
+
+
+def hosts_wait_for_boot_prerequisites(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """59, 60, 62: a host is created after its address reservation, grants and egress routes."""
+    hosts = of_type(resources, INSTANCE)
+    explicit = [
+        r
+        for r in of_type(resources, SUBNET_RESERVATION)
+        if r.props.get("reservationType") == "explicit"
+    ]
+    if hosts and not explicit:
+        yield "no host address is reserved (the control host needs an explicit one)", hosts[0].urn
+    for host in hosts:
+        waits_for = {d.urn for d in host.dependencies}
+        needed = [("its role's grants", g) for g in _grants(resources, host)]
+        egress = _egress(resources, host)
+        if not egress:
+            yield f"{host.name}'s subnet has no route table association", host.urn
+        needed += [("its subnet's egress", e) for e in egress]
+        if host.props.get("privateIp"):  # known: requested, or assigned (after creation)
+            needed += [("its address reservation", r) for r in _reservations(resources, host)]
+        for what, resource in needed:
+            if resource.urn not in waits_for:
+                yield f"{host.name} is not created after {what} ({resource.name})", host.urn
+
+
+def hosts_deleted_before_replaced(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """61: a host is deleted before its replacement is created."""
+    for host in of_type(resources, INSTANCE):
+        if host.opts.delete_before_replace is not True:
+            yield f"{host.name} must be replaced delete-before-create", host.urn
 
 
 def user_data_free_of_secrets(
@@ -869,8 +1109,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "s3-tls-only",
-        (5, 6),
-        "Bucket policy denies non-TLS requests and allows nothing to *.",
+        (5, 6, 44),
+        "Bucket policy denies non-TLS and pre-1.2 TLS requests and allows nothing to *.",
         (BUCKET_POLICY,),
         s3_policy_tls_only,
     ),
@@ -999,6 +1239,20 @@ RULES: tuple[Rule, ...] = (
         RULE_TYPES,
         sg_no_world_ingress,
     ),
+    Rule(
+        "sg-private-ingress-only",
+        (37,),
+        "Ingress CIDRs only inside 10/8, 172.16/12, 192.168/16 and 100.64/10.",
+        RULE_TYPES,
+        sg_private_ingress_only,
+    ),
+    Rule(
+        "sg-default-group-empty",
+        (43,),
+        "The VPC's default security group has no rules.",
+        (DEFAULT_GROUP,),
+        sg_default_group_empty,
+    ),
     Rule("sg-no-ssh", (23,), "No port 22 ingress.", RULE_TYPES, sg_no_ssh),
     Rule(
         "sg-service-ports",
@@ -1029,9 +1283,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "iam-no-wildcards",
-        (28, 31),
-        "No wildcard actions on *; S3 and secret reads scoped.",
-        POLICY_DOCUMENTS,
+        (28, 31, 38, 45),
+        "No action with a wildcard; S3 and secret reads scoped; the bucket itself only listed.",
+        (*POLICY_DOCUMENTS, ROLE),
         iam_no_wildcards,
     ),
     Rule(
@@ -1049,8 +1303,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "iam-no-users-or-admin",
-        (30,),
-        "No IAM users, access keys, login profiles or AdministratorAccess.",
+        (30, 39),
+        "No IAM users, access keys, login profiles or privileged managed policies.",
         (*IAM_IDENTITIES, *ATTACHMENTS, ROLE),
         iam_no_users_or_admin,
     ),
@@ -1078,6 +1332,38 @@ RULES: tuple[Rule, ...] = (
         "User data: database TLS verified, MLflow CORS listed, Prefect server off IMDS.",
         (INSTANCE,),
         ec2_service_transport,
+    ),
+    Rule(
+        "ec2-hashed-installs",
+        (57,),
+        "Hosts install pip from the lock, then only hashed wheels; the host lock by digest.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_hashed_installs,
+    ),
+    Rule(
+        "ec2-host-lock-uploaded",
+        (57,),
+        "The host lock a host names is uploaded first, with the digest its key names.",
+        stack_check=host_lock_uploaded,
+    ),
+    Rule(
+        "ec2-bootstrap-retried",
+        (58,),
+        "The bootstrap is a oneshot unit retried until it succeeds; services require it.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_bootstrap_retried,
+    ),
+    Rule(
+        "ec2-boot-prerequisites",
+        (59, 60, 62),
+        "Hosts wait for their address reservation, role grants and subnet egress.",
+        stack_check=hosts_wait_for_boot_prerequisites,
+    ),
+    Rule(
+        "ec2-delete-before-replace",
+        (61,),
+        "Hosts are deleted before their replacement is created.",
+        stack_check=hosts_deleted_before_replaced,
     ),
 )
 

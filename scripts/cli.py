@@ -18,11 +18,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from scripts import backup, cost, deploy, drill, ephemeral, twin
+from scripts import backup, cost, deploy, drill, ephemeral
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
 from scripts.tunnel import LocalPorts, run_tunnel
+from scripts.twin import cli as twin_cli
 
 __all__ = ["app", "main"]
 
@@ -51,7 +52,7 @@ ephemeral_app = typer.Typer(
     help="Short-lived stacks from the dev configuration.", no_args_is_help=True
 )
 app.add_typer(ephemeral_app, name="ephemeral")
-app.add_typer(twin.app, name="twin")
+app.add_typer(twin_cli.app, name="twin")
 
 StackOption = Annotated[str, typer.Option("--stack", help="Pulumi stack name, e.g. dev.")]
 MlflowPortOption = Annotated[

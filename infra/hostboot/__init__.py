@@ -6,14 +6,17 @@ functions inside an ``apply``; the local twin calls :func:`control_plan` and
 services' command lines and environments directly (see :mod:`hostboot.services`).
 
 Hosts run Amazon Linux 2023 (dnf repositories over HTTPS, so HTTPS is the only egress the
-hosts need besides the database port and the control host's service ports).
+hosts need besides the database port and the control host's service ports). Every host
+installs one virtualenv from the hashed host lock (:mod:`hostboot.locks`); the program uploads
+it and the boot script to the bucket (:func:`boot_objects`: key -> bytes; the twin uploads the
+same), and the user data names them by digest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostboot.cloudconfig import render_user_data, requirements_except
+from hostboot.cloudconfig import boot_objects, render_user_data
 from hostboot.services import (
     HOST_LAYOUT,
     BootConfig,
@@ -34,6 +37,7 @@ __all__ = [
     "HostPlan",
     "ServiceSpec",
     "WorkerHostSettings",
+    "boot_objects",
     "control_plan",
     "imds_ruleset",
     "render_control_user_data",
@@ -42,9 +46,6 @@ __all__ = [
     "worker_plan",
 ]
 
-# What the control host's virtualenv needs: the two servers, S3 for the artifact proxy and
-# PostgreSQL drivers (psycopg for MLflow and the boot step; prefect brings asyncpg).
-CONTROL_PACKAGES = ("mlflow", "prefect", "boto3", "psycopg")
 # AWS's bundle of the RDS certificate authorities (every region), fetched at boot over HTTPS;
 # the services check the database's certificate against it (verify-full).
 RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -53,10 +54,6 @@ RDS_CA_FILE = "/etc/mlops/rds-ca-bundle.pem"
 # models the flow registers (its defaults: tests/hosts checks them against pipeline/).
 WORKER_EXPERIMENTS = ("trip-duration",)
 WORKER_MODELS = ("trip-duration-green", "trip-duration-yellow")
-# Workers run the pipeline: every runtime pin except the tools that never run on a host.
-LOCAL_ONLY_PACKAGES = frozenset(
-    {"pulumi", "pulumi-aws", "pulumi-random", "pulumi-policy", "moto", "psutil"}
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +126,7 @@ def render_control_user_data(settings: ControlHostSettings) -> str:
     return render_user_data(
         control_plan(settings),
         title=f"mlops-platform control host ({settings.environment})",
-        packages=CONTROL_PACKAGES,
+        bucket=settings.artifact_bucket,
     )
 
 
@@ -138,5 +135,5 @@ def render_worker_user_data(settings: WorkerHostSettings) -> str:
     return render_user_data(
         worker_plan(settings),
         title=f"mlops-platform worker {settings.worker_name} ({settings.environment})",
-        packages=requirements_except(LOCAL_ONLY_PACKAGES),
+        bucket=settings.artifact_bucket,
     )

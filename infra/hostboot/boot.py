@@ -72,15 +72,24 @@ def check_secret(name: str, value: str, min_length: int) -> str:
     return value
 
 
-def fetch_secrets(region: str, arns: Mapping[str, str], min_length: int) -> dict[str, str]:
-    """The secret values by name, read from Secrets Manager by ARN."""
+def read_secret(region: str, arn: str) -> str:
+    """One secret's value, through a client of its own.
+
+    A new session per attempt: the instance profile's credentials may appear only after the
+    first attempt, and a client keeps whatever credentials (none) it found when it was built.
+    """
     import boto3
 
-    client = boto3.client("secretsmanager", region_name=region)
+    client = boto3.session.Session().client("secretsmanager", region_name=region)
+    return str(client.get_secret_value(SecretId=arn)["SecretString"])
+
+
+def fetch_secrets(region: str, arns: Mapping[str, str], min_length: int) -> dict[str, str]:
+    """The secret values by name, read from Secrets Manager by ARN."""
     values = {}
     for name, arn in arns.items():
-        response = retry(f"reading secret {name}", partial(client.get_secret_value, SecretId=arn))
-        values[name] = check_secret(name, response["SecretString"], min_length)
+        value = retry(f"reading secret {name}", partial(read_secret, region, arn))
+        values[name] = check_secret(name, value, min_length)
     return values
 
 

@@ -1,11 +1,13 @@
 """Cloud-init user data (``#cloud-config``) for a host, from its :class:`HostPlan`.
 
 Amazon Linux 2023: Python 3.11 from dnf, the dedicated service users, and files laid down
-by ``write_files``: the pinned requirements (read from the repository's requirements.txt
-and constraints.txt, so hosts, CI and laptops share one set of versions), the boot script
-and its config (ARNs, no secret values), the systemd units and the bootstrap script that
-``runcmd`` calls. EC2 refuses user data over 16 KB: the instance gets the document gzipped
-(:func:`user_data_base64`), and the renderer checks that size.
+by ``write_files``: pip's and boto3's hashed pins and the fetch script (the host lock and the boot
+script are read from the bucket by digest: :func:`boot_objects`), the boot config (ARNs, no
+secret values), the bootstrap script and its unit, the services' units and what some services
+need besides (:func:`service_files`). ``runcmd`` only enables and starts the units: the
+bootstrap unit retries until it succeeds and the services start after it. EC2 refuses user
+data over 16 KB: the instance gets the document gzipped (:func:`user_data_base64`), and the
+renderer checks that size.
 """
 
 from __future__ import annotations
@@ -13,73 +15,44 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from hostboot.locks import FETCH_PACKAGES, PIP, BootObject, HostLock, host_lock
 from hostboot.services import HostLayout, HostPlan, imds_ruleset
-from hostboot.units import render_unit
+from hostboot.units import BOOTSTRAP_UNIT, render_bootstrap_unit, render_unit
 
 USER_DATA_LIMIT_BYTES = 16 * 1024
-# nftables: the owner-match rule keeping some service users away from the instance metadata.
-OS_PACKAGES = ("python3.11", "python3.11-pip", "nftables")
+# pip comes from the lock, never from the distribution; nftables: the owner-match rule keeping
+# some service users away from the instance metadata.
+OS_PACKAGES = ("python3.11", "nftables")
+PYTHON = "python3.11"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_REPO_ROOT = _PACKAGE_DIR.parent.parent
-REQUIREMENTS = _REPO_ROOT / "requirements.txt"
-CONSTRAINTS = _REPO_ROOT / "constraints.txt"
 BOOT_SCRIPT = _PACKAGE_DIR / "boot.py"
 MLFLOW_ACCESS_SCRIPT = _PACKAGE_DIR / "mlflow_access.py"
+FETCH_SCRIPT = _PACKAGE_DIR / "fetch.py"
 BOOTSTRAP_SCRIPT = _PACKAGE_DIR / "templates" / "bootstrap.sh"
 
 # Where the bootstrap files go on a host.
 INSTALL_DIR = HostLayout().scripts_dir
 UNIT_DIR = PurePosixPath("/etc/systemd/system")
-
-_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _normalise(name: str) -> str:
-    """A distribution name in PEP 503 normal form."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+DONE_MARKER = PurePosixPath("/var/lib/mlops/bootstrap.done")
 
 
-def pinned_requirements(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """The requirement lines of ``path`` by normalised name (comments and ``-r`` skipped)."""
-    pins = {}
-    for raw in path.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        match = _REQUIREMENT_NAME.match(line)
-        if match is None or "==" not in line:
-            raise ValueError(f"{path}: requirement {line!r} is not pinned with ==")
-        pins[_normalise(match.group(0))] = line
-    return pins
+def boot_script() -> BootObject:
+    """The boot script, fetched at boot by digest (it grows with the services; user data cannot)."""
+    return BootObject(name=BOOT_SCRIPT.name, text=BOOT_SCRIPT.read_text())
 
 
-def select_requirements(names: tuple[str, ...], path: Path = REQUIREMENTS) -> str:
-    """The pinned lines for ``names``, in that order; a name missing from ``path`` is an error."""
-    pins = pinned_requirements(path)
-    missing = [name for name in names if _normalise(name) not in pins]
-    if missing:
-        raise ValueError(
-            f"{path} has no pin for {', '.join(missing)} (pinned: {', '.join(sorted(pins))})"
-        )
-    return "".join(pins[_normalise(name)] + "\n" for name in names)
+def boot_objects() -> dict[str, bytes]:
+    """The objects hosts read from the artifact bucket at boot, by key.
 
-
-def requirements_except(excluded: frozenset[str], path: Path = REQUIREMENTS) -> tuple[str, ...]:
-    """Every pinned name in ``path`` except ``excluded`` (tools that never run on a host)."""
-    return tuple(name for name in pinned_requirements(path) if name not in excluded)
-
-
-def lock_lines(path: Path = CONSTRAINTS) -> str:
-    """The full lock without its comments: pip's ``--constraint`` pins transitive versions."""
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    return "".join(line + "\n" for line in lines if line and not line.startswith("#"))
+    The Pulumi program uploads exactly these; the local twin puts the same into its emulator.
+    """
+    return {item.key: item.text.encode() for item in (host_lock(), boot_script())}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -126,19 +99,30 @@ def service_files(plan: HostPlan, layout: HostLayout) -> list[dict[str, Any]]:
     return files
 
 
-def render_user_data(plan: HostPlan, *, title: str, packages: tuple[str, ...]) -> str:
-    """The ``#cloud-config`` document for a host running ``plan``.
+def _bootstrap_unit(layout: HostLayout, *, region: str, bucket: str, lock: HostLock) -> str:
+    """The bootstrap unit; the script finds its pin files and scripts beside itself."""
+    environment = {
+        "MLOPS_VENV": str(layout.venv),
+        "MLOPS_PYTHON": PYTHON,
+        "MLOPS_REGION": region,
+        "MLOPS_BUCKET": bucket,
+        "MLOPS_HOST_LOCK_KEY": lock.key,
+        "MLOPS_HOST_LOCK_SHA256": lock.sha256,
+        "MLOPS_BOOT_SCRIPT_KEY": boot_script().key,
+        "MLOPS_BOOT_SCRIPT_SHA256": boot_script().sha256,
+        "MLOPS_BOOT_CONFIG": str(layout.config_dir / "boot.json"),
+        "MLOPS_DONE_MARKER": str(DONE_MARKER),
+    }
+    return render_bootstrap_unit(("/bin/bash", str(INSTALL_DIR / "bootstrap.sh")), environment)
 
-    ``packages`` names the pinned distributions the host's virtualenv needs.
-    """
+
+def render_user_data(plan: HostPlan, *, title: str, bucket: str) -> str:
+    """The ``#cloud-config`` document for a host running ``plan``, reading ``bucket`` at boot."""
     layout = HostLayout()
-    requirements = INSTALL_DIR / "requirements.txt"
-    constraints = INSTALL_DIR / "constraints.txt"
-    boot_script = INSTALL_DIR / "boot.py"
-    bootstrap = INSTALL_DIR / "bootstrap.sh"
-    boot_config = layout.config_dir / "boot.json"
+    lock = host_lock()
     boot_json = json.dumps(plan.boot.to_json_dict(layout.service_groups), indent=1)
-    units = [f"{service.name}.service" for service in plan.services]
+    bootstrap_unit = _bootstrap_unit(layout, region=plan.boot.region, bucket=bucket, lock=lock)
+    units = [BOOTSTRAP_UNIT, *(f"{service.name}.service" for service in plan.services)]
     document = {
         "users": [
             "default",
@@ -155,28 +139,24 @@ def render_user_data(plan: HostPlan, *, title: str, packages: tuple[str, ...]) -
         ],
         "packages": list(OS_PACKAGES),
         "write_files": [
-            _file(requirements, select_requirements(packages), 0o644),
-            _compressed_file(constraints, lock_lines(), 0o644),
-            _compressed_file(boot_script, BOOT_SCRIPT.read_text(), 0o644),
-            _file(boot_config, boot_json + "\n", 0o600),
-            _file(bootstrap, BOOTSTRAP_SCRIPT.read_text(), 0o755),
+            _file(INSTALL_DIR / "pip-lock.txt", lock.entries((PIP,)), 0o644),
+            _file(INSTALL_DIR / "fetch-lock.txt", lock.entries(FETCH_PACKAGES), 0o644),
+            _compressed_file(INSTALL_DIR / "fetch.py", FETCH_SCRIPT.read_text(), 0o644),
+            _file(layout.config_dir / "boot.json", boot_json + "\n", 0o600),
+            _compressed_file(INSTALL_DIR / "bootstrap.sh", BOOTSTRAP_SCRIPT.read_text(), 0o755),
+            _file(UNIT_DIR / BOOTSTRAP_UNIT, bootstrap_unit, 0o644),
             *service_files(plan, layout),
             *(
                 _file(UNIT_DIR / f"{service.name}.service", render_unit(service), 0o644)
                 for service in plan.services
             ),
         ],
+        # Enabled: a reboot before the bootstrap completed runs it again. Not waited for:
+        # cloud-init finishes, and the unit's journal tells how the bootstrap goes.
         "runcmd": [
-            [
-                "/bin/bash",
-                str(bootstrap),
-                str(layout.venv),
-                str(requirements),
-                str(constraints),
-                str(boot_script),
-                str(boot_config),
-                *units,
-            ]
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", *units],
+            ["systemctl", "start", "--no-block", *units],
         ],
     }
     text = f"#cloud-config\n# {title} (rendered by infra/hostboot)\n" + yaml.dump(

@@ -1,16 +1,26 @@
-"""systemd unit files rendered from :class:`~hostboot.services.ServiceSpec`.
+"""systemd unit files rendered from :class:`~hostboot.services.ServiceSpec`, and the bootstrap's.
 
-Every unit restarts on failure after a pause, starts once the network is online, runs as its
-dedicated non-root user with its own state directory, reads its secrets from a root-only env
-file (systemd reads it before dropping privileges), and is stopped by its spec's signals in
-turn, with SIGKILL for whatever remains after the stop timeout.
+Every service unit starts only once the host's bootstrap unit has succeeded (``Requires=`` and
+``After=`` it), restarts on failure after a pause, runs as its dedicated non-root user with its
+own state directory, reads its secrets from a root-only env file (systemd reads it before
+dropping privileges), and is stopped by its spec's signals in turn, with SIGKILL for whatever
+remains after the stop timeout.
+
+The bootstrap unit is a ``Type=oneshot`` that stays active once done; its script retries until
+it succeeds (see templates/bootstrap.sh), and systemd restarts the script itself should it die.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from hostboot.services import NFT, ServiceSpec
+
+BOOTSTRAP_UNIT = "mlops-bootstrap.service"
+# systemd restarts a bootstrap script that died (the script retries its own failures) this
+# long after, with no limit on the number of restarts.
+BOOTSTRAP_RESTART_SECONDS = 30
 
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
@@ -39,10 +49,20 @@ def environment_line(key: str, value: str) -> str:
     return f'Environment="{assignment}"'
 
 
+def signal_main_process(signal: str) -> tuple[str, ...]:
+    """A command sending ``signal`` to the main process, doing nothing when it already exited.
+
+    systemd also runs ``ExecStop=`` after the main process exited on its own, with ``$MAINPID``
+    unset: a bare ``kill -s SIG $MAINPID`` then fails with a usage error.
+    """
+    script = f'[ -z "$MAINPID" ] || exec /usr/bin/kill -s {signal} "$MAINPID"'
+    return ("/bin/sh", "-c", script)
+
+
 def stop_lines(spec: ServiceSpec) -> list[str]:
     """The stop: every signal but the last from ``ExecStop=``, the last as ``KillSignal=``."""
     *first, last = spec.stop_signals
-    lines = [f"ExecStop=/usr/bin/kill -s {signal} $MAINPID" for signal in first]
+    lines = [f"ExecStop={exec_line(signal_main_process(signal))}" for signal in first]
     lines += [
         f"KillSignal={last}",
         f"TimeoutStopSec={spec.stop_timeout_seconds}",
@@ -70,7 +90,8 @@ def render_unit(spec: ServiceSpec) -> str:
         "[Unit]",
         f"Description={spec.description}",
         "Wants=network-online.target",
-        "After=network-online.target",
+        f"Requires={BOOTSTRAP_UNIT}",
+        f"After=network-online.target {BOOTSTRAP_UNIT}",
         "",
         "[Service]",
         "Type=simple",
@@ -88,6 +109,33 @@ def render_unit(spec: ServiceSpec) -> str:
         "PrivateTmp=yes",
         "ProtectSystem=full",
         "ProtectHome=yes",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_bootstrap_unit(argv: tuple[str, ...], environment: Mapping[str, str]) -> str:
+    """The bootstrap's unit: ``argv`` with ``environment``, retried until it succeeded once."""
+    lines = [
+        "# Rendered by infra/hostboot: the host bootstrap (log: journalctl -u mlops-bootstrap)",
+        "[Unit]",
+        "Description=mlops-platform host bootstrap (virtualenv, host lock, secrets, databases)",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        # Restarts of a script that died are never rate-limited into a permanent failure.
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        *(environment_line(key, value) for key, value in environment.items()),
+        f"ExecStart={exec_line(argv)}",
+        # The script waits out unreachable services itself, for as long as it takes.
+        "TimeoutStartSec=infinity",
+        "Restart=on-failure",
+        f"RestartSec={BOOTSTRAP_RESTART_SECONDS}",
         "",
         "[Install]",
         "WantedBy=multi-user.target",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hostboot.cloudconfig import pinned_requirements
+from hostboot.locks import pinned_requirements
 from prefect.utilities.filesystem import filter_files
 
 from pipeline.parameters import TrainingParameters

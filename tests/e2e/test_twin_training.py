@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 # Every month is seeded into the bucket; should one be missing, the pipeline would download
 # it: point that at a closed loopback port so no test ever reaches the internet.
-NO_DOWNLOAD = "tlc_base_url=http://127.0.0.1:9/no-download-in-tests"
+NO_DOWNLOAD = "tlc_base_url=https://127.0.0.1:9/no-download-in-tests"
 STARTED = re.compile(r"started flow run (\S+) \(([0-9a-f-]{36})\)")
 
 

@@ -10,7 +10,10 @@ loopback port, stopped after.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import os
 import secrets
 import shutil
@@ -105,6 +108,28 @@ def cluster() -> Iterator[Cluster]:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+def password_is(role: str, password: str) -> bool:
+    """Whether ``role``'s stored SCRAM verifier is ``password``'s.
+
+    The shared server trusts loopback logins, so a login would prove nothing about the
+    password: the verifier in ``pg_authid`` is checked instead (RFC 5802's StoredKey).
+    """
+    with superuser() as conn:
+        (verifier,) = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+        ).fetchone()
+    mechanism, rest = verifier.split("$", 1)
+    assert mechanism == "SCRAM-SHA-256", verifier[:16]
+    parameters, keys = rest.split("$")
+    iterations, salt = parameters.split(":")
+    stored_key = keys.split(":")[0]
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), base64.b64decode(stored_key))
+
+
 def connect_as(role: str, password: str, database: str) -> psycopg.Connection[Any]:
     return psycopg.connect(
         host=HOST, port=PORT, user=role, password=password, dbname=database, autocommit=True
@@ -149,6 +174,20 @@ def test_invariant_49_boot_is_idempotent_and_resets_a_changed_password(cluster: 
     prefect = cluster.databases[2]
     with connect_as(prefect["owner"], rotated["prefect"], prefect["name"]) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (prefect["owner"],)
+
+
+def test_invariant_49_a_database_restored_from_another_stack_gets_this_stacks_passwords(
+    cluster: Cluster,
+) -> None:
+    """``restoreFromSnapshot``: the roles exist with the old stack's passwords; the boot resets
+    every one to this stack's secrets, and the old passwords no longer log in."""
+    boot.create_databases(cluster.config, cluster.passwords)  # the old stack's first boot
+    fresh = {name: secrets.token_urlsafe(24) for name in ("mlflow", "auth", "prefect")}
+    restored = {**cluster.passwords, **fresh}  # the master password is set by RDS on restore
+    boot.create_databases(cluster.config, restored)
+    for db in cluster.databases:
+        assert password_is(db["owner"], fresh[db["password_secret"]]), db["owner"]
+        assert not password_is(db["owner"], cluster.passwords[db["password_secret"]])
 
 
 def test_invariant_49_services_connect_as_their_roles_and_never_see_the_master_password(

@@ -107,3 +107,35 @@ def test_boot_names_a_placeholder_without_secret(secretsmanager: object, tmp_pat
     arns = {"db": create(secretsmanager, "db", "Pg0123456789abcdef")}
     with pytest.raises(boot.BootError, match=r"app.env refers to unknown secret 'token'"):
         boot.boot(config(tmp_path, arns))
+
+
+def test_boot_picks_up_credentials_that_arrive_after_its_first_attempt(
+    secretsmanager: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 60: an instance profile attached late does not leave the host without secrets.
+
+    No credentials at the first attempt (no environment, no files, no IMDS); they arrive while
+    the boot script waits to retry, as the profile's do on a fresh instance.
+    """
+    arns = {
+        "db": create(secretsmanager, "db", "Pg0123456789abcdef"),
+        "token": create(secretsmanager, "token", "Tk0123456789abcdef"),
+    }
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    pauses: list[float] = []
+
+    def credentials_arrive_while_waiting(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) > 3:
+            raise AssertionError("still failing after the credentials arrived")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    monkeypatch.setattr(boot.time, "sleep", credentials_arrive_while_waiting)
+    boot.boot(config(tmp_path, arns))
+    assert len(pauses) == 1  # one failed attempt, then success
+    assert "TOKEN=Tk0123456789abcdef" in (tmp_path / "etc/app.env").read_text()

@@ -63,6 +63,7 @@ class EngineView:
     ignore_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dependencies: tuple[str, ...] = ()  # every URN it waits for (depends_on and properties)
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,11 @@ class Mocks(pulumi.runtime.Mocks):
 class EngineRecordingMonitor(MockMonitor):
     """The mock monitor, plus what the engine sees of each registration.
 
-    It records the URN, parent, ``protect``, ``ignoreChanges``, ``deleteBeforeReplace`` and
-    the property dependencies (what a stack policy follows between resources), and does
-    what the engine does with ``additionalSecretOutputs`` (a random password's ``result`` comes
-    back secret), which the stock mock monitor ignores. Registrations are serialised to pair
-    each request with its resource.
+    It records the URN, parent, ``protect``, ``ignoreChanges``, ``deleteBeforeReplace``, the
+    dependencies and the property dependencies (what a stack policy follows between
+    resources), and does what the engine does with ``additionalSecretOutputs`` (a random
+    password's ``result`` comes back secret), which the stock mock monitor ignores.
+    Registrations are serialised to pair each request with its resource.
     """
 
     def __init__(self, mocks: Mocks) -> None:
@@ -231,6 +232,7 @@ class EngineRecordingMonitor(MockMonitor):
                 property_dependencies={
                     key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
                 },
+                dependencies=tuple(request.dependencies),
             )
             return super().RegisterResource(request)
 
@@ -393,6 +395,18 @@ def _instance(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict
     return rid, computed
 
 
+def _reservation(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    cidr = ipaddress.IPv4Network(inputs["cidrBlock"])
+    if not cidr.subnet_of(ipaddress.IPv4Network(m._subnet_cidrs[inputs["subnetId"]])):
+        raise ValueError(f"reservation {cidr} is outside its subnet")
+    return m.hex_id("scr-"), {"ownerId": ACCOUNT}
+
+
+def _bucket_object(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    etag = m.hex_id("", 32)
+    return inputs["key"], {"etag": etag, "versionId": m.hex_id("", 32), "arn": ""}
+
+
 def _schedule(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = _named("name")(m, logical, inputs)
     group = inputs.get("groupName") or "default"
@@ -446,6 +460,8 @@ _MODELS: dict[str, Model] = {
         "sgr-", kind="security-group-rule"
     ),
     "aws:ec2/instance:Instance": _instance,
+    "aws:ec2/subnetCidrReservation:SubnetCidrReservation": _reservation,
+    "aws:s3/bucketObjectv2:BucketObjectv2": _bucket_object,
     "aws:s3/bucket:Bucket": _bucket,
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": _bucket_part,
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": _bucket_part,

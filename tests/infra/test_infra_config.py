@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,6 +146,42 @@ def test_bad_value_refused_naming_key_allowed_values_and_what_it_got(
     full_key = key if ":" in key else f"{NAMESPACE}:{key}"
     assert f"{full_key}: expected " in message
     assert f"got {value!r}" in message
+
+
+PUBLIC_SPLITS = ["0.0.0.0/1", "128.0.0.0/1", "8.8.8.0/24", "172.32.0.0/16", "100.128.0.0/10"]
+PRIVATE_NETWORKS = [
+    "10.0.0.0/8",
+    "10.8.0.0/16",
+    "172.16.0.0/12",
+    "172.31.255.0/24",
+    "192.168.0.0/16",
+    "192.168.10.0/24",
+    "100.64.0.0/10",
+    "100.127.0.0/16",
+]
+
+
+@pytest.mark.parametrize("cidr", PUBLIC_SPLITS)
+def test_37_service_cidrs_outside_private_ranges_refused(harness: Harness, cidr: str) -> None:
+    """Invariant 37: `["0.0.0.0/1", "128.0.0.0/1"]` is the internet without a /0."""
+    value = json.dumps(["10.8.0.0/16", cidr])
+
+    message = refusal(harness, "dev", serviceIngressCidrs=value)
+
+    assert f"{NAMESPACE}:serviceIngressCidrs: expected " in message
+    for allowed in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"):
+        assert allowed in message
+    assert f"got {value!r}" in message
+
+
+def test_37_the_internet_split_in_two_refused(harness: Harness) -> None:
+    message = refusal(harness, "dev", serviceIngressCidrs='["0.0.0.0/1", "128.0.0.0/1"]')
+    assert "serviceIngressCidrs" in message
+
+
+def test_37_service_cidrs_inside_private_ranges_accepted(harness: Harness) -> None:
+    config = parse_stack(harness, "prod", serviceIngressCidrs=json.dumps(PRIVATE_NETWORKS))
+    assert config.service_ingress_cidrs == tuple(PRIVATE_NETWORKS)
 
 
 def test_prod_without_deletion_protection_refused(harness: Harness) -> None:

@@ -1,4 +1,4 @@
-"""One test per invariant of SECURITY_INVARIANTS.md (1-32) over the program's registrations.
+"""One test per invariant of SECURITY_INVARIANTS.md (1-32, 43-45) over the program's registrations.
 
 Each test runs for the dev, prod and ephemeral stacks (the ``run`` fixture) and asserts on what
 the mocked program registered, after it ran. Host-service invariants 33-35 are asserted on the
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import ipaddress
 import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import hostboot
 import pytest
 import yaml
 from hostboot.cloudconfig import read_user_data_base64
@@ -51,6 +53,11 @@ SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+VPC = "aws:ec2/vpc:Vpc"
+# The only actions a host may take on the bucket itself (not its objects): reading its
+# listing and region. Nothing that changes or deletes its configuration (invariant 45).
+BUCKET_LEVEL_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation"}
 
 
 # -- reading the registrations ------------------------------------------------------------------
@@ -190,6 +197,21 @@ def test_04_lifecycle_expires_noncurrent_versions_and_aborts_uploads(run: Progra
     assert any(r["abortIncompleteMultipartUpload"]["daysAfterInitiation"] > 0 for r in whole_bucket)
 
 
+def test_44_bucket_policy_denies_tls_older_than_1_2(run: ProgramRun) -> None:
+    """artifact_store.py: every request must use TLS 1.2 or newer."""
+    bucket = run.one(BUCKET)
+    (policy,) = bucket_parts(run, BUCKET_POLICY)
+    (denial,) = [
+        s
+        for s in json.loads(policy.get("policy"))["Statement"]
+        if s["Effect"] == "Deny" and "s3:TlsVersion" in s["Condition"].get("NumericLessThan", {})
+    ]
+    assert denial["Principal"] == "*"
+    assert denial["Action"] == "s3:*"
+    assert float(denial["Condition"]["NumericLessThan"]["s3:TlsVersion"]) >= 1.2
+    assert set(denial["Resource"]) == {bucket.state["arn"], bucket.state["arn"] + "/*"}
+
+
 def test_05_bucket_policy_denies_insecure_transport(run: ProgramRun) -> None:
     bucket = run.one(BUCKET)
     (policy,) = bucket_parts(run, BUCKET_POLICY)
@@ -313,6 +335,21 @@ def test_15_database_multi_az_minor_upgrades_and_tls(run: ProgramRun) -> None:
 
 
 # -- EC2 -----------------------------------------------------------------------------------------
+
+
+def test_17_no_subnet_gives_instances_a_public_address_on_its_own(run: ProgramRun) -> None:
+    """network.py: a public address comes only from the host's own setting (invariant 17)."""
+    subnets = run.of_type(SUBNET)
+    assert len(subnets) == 4
+    assert [s.get("mapPublicIpOnLaunch") for s in subnets] == [False] * 4
+
+
+def test_43_the_default_security_group_is_taken_over_and_left_empty(run: ProgramRun) -> None:
+    """network.py: the VPC's default group has no rules, so nothing can use it by accident."""
+    (default,) = run.of_type(DEFAULT_GROUP)
+    assert default.get("vpcId") == run.one(VPC).id
+    assert not default.get("ingress")
+    assert not default.get("egress")
 
 
 def test_16_hosts_require_imdsv2_with_hop_limit_1(run: ProgramRun) -> None:
@@ -519,7 +556,26 @@ def test_31_secret_reads_scoped_to_own_secrets(run: ProgramRun) -> None:
     ]
 
 
+def test_45_hosts_only_read_the_bucket_itself(run: ProgramRun) -> None:
+    """iam.py: S3 on the bucket and the prefixes a host works in; never its configuration."""
+    bucket_arn = run.one(BUCKET).state["arn"]
+    on_bucket = [s for s in policy_statements(run) if bucket_arn in as_list(s["Resource"])]
+    assert on_bucket
+    for statement in on_bucket:
+        assert set(as_list(statement["Action"])) <= BUCKET_LEVEL_ACTIONS, statement
+
+
 # -- secrets -------------------------------------------------------------------------------------
+
+
+def test_33_every_generated_secret_is_long_and_alphanumeric(run: ProgramRun) -> None:
+    """credentials.py: letters and digits only (they sit unescaped in connection strings and
+    environment files), and long: the MLflow admin password needs 12 (invariant 33)."""
+    generated = run.of_type(PASSWORD)
+    assert len(generated) >= 4
+    for password in generated:
+        assert password.get("special") is False, password.name
+        assert password.get("length") >= 16, password.name
 
 
 def test_32_secrets_exported_only_as_secret_outputs(run: ProgramRun) -> None:
@@ -647,3 +703,94 @@ def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -
     # two instance roles, and the host scheduler's where hosts sleep (not prod by default)
     assert len(run.of_type(ROLE)) == 2 + (run.environment != "prod")
     assert len(run.of_type(INSTANCE)) == 1 + int(run.config["mlops-platform:workerCount"])
+
+
+# -- host boot and supply chain (57-62) ---------------------------------------------------------
+
+RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+
+
+def waits_for(run: ProgramRun, host: Registered) -> list[Registered]:
+    """The custom resources ``host`` is created after."""
+    return [r for r in run.resources if r.engine.urn in host.engine.dependencies]
+
+
+def user_data_environment(host: Registered) -> dict[str, str]:
+    """The bootstrap unit's Environment= assignments in the host's user data."""
+    return dict(re.findall(r'Environment="(MLOPS_[A-Z0-9_]+)=([^"]*)"', user_data(host)))
+
+
+def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None:
+    """The objects the user data names by digest (host lock, boot script) are uploaded first."""
+    uploads = run.of_type(BUCKET_OBJECT)
+    objects = hostboot.boot_objects()
+    assert {u.get("key"): u.get("content").encode() for u in uploads} == objects
+    assert {u.get("bucket") for u in uploads} == {run.one(BUCKET).id}
+    bucket_arn = run.one(BUCKET).state["arn"]
+    for host in run.of_type(INSTANCE):
+        environment = user_data_environment(host)
+        assert environment["MLOPS_BUCKET"] == run.one(BUCKET).id
+        for what in ("HOST_LOCK", "BOOT_SCRIPT"):
+            content = objects[environment[f"MLOPS_{what}_KEY"]]
+            digest = hashlib.sha256(content).hexdigest()
+            assert environment[f"MLOPS_{what}_SHA256"] == digest
+        for upload in uploads:
+            assert upload in waits_for(run, host), (host.name, upload.name)
+        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        granted = [
+            statement
+            for policy in run.of_type(ROLE_POLICY)
+            if policy.get("role") == profile.get("role")
+            for statement in json.loads(policy.get("policy"))["Statement"]
+        ]
+        assert any(
+            f"{bucket_arn}/bootstrap/*" in as_list(s["Resource"])
+            and as_list(s["Action"]) == ["s3:GetObject"]
+            for s in granted
+        ), host.name
+
+
+def test_59_control_address_reserved_before_anything_takes_it(run: ProgramRun) -> None:
+    host = control(run)
+    (reservation,) = run.of_type(RESERVATION)
+    assert reservation.get("reservationType") == "explicit"
+    assert reservation.get("subnetId") == host.get("subnetId")
+    assert reservation.get("cidrBlock") == f"{host.get('privateIp')}/32"
+    for dependent in (*run.of_type(INSTANCE), run.one(DB)):
+        assert reservation in waits_for(run, dependent), dependent.name
+
+
+def test_60_hosts_created_after_their_role_grants(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        grants = [
+            r
+            for r in (*run.of_type(ROLE_POLICY), *run.of_type(ATTACHMENT))
+            if r.get("role") == profile.get("role")
+        ]
+        assert {ATTACHMENT, ROLE_POLICY} == {g.type for g in grants}
+        for grant in (profile, *grants):
+            assert grant in waits_for(run, host), (host.name, grant.name)
+
+
+def test_61_hosts_replaced_delete_before_create(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        assert host.engine.delete_before_replace, host.name
+
+
+def test_62_hosts_created_after_their_subnet_egress(run: ProgramRun) -> None:
+    for host in run.of_type(INSTANCE):
+        (association,) = [
+            a for a in run.of_type(ASSOCIATION) if a.get("subnetId") == host.get("subnetId")
+        ]
+        (default_route,) = [
+            r
+            for r in run.of_type(ROUTE)
+            if r.get("routeTableId") == association.get("routeTableId")
+            and r.get("destinationCidrBlock") == "0.0.0.0/0"
+        ]
+        expected_target = "natGatewayId" if run.environment == "prod" else "gatewayId"
+        assert default_route.get(expected_target), default_route.name
+        for needed in (association, default_route):
+            assert needed in waits_for(run, host), (host.name, needed.name)

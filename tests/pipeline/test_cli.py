@@ -62,7 +62,13 @@ def assert_one_error_line(returncode: int, stdout: str, stderr: str, expected: s
         ),
         (
             [*MONTHS, "--tlc-base-url", "ftp://mirror"],
-            "--tlc-base-url: String should match pattern '^https?://', got 'ftp://mirror'",
+            "tlc_base_url must be an https:// URL (the TLC site or a mirror), got ftp://mirror",
+        ),
+        (
+            [*MONTHS, "--tlc-base-url", "http://user:secret@mirror/trip-data"],
+            "tlc_base_url http://mirror/trip-data is plain http: anyone on the path can change "
+            "the data. Use an https URL, or allow a plain-http mirror explicitly "
+            "(allow_insecure_mirror, --allow-insecure-mirror)",
         ),
     ],
 )

@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from pipeline.data import MonthData, file_name, load_month, resolve_data_dir
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, TransientError
 
 GREEN_COLUMNS = [
     "lpep_pickup_datetime",
@@ -76,8 +76,26 @@ def test_real_months_pickups_fall_within_the_month(months: tuple[MonthData, Mont
         assert pickups.max() < pd.Timestamp(end)
 
 
-def test_real_months_have_no_nulls_and_valid_ranges(months: tuple[MonthData, MonthData]) -> None:
-    for month in months:
+def test_real_months_are_the_raw_rows_with_zones_and_times_and_a_pickup_in_the_month(
+    months: tuple[MonthData, MonthData], real_data_dir: Path
+) -> None:
+    for month, start, end in (
+        (months[0], "2023-01-01", "2023-02-01"),
+        (months[1], "2023-02-01", "2023-03-01"),
+    ):
+        path = real_data_dir / file_name("green", month.month)
+        raw = pd.read_parquet(path, columns=GREEN_COLUMNS)
+        pickup = raw["lpep_pickup_datetime"]
+        usable = (
+            (pickup >= pd.Timestamp(start))
+            & (pickup < pd.Timestamp(end))
+            & raw[["lpep_dropoff_datetime", "PULocationID", "DOLocationID"]].notna().all(axis=1)
+        )
+        assert not usable.all()  # the filter has something to drop in the real files
+        expected = raw[usable].reset_index(drop=True)
+        expected = expected.astype({"PULocationID": "int64", "DOLocationID": "int64"})
+        pd.testing.assert_frame_equal(month.trips, expected)
+        # and what is left is clean: no nulls, real zones, no negative distance
         trips = month.trips
         assert not trips.isna().any().any()
         assert trips["PULocationID"].between(1, 265).all()
@@ -195,6 +213,97 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         load_month(str(not_a_dir), "green", "2023-01")
 
 
+def test_a_file_without_drop_off_zones_is_a_data_error_not_a_transient_one(
+    data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    # A raw KeyError here would be retried by the flow as if the network had failed.
+    broken = raw_january.drop(columns=["DOLocationID"])
+    directory = data_dir_with(files={file_name("green", "2023-01"): parquet_bytes(broken)})
+    with pytest.raises(PipelineError, match=r"lacks column\(s\) DOLocationID needed") as raised:
+        load_month(str(directory), "green", "2023-01")
+    assert not isinstance(raised.value, TransientError)
+
+
+@pytest.mark.parametrize("column", ["PULocationID", "DOLocationID"])
+def test_zone_ids_stored_as_strings_are_refused_not_coerced(
+    column: str, data_dir_with: Callable[..., Path], raw_january: pd.DataFrame
+) -> None:
+    # "132" would cast to 132, but a file with text zone IDs is not one the TLC publishes:
+    # refusing it keeps the model from training on a misread file.
+    broken = raw_january.astype({column: "str"})
+    directory = data_dir_with(files={file_name("green", "2023-01"): parquet_bytes(broken)})
+    with pytest.raises(
+        PipelineError,
+        match=rf"column {column} must hold an integer zone ID, got type (string|large_string)",
+    ):
+        load_month(str(directory), "green", "2023-01")
+
+
+def _trips_table(rows: list[tuple[Any, ...]]) -> bytes:
+    """A green trip-record file of ``rows`` (pickup, drop-off, PU zone, DO zone, distance)."""
+    columns = list(zip(*rows, strict=True))
+    # int32 zones, as some published months store them
+    types = [pa.timestamp("us"), pa.timestamp("us"), pa.int32(), pa.int32(), pa.float64()]
+    table = pa.table(
+        [pa.array(values, type=kind) for values, kind in zip(columns, types, strict=True)],
+        names=GREEN_COLUMNS,
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _at(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text)
+
+
+def test_the_month_includes_its_first_instant_and_excludes_the_next_month_s(
+    data_dir_with: Callable[..., Path],
+) -> None:
+    pickups = [
+        "2022-12-31 23:59:59.999999",
+        "2023-01-01 00:00:00",
+        "2023-01-31 23:59:59.999999",
+        "2023-02-01 00:00:00",
+    ]
+    rows = [(_at(p), _at(p) + pd.Timedelta(minutes=5), 1, 2, 1.0) for p in pickups]
+    directory = data_dir_with(files={file_name("green", "2023-01"): _trips_table(rows)})
+
+    month = load_month(str(directory), "green", "2023-01")
+
+    assert month.trips["lpep_pickup_datetime"].tolist() == [_at(pickups[1]), _at(pickups[2])]
+    assert month.rows_read == 4
+
+
+def test_rows_without_zones_or_drop_off_time_are_dropped_and_zones_stay_int64(
+    data_dir_with: Callable[..., Path],
+) -> None:
+    pickup, dropoff = _at("2023-01-10 08:00"), _at("2023-01-10 08:20")
+    rows = [
+        (pickup, dropoff, 7, 8, 2.5),
+        (pickup, dropoff, None, 8, 2.5),
+        (pickup, dropoff, 7, None, 2.5),
+        (pickup, None, 7, 8, 2.5),
+        (None, dropoff, 7, 8, 2.5),
+        (pickup, dropoff, 9, 10, None),  # a missing distance is kept: the model takes it
+    ]
+    directory = data_dir_with(files={file_name("green", "2023-01"): _trips_table(rows)})
+
+    month = load_month(str(directory), "green", "2023-01")
+
+    assert month.trips["PULocationID"].tolist() == [7, 9]
+    assert month.trips["DOLocationID"].tolist() == [8, 10]
+    assert month.trips["lpep_dropoff_datetime"].notna().all()
+    assert month.trips.dtypes.astype(str).tolist() == [
+        "datetime64[us]",
+        "datetime64[us]",
+        "int64",
+        "int64",
+        "float64",
+    ]
+    assert month.rows_read == 6
+
+
 # --- yellow records ---------------------------------------------------------------------------
 
 
@@ -250,9 +359,20 @@ def test_a_missing_month_is_downloaded_into_s3(
 ) -> None:
     name = file_name("green", "2023-02")
     (tlc_server.directory / name).write_bytes((real_data_dir / name).read_bytes())
-    month = load_month("s3://trips/cache/", "green", "2023-02", base_url=tlc_server.base_url)
+    month = load_month(
+        "s3://trips/cache/",
+        "green",
+        "2023-02",
+        base_url=tlc_server.base_url,
+        allow_insecure_mirror=True,
+    )
     assert month.rows_read == 64_809
-    stored = s3_bucket.get_object(Bucket="trips", Key=f"cache/{name}")["Body"].read()
+    (key,) = (
+        item["Key"]
+        for item in s3_bucket.list_objects_v2(Bucket="trips", Prefix="cache/mirrors/")["Contents"]
+        if item["Key"].endswith(name)
+    )
+    stored = s3_bucket.get_object(Bucket="trips", Key=key)["Body"].read()
     assert stored == (real_data_dir / name).read_bytes()
     assert tlc_server.requests == [f"/trip-data/{name}"]
 

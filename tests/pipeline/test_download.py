@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.cache import RECORD_SUFFIX
 from pipeline.data import download, file_name, load_month
 from pipeline.errors import PipelineError, TransientError
 
@@ -21,16 +22,29 @@ def published(tlc_server: Any, real_data_dir: Path) -> bytes:
     return content
 
 
+def files_in(directory: Path) -> list[str]:
+    """The files under ``directory``, as sorted relative paths."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
 def test_a_missing_month_is_downloaded_into_the_data_dir(
     tlc_server: Any, published: bytes, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "new" / "data"  # created on demand
-    month = load_month(str(data_dir), "green", "2023-01", base_url=tlc_server.base_url)
-    assert (data_dir / NAME).read_bytes() == published
+    month = load_month(
+        str(data_dir), "green", "2023-01", base_url=tlc_server.base_url, allow_insecure_mirror=True
+    )
+    # A mirror's file, kept apart from the TLC site's, with its download record.
+    (stored,) = (data_dir / "mirrors").glob(f"*/{NAME}")
+    assert stored.read_bytes() == published
     assert month.rows_read == 68_211
-    assert sorted(p.name for p in data_dir.iterdir()) == [NAME]
+    assert month.origin.endswith("verified)")
+    relative = str(stored.relative_to(data_dir))
+    assert files_in(data_dir) == [relative, relative + RECORD_SUFFIX]
     # Present now: read from the directory, not downloaded again.
-    load_month(str(data_dir), "green", "2023-01", base_url=tlc_server.base_url)
+    load_month(
+        str(data_dir), "green", "2023-01", base_url=tlc_server.base_url, allow_insecure_mirror=True
+    )
     assert tlc_server.requests == [f"/trip-data/{NAME}"]
 
 
@@ -40,9 +54,15 @@ def test_an_unpublished_month_is_a_clear_error(tlc_server: Any, tmp_path: Path) 
         match=rf"{NAME} is not in {tmp_path} and could not download "
         rf"{tlc_server.base_url}/{NAME}: HTTP 404",
     ) as raised:
-        load_month(str(tmp_path), "green", "2023-01", base_url=tlc_server.base_url)
+        load_month(
+            str(tmp_path),
+            "green",
+            "2023-01",
+            base_url=tlc_server.base_url,
+            allow_insecure_mirror=True,
+        )
     assert not isinstance(raised.value, TransientError)
-    assert list(tmp_path.iterdir()) == []
+    assert files_in(tmp_path) == []
 
 
 def test_no_network_is_a_transient_error_naming_the_url(
@@ -53,8 +73,10 @@ def test_no_network_is_a_transient_error_naming_the_url(
         match=rf"{NAME} is not in {tmp_path} and could not download "
         rf"{closed_port_url}/{NAME}: .*[Cc]onnect",
     ):
-        load_month(str(tmp_path), "green", "2023-01", base_url=closed_port_url)
-    assert list(tmp_path.iterdir()) == []
+        load_month(
+            str(tmp_path), "green", "2023-01", base_url=closed_port_url, allow_insecure_mirror=True
+        )
+    assert files_in(tmp_path) == []
 
 
 def test_a_server_error_is_transient(tlc_server: Any, published: bytes, tmp_path: Path) -> None:

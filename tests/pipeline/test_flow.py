@@ -11,8 +11,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import prefect
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.flow_engine import run_flow
@@ -21,7 +23,7 @@ from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
 from pipeline import flows
-from pipeline.data import file_name
+from pipeline.data import file_name, load_month
 from pipeline.errors import PipelineError, TransientError
 from pipeline.evaluate import rmse
 from pipeline.features import LabeledSet
@@ -161,6 +163,7 @@ def test_a_scheduled_run_without_months_takes_the_latest_published_ones(
         experiment=unique_name,
         hyperparameters=WEAK,
         tlc_base_url=closed_port_url,  # any other month would be a download: none leaves loopback
+        allow_insecure_mirror=True,
     )
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(
@@ -237,24 +240,40 @@ def test_a_transient_download_failure_is_retried(
     tlc_server.failures[january] = [503, 503]
     summary = training(
         parameters(
-            tmp_path / "data", unique_name, hyperparameters=WEAK, tlc_base_url=tlc_server.base_url
+            tmp_path / "data",
+            unique_name,
+            hyperparameters=WEAK,
+            tlc_base_url=tlc_server.base_url,
+            allow_insecure_mirror=True,
         )
     )
     assert summary.model_version == "1"
     assert tlc_server.requests.count(january) == 3
-    assert (tmp_path / "data" / file_name("green", "2023-01")).is_file()
+    assert list((tmp_path / "data" / "mirrors").glob(f"*/{file_name('green', '2023-01')}"))
 
 
 def test_no_network_fails_after_the_retries_with_a_clear_error(
     closed_port_url: str, tmp_path: Path, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(flows.load, "retry_delay_seconds", [0.0])
+    attempts: list[str] = []
+
+    def counted_load_month(data_dir: str, color: str, month: str, **kwargs: Any) -> Any:
+        attempts.append(month)
+        return load_month(data_dir, color, month, **kwargs)
+
+    monkeypatch.setattr(flows, "load_month", counted_load_month)
     with pytest.raises(
         TransientError,
         match=rf"green_tripdata_2023-01\.parquet is not in {tmp_path} "
         rf"and could not download {closed_port_url}/green_tripdata_2023-01\.parquet",
     ):
-        training(parameters(tmp_path, unique_name, tlc_base_url=closed_port_url))
+        training(
+            parameters(
+                tmp_path, unique_name, tlc_base_url=closed_port_url, allow_insecure_mirror=True
+            )
+        )
+    assert attempts == ["2023-01"] * (1 + flows.IO_RETRIES)
     (run,) = runs_of(unique_name)
     assert run.info.status == "FAILED"
     assert registered_versions(unique_name) == []
@@ -264,5 +283,43 @@ def test_an_unpublished_month_is_not_retried(
     tlc_server: Any, tmp_path: Path, unique_name: str
 ) -> None:
     with pytest.raises(PipelineError, match="HTTP 404"):
-        training(parameters(tmp_path, unique_name, tlc_base_url=tlc_server.base_url))
+        training(
+            parameters(
+                tmp_path, unique_name, tlc_base_url=tlc_server.base_url, allow_insecure_mirror=True
+            )
+        )
     assert len(tlc_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (TransientError("S3 is unavailable"), True),
+        (MlflowException("RESOURCE_EXHAUSTED"), True),
+        (ConnectionError("connection reset by peer"), True),
+        (OSError("No space left on device"), True),
+        (PipelineError("green_tripdata_2023-01.parquet lacks column(s) DOLocationID"), False),
+    ],
+    ids=["transient", "mlflow", "connection", "os", "bad-data"],
+)
+def test_io_tasks_retry_every_failure_but_bad_input(error: Exception, retried: bool) -> None:
+    attempts: list[int] = []
+
+    @flows._io_task("flaky-io")
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise error
+        return "done"
+
+    @prefect.flow(name="flaky-io")
+    def with_flaky_io() -> str:
+        return flaky.with_options(retry_delay_seconds=0, retry_jitter_factor=None)()
+
+    if retried:
+        assert with_flaky_io() == "done"
+        assert len(attempts) == 2
+    else:
+        with pytest.raises(PipelineError, match="lacks column"):
+            with_flaky_io()
+        assert len(attempts) == 1

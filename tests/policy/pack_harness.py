@@ -67,6 +67,8 @@ class Declared:
     outputs: dict[str, Any]
     deps: dict[str, list[str]] = field(default_factory=dict)  # property -> URNs
     provider: str | None = None  # the provider's URN
+    dependencies: list[str] = field(default_factory=list)  # every URN it waits for
+    delete_before_replace: bool = False
 
     def set(self, **changes: Any) -> None:
         """Change properties as the program would (inputs) and the provider would echo them."""
@@ -114,6 +116,8 @@ def stack_of(run: Any) -> Stack:
             outputs=dict(r.state),
             deps={k: list(v) for k, v in r.engine.property_dependencies.items()},
             provider=providers.get(r.provider.rsplit("::", 1)[1]) if r.provider else None,
+            dependencies=list(r.engine.dependencies),
+            delete_before_replace=r.engine.delete_before_replace,
         )
         for r in run.resources
     ]
@@ -129,14 +133,19 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
         for r in stack.resources
         if r.type.startswith("pulumi:providers:")
     }
-    options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    options = {
+        r.urn: PolicyResourceOptions(
+            False, [], r.delete_before_replace, [], PolicyCustomTimeouts(0, 0, 0), []
+        )
+        for r in stack.resources
+    }
     stack_resources = {
         r.urn: PolicyResource(
             r.type,
             unknown_checking_proxy(r.outputs),
             r.urn,
             r.name,
-            options,
+            options[r.urn],
             providers.get(r.provider or ""),
             None,
             [],
@@ -145,6 +154,9 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
         for r in stack.resources
     }
     for urn, resource in stack_resources.items():
+        resource.dependencies = [
+            stack_resources[u] for u in by_urn[urn].dependencies if u in stack_resources
+        ]
         for prop, urns in by_urn[urn].deps.items():
             resource.property_dependencies[prop] = [
                 stack_resources[u] for u in urns if u in stack_resources
@@ -163,7 +175,7 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
                     unknown_checking_proxy(copy.deepcopy(r.inputs)),
                     r.urn,
                     r.name,
-                    options,
+                    options[r.urn],
                     providers.get(r.provider or ""),
                 )
                 policy.validate(args, report)

@@ -8,20 +8,25 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import config as infra_config  # infra/config.py (tests/infra/conftest.py puts infra/ on the path)
 import invariant_checks as checks
 import pytest
 from hostboot.cloudconfig import read_user_data_base64, user_data_base64
-from pack_harness import ROOT, Stack, evaluate, policy_names, program_stack
+from pack_harness import ROOT, Declared, Stack, evaluate, policy_names, program_stack
 
 
 def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31() -> None:
+def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_and_57_to_62() -> None:
     covered = {n for rule in checks.RULES for n in rule.invariants}
-    # 32 (secret outputs) is asserted in tests/infra; 49, 51 and 53 in tests/hosts and tests/infra.
-    assert set(range(1, 32)) | {47, 48, 50, 52} <= covered
+    # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
+    # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 49, 51 and 53 in tests/hosts
+    # and tests/infra, 63-64 in tests/hosts.
+    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | {47, 48, 50, 52} | set(
+        range(57, 63)
+    )
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -43,6 +48,46 @@ def test_configured_service_cidrs_are_allowed_and_others_reported() -> None:
     assert "sg-service-ports" in policy_names(evaluate(stack))
     stack.config[f"{checks.NAMESPACE}:serviceIngressCidrs"] = json.dumps(["10.8.0.0/16"])
     assert evaluate(stack) == []
+
+
+PUBLIC_SPLITS = ["0.0.0.0/1", "128.0.0.0/1", "8.8.8.0/24", "172.32.0.0/16", "2001:db8::/32"]
+PRIVATE_NETWORKS = [
+    "10.0.0.0/8",
+    "10.8.0.0/16",
+    "172.16.0.0/12",
+    "192.168.10.0/24",
+    "100.64.0.0/10",
+]
+
+
+def service_ingress_from(cidr: str) -> Stack:
+    """Dev with MLflow open to ``cidr``, listed in serviceIngressCidrs as the program would."""
+    stack = program_stack("dev")
+    rule = stack.find(checks.INGRESS_RULE, "control-mlflow-from-workers")
+    rule.set(cidrIpv4=cidr, referencedSecurityGroupId=None)
+    rule.deps.pop("referencedSecurityGroupId")
+    stack.config[f"{checks.NAMESPACE}:serviceIngressCidrs"] = json.dumps([cidr])
+    return stack
+
+
+@pytest.mark.parametrize("cidr", PUBLIC_SPLITS)
+def test_37_ingress_outside_private_ranges_reported_even_if_configured(cidr: str) -> None:
+    """Invariant 37: 0.0.0.0/1 + 128.0.0.0/1 is the internet though neither is a /0."""
+    violations = evaluate(service_ingress_from(cidr))
+
+    assert policy_names(violations) == {"sg-private-ingress-only"}, violations
+    (violation,) = violations
+    assert cidr in violation.message
+    assert "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10" in violation.message
+
+
+@pytest.mark.parametrize("cidr", PRIVATE_NETWORKS)
+def test_37_ingress_inside_private_ranges_passes(cidr: str) -> None:
+    assert evaluate(service_ingress_from(cidr)) == []
+
+
+def test_37_the_pack_and_the_config_allow_the_same_ranges() -> None:
+    assert checks.PRIVATE_INGRESS_RANGES == infra_config.PRIVATE_INGRESS_RANGES
 
 
 # -- deliberately bad resources -----------------------------------------------------------------
@@ -145,7 +190,135 @@ def role_without_ssm(stack: Stack) -> None:
     )
 
 
+def tls_1_0_allowed(stack: Stack) -> None:
+    policy = stack.find(checks.BUCKET_POLICY)
+    document = json.loads(policy.inputs["policy"])
+    for statement in document["Statement"]:
+        if "NumericLessThan" in statement["Condition"]:
+            statement["Condition"]["NumericLessThan"]["s3:TlsVersion"] = "1.0"
+    policy.set(policy=json.dumps(document))
+
+
+def bucket_acl_to_everyone(stack: Stack) -> None:
+    bucket = stack.find(checks.BUCKET)
+    acl = Declared(
+        type=checks.BUCKET_ACL,
+        name="artifacts-acl",
+        urn="urn:artifacts-acl",
+        inputs={
+            "bucket": bucket.outputs["bucket"],
+            "accessControlPolicy": {
+                "grants": [
+                    {
+                        "grantee": {
+                            "type": "Group",
+                            "uri": "http://acs.amazonaws.com/groups/global/AllUsers",
+                        },
+                        "permission": "READ",
+                    }
+                ],
+                "owner": {"id": "owner"},
+            },
+        },
+        outputs={},
+        provider=bucket.provider,
+    )
+    stack.resources.append(acl)
+
+
+def public_subnet_for_the_database(stack: Stack) -> None:
+    """A private subnet that hands out public addresses is not private (invariant 8)."""
+    group = stack.find("aws:rds/subnetGroup:SubnetGroup")
+    subnet = next(s for s in stack.of_type(checks.SUBNET) if s.urn in group.deps["subnetIds"])
+    subnet.set(mapPublicIpOnLaunch=True)
+
+
+def allow_everyone_beside_the_tls_denial(stack: Stack) -> None:
+    policy = stack.find(checks.BUCKET_POLICY)
+    document = json.loads(policy.inputs["policy"])
+    document["Statement"].append(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "*"}
+    )
+    policy.set(policy=json.dumps(document))
+
+
+def trust_beyond_ec2(stack: Stack) -> None:
+    stack.find(checks.ROLE, "worker").set(
+        assumeRolePolicy=json.dumps(
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {
+                            "Service": "ec2.amazonaws.com",
+                            "AWS": "arn:aws:iam::123456789012:root",
+                        },
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            }
+        )
+    )
+
+
+def drop_dependency(name_part: str, resource_type: str, dependency_part: str = "") -> Breakage:
+    """The host ``name_part`` no longer waits for a resource of ``resource_type``."""
+
+    def breakage(stack: Stack) -> None:
+        host = stack.find(checks.INSTANCE, name_part)
+        dropped = {r.urn for r in stack.of_type(resource_type) if dependency_part in r.name} & set(
+            host.dependencies
+        )
+        assert dropped, (name_part, resource_type)
+        host.dependencies = [urn for urn in host.dependencies if urn not in dropped]
+
+    return breakage
+
+
+def replaced_create_first(stack: Stack) -> None:
+    stack.find(checks.INSTANCE, "worker-1").delete_before_replace = False
+
+
+def tampered_host_lock(stack: Stack) -> None:
+    lock = stack.find(checks.BUCKET_OBJECT, "host-lock")
+    lock.set(content=lock.inputs["content"].replace("xgboost==", "xgboost==9", 1))
+
+
 BREAKAGES: list[tuple[str, str, Breakage]] = [
+    (
+        "dev",
+        "ec2-hashed-installs",
+        rewrite_user_data("worker-1", "--hash=sha256:", ""),
+    ),
+    (
+        "dev",
+        "ec2-hashed-installs",
+        rewrite_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
+    ),
+    ("dev", "ec2-host-lock-uploaded", tampered_host_lock),
+    ("dev", "ec2-host-lock-uploaded", drop_dependency("control", checks.BUCKET_OBJECT)),
+    ("dev", "ec2-bootstrap-retried", rewrite_user_data("control", "Type=oneshot", "Type=simple")),
+    (
+        "dev",
+        "ec2-bootstrap-retried",
+        rewrite_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
+    ),
+    (
+        "prod",
+        "ec2-boot-prerequisites",
+        drop_dependency("control", checks.SUBNET_RESERVATION),
+    ),
+    (
+        "dev",
+        "ec2-boot-prerequisites",
+        set_on(checks.SUBNET_RESERVATION, reservationType="prefix"),
+    ),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROLE_POLICY)),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.ATTACHMENTS[0])),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.INSTANCE_PROFILE)),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROUTE, "default")),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-2", checks.ASSOCIATION)),
+    ("dev", "ec2-delete-before-replace", replaced_create_first),
     ("dev", "s3-public-access-blocked", set_on(checks.PUBLIC_ACCESS, blockPublicPolicy=False)),
     (
         "dev",
@@ -356,6 +529,77 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     ("dev", "iam-ssm-core", role_without_ssm),
     (
         "dev",
+        "sg-private-ingress-only",
+        set_on(checks.INGRESS_RULE, "prefect-from-workers", cidrIpv4="0.0.0.0/1"),
+    ),
+    ("dev", "sg-default-group-empty", set_on(checks.DEFAULT_GROUP, egress=[{"protocol": "-1"}])),
+    ("dev", "s3-tls-only", tls_1_0_allowed),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:PutBucketPolicy"],
+                "Resource": "arn:aws:s3:::mlops-artifacts",
+            }
+        ),
+    ),
+    # each condition a check states, broken alone (issue 10, finding 14)
+    ("dev", "s3-tls-only", allow_everyone_beside_the_tls_denial),
+    ("dev", "s3-owner-enforced", bucket_acl_to_everyone),
+    ("dev", "rds-private-subnets", public_subnet_for_the_database),
+    ("dev", "iam-trust-ec2", trust_beyond_ec2),
+    (
+        "dev",
+        "ec2-user-data",
+        set_on(
+            checks.INSTANCE,
+            "worker",
+            userDataBase64=user_data_base64(
+                "#cloud-config\n# -----BEGIN OPENSSH PRIVATE KEY-----\n"
+            ),
+        ),
+    ),
+    (
+        "dev",
+        "sg-egress-limited",
+        set_on(checks.EGRESS_RULE, "worker-to-mlflow", fromPort=22, toPort=22),
+    ),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {"Effect": "Allow", "NotAction": "iam:CreateUser", "Resource": "arn:aws:s3:::x"}
+        ),
+    ),
+    (
+        "dev",
+        "iam-no-wildcards",
+        add_policy_statement(
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlops-*",
+            }
+        ),
+    ),
+    (
+        "dev",
+        "sg-no-world-ingress",
+        set_on(checks.INGRESS_RULE, "mlflow-from-workers", cidrIpv4=None, cidrIpv6="::/0"),
+    ),
+    (
+        "dev",
+        "ec2-encrypted-volumes",
+        set_on(
+            checks.INSTANCE,
+            "worker",
+            ebsBlockDevices=[{"deviceName": "/dev/sdf", "encrypted": False}],
+        ),
+    ),
+    (
+        "dev",
         "iam-own-secrets",
         add_policy_statement(
             {
@@ -450,3 +694,78 @@ def test_the_pack_entry_point_starts_the_analyzer() -> None:
             process.kill()
             _, stderr = process.communicate(timeout=10)
     assert port.isdigit(), f"the pack printed no port within 30 s; stderr: {stderr}"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        ("s3:Get*", "arn:aws:s3:::{bucket}/data/*"),
+        ("s3:*Object", "arn:aws:s3:::{bucket}/data/*"),
+        ("iam:Pass*", "arn:aws:iam::123456789012:role/worker"),
+        ("secretsmanager:*", "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf"),
+        ("ec2:Describe*", "*"),
+        ("*", "arn:aws:s3:::{bucket}"),
+    ],
+)
+def test_38_an_action_with_a_wildcard_is_reported_whatever_its_resource(
+    action: str, resource: str
+) -> None:
+    stack = program_stack("dev")
+    bucket = stack.find(checks.BUCKET).outputs["bucket"]
+    add_policy_statement(
+        {"Effect": "Allow", "Action": [action], "Resource": resource.format(bucket=bucket)}
+    )(stack)
+
+    violations = evaluate(stack)
+
+    assert "iam-no-wildcards" in policy_names(violations), violations
+    assert any(action in v.message and "invariant 28, 31, 38" in v.message for v in violations)
+
+
+def test_38_a_wildcard_in_a_role_inline_policy_is_reported() -> None:
+    stack = program_stack("dev")
+    statement = {"Effect": "Allow", "Action": "iam:Pass*", "Resource": "*"}
+    stack.find(checks.ROLE, "worker").set(
+        inlinePolicies=[{"name": "extra", "policy": json.dumps({"Statement": [statement]})}]
+    )
+    assert "iam-no-wildcards" in policy_names(evaluate(stack))
+
+
+def test_38_a_wildcard_in_a_deny_is_not_a_grant() -> None:
+    """The bucket policy denies s3:* without TLS; a Deny with a wildcard narrows, never widens."""
+    stack = program_stack("dev")
+    objects = stack.find(checks.BUCKET).outputs["arn"] + "/*"
+    add_policy_statement({"Effect": "Deny", "Action": "s3:Delete*", "Resource": objects})(stack)
+    assert evaluate(stack) == []
+
+
+PRIVILEGED = [
+    "AdministratorAccess",
+    "PowerUserAccess",
+    "IAMFullAccess",
+    "AmazonEC2FullAccess",
+    "AmazonS3FullAccess",
+    "SecretsManagerReadWrite",
+    "AmazonSSMFullAccess",
+    "AmazonEC2RoleforSSM",
+    "job-function/SystemAdministrator",
+]
+
+
+@pytest.mark.parametrize("name", PRIVILEGED)
+def test_39_a_privileged_managed_policy_attached_is_reported(name: str) -> None:
+    stack = program_stack("dev")
+    attachment = stack.find(checks.ATTACHMENTS[0], "worker-identity-ssm")
+    attachment.set(policyArn=f"arn:aws:iam::aws:policy/{name}")
+
+    violations = evaluate(stack)
+
+    assert "iam-no-users-or-admin" in policy_names(violations), violations
+    assert any(name in v.message and "invariant 30, 39" in v.message for v in violations)
+
+
+@pytest.mark.parametrize("name", ["PowerUserAccess", "AmazonS3FullAccess"])
+def test_39_a_privileged_policy_in_a_role_managed_policy_arns_is_reported(name: str) -> None:
+    stack = program_stack("dev")
+    stack.find(checks.ROLE, "control").set(managedPolicyArns=[f"arn:aws:iam::aws:policy/{name}"])
+    assert "iam-no-users-or-admin" in policy_names(evaluate(stack))

@@ -5,16 +5,19 @@ Each stand-in is an executable on PATH that records its arguments and working di
 then answers what the test scripted for exactly that argument list (standard output,
 standard error, exit status), like the real tool would. An argument list the test did not
 script fails loudly (exit 99), so a test also proves no unexpected command ran. With
-``serve`` the stand-in behaves like a port-forwarding session: it stays up until SIGTERM
-and leaves a marker saying it was stopped.
+``serve`` the stand-in behaves like a port-forwarding session: it stays up until SIGTERM and
+leaves a marker saying it was stopped; with ``child`` too, like the aws CLI, it first starts a
+child (the session-manager plugin's part, marker ``child-PID``) that it does not stop itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,7 @@ DATA = Path(__file__).parent / "data"
 SECRET_OUTPUTS = ("mlflow_admin_password", "prefect_api_auth_string")
 
 _STAND_IN = """#!{python}
-import glob, json, os, signal, sys, time
+import glob, json, os, signal, subprocess, sys, time
 
 state = os.environ["FAKE_TOOLS_STATE"]
 tool = os.path.basename(sys.argv[0])
@@ -48,6 +51,13 @@ sys.stdout.write(answer["stdout"])
 sys.stdout.flush()
 sys.stderr.write(answer["stderr"])
 if answer["serve"]:
+    if answer["child"]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import signal\\nwhile True: signal.pause()"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        open(os.path.join(state, f"child-{{child.pid}}"), "w").close()
+
     def stop(signum, frame):
         open(os.path.join(state, f"stopped-{{os.getpid()}}"), "w").close()
         sys.exit(0)
@@ -76,11 +86,13 @@ class FakeTools:
         stderr: str = "",
         exit: int = 0,
         serve: bool = False,
+        child: bool = False,
         after_serving: int = 0,
     ) -> None:
         """Script the answer to ``command`` (tool name first, then its exact arguments).
 
-        ``serve``: stay up until SIGTERM. ``after_serving``: answer only once that many
+        ``serve``: stay up until SIGTERM. ``child``: and start a child process first.
+        ``after_serving``: answer only once that many
         serving stand-ins are up (a session that dies after the other one has started).
         """
         path = self.state / "answers.json"
@@ -90,6 +102,7 @@ class FakeTools:
             "stderr": stderr,
             "exit": exit,
             "serve": serve,
+            "child": child,
             "after_serving": after_serving,
         }
         path.write_text(json.dumps(answers))
@@ -124,7 +137,7 @@ class FakeTools:
         (self.bin_dir / tool).unlink()
 
     def markers(self, prefix: str) -> list[Path]:
-        """The ``serving-PID`` or ``stopped-PID`` markers left by serving stand-ins."""
+        """The ``serving-PID``, ``child-PID`` or ``stopped-PID`` markers of serving stand-ins."""
         return sorted(self.state.glob(f"{prefix}-*"))
 
     def wait_for_markers(self, prefix: str, count: int, deadline_seconds: float = 30.0) -> None:
@@ -136,10 +149,31 @@ class FakeTools:
             )
             time.sleep(0.05)
 
+    def child_pids(self) -> list[int]:
+        """The process ids of the children the serving stand-ins started."""
+        return [int(marker.name.split("-")[1]) for marker in self.markers("child")]
+
+    def running_children(self) -> list[int]:
+        """Those children still running."""
+        return [pid for pid in self.child_pids() if _is_running(pid)]
+
+
+def _is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one not yet reaped is a zombie: not live)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
 
 @pytest.fixture
-def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
-    """``pulumi``, ``aws`` and ``session-manager-plugin`` stand-ins first on PATH."""
+def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTools]:
+    """``pulumi``, ``aws`` and ``session-manager-plugin`` stand-ins first on PATH.
+
+    Children of serving stand-ins still running when the test ends are killed (a tunnel
+    that failed to stop them must not leave them behind).
+    """
     bin_dir = tmp_path / "bin"
     state = tmp_path / "state"
     bin_dir.mkdir()
@@ -150,7 +184,9 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
         tools.install(bin_dir / tool)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_TOOLS_STATE", str(state))
-    return tools
+    yield tools
+    for pid in tools.running_children():
+        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

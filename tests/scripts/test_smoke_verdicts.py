@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 
 from scripts.cli import app
 from scripts.envfile import write_env_file
-from scripts.smoke import CheckFailed, Service, health, mlflow_artifacts, mlflow_auth
+from scripts.smoke import (
+    CheckFailed,
+    Service,
+    _basic,
+    health,
+    mlflow_artifacts,
+    mlflow_auth,
+    prefect_auth,
+)
 
 PASSWORD = "Qm7vT2xP9sLk4RzW8nYcHd3F"
 AUTH_STRING = "Zr5KpWq8Ns2Lx7Vb4MtYg6Hc"
@@ -32,6 +40,82 @@ def _closed_port() -> int:
 def _mlflow(base_url: str, handler: Callable[[httpx.Request], httpx.Response]) -> Service:
     client = httpx.Client(base_url=base_url, transport=httpx.MockTransport(handler))
     return Service("MLflow", client, "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD", {})
+
+
+def _prefect(handler: Callable[[httpx.Request], httpx.Response]) -> Service:
+    client = httpx.Client(
+        base_url="http://127.0.0.1:4200/api/", transport=httpx.MockTransport(handler)
+    )
+    return Service("Prefect", client, "PREFECT_API_AUTH_STRING", _basic(AUTH_STRING))
+
+
+def _prefect_server(accepted: str, seen: list[httpx.Request]) -> Callable[..., httpx.Response]:
+    """Prefect with ``--auth-string``: 401 unless the basic token is ``accepted``'s."""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.headers.get("Authorization") != _basic(accepted)["Authorization"]:
+            return httpx.Response(401, json={"exception_message": "Unauthorized"})
+        return httpx.Response(200, json="3.9.0")
+
+    return server
+
+
+def test_prefect_auth_passes_only_with_the_auth_string_sent_on_the_accepted_call() -> None:
+    seen: list[httpx.Request] = []
+
+    detail = prefect_auth(_prefect(_prefect_server(AUTH_STRING, seen)))
+
+    assert detail == (
+        "anonymous request refused (401); PREFECT_API_AUTH_STRING accepted (server 3.9.0)"
+    )
+    assert [request.url.path for request in seen] == ["/api/admin/version"] * 2
+    assert "Authorization" not in seen[0].headers
+    assert seen[1].headers["Authorization"] == _basic(AUTH_STRING)["Authorization"]
+
+
+def test_a_prefect_server_refusing_the_auth_string_fails_the_auth_check() -> None:
+    seen: list[httpx.Request] = []
+
+    with pytest.raises(CheckFailed) as failed:
+        prefect_auth(_prefect(_prefect_server("another-auth-string", seen)))
+
+    assert str(failed.value) == "Prefect rejected PREFECT_API_AUTH_STRING (HTTP 401)"
+    assert AUTH_STRING not in str(failed.value)
+
+
+def test_a_prefect_server_answering_anonymous_requests_fails_the_auth_check() -> None:
+    def open_server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json="3.9.0")
+
+    with pytest.raises(CheckFailed, match=r"answered GET admin/version without credentials with "):
+        prefect_auth(_prefect(open_server))
+
+
+@pytest.mark.parametrize("status", [401, 404, 500, 204])
+def test_the_health_check_fails_on_anything_but_200(status: int) -> None:
+    seen: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, text="not healthy")
+
+    with pytest.raises(CheckFailed) as failed:
+        health(_prefect(server), "health")
+
+    assert str(failed.value) == f"GET health answered HTTP {status}: not healthy"
+    assert "Authorization" not in seen[0].headers
+
+
+def test_the_health_check_passes_on_200_naming_the_server_without_credentials() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=True)
+
+    client = httpx.Client(
+        base_url="http://admin:secret@127.0.0.1:5000", transport=httpx.MockTransport(server)
+    )
+    service = Service("MLflow", client, "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD", {})
+    assert health(service, "/health") == "http://127.0.0.1:5000/ is up"
 
 
 def test_smoke_names_the_env_file_s_missing_variables(tmp_path: Path) -> None:
@@ -90,13 +174,14 @@ def test_smoke_with_nothing_listening_fails_the_health_checks_and_skips_the_rest
 
 
 def test_smoke_wait_retries_until_the_deadline_then_reports(unreachable_env_file: Path) -> None:
-    args = ["smoke", "--env-file", str(unreachable_env_file), "--wait", "1"]
+    # Long enough for one round of checks on a loaded machine (or under a coverage tracer).
+    args = ["smoke", "--env-file", str(unreachable_env_file), "--wait", "5"]
 
     result = CliRunner().invoke(app, args)
 
     assert result.exit_code == 1
     assert re.match(
-        r"not passing yet: mlflow-health, prefect-health \([01] s left\)\n", result.stdout
+        r"not passing yet: mlflow-health, prefect-health \([0-5] s left\)\n", result.stdout
     )
     assert result.stdout.count("FAIL  mlflow-health") == 1
     assert result.stderr == "error: smoke test failed: mlflow-health, prefect-health\n"

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def _assert_all_gone(pids: list[int]) -> None:
             os.kill(pid, 0)
 
 
+def _wait_until_children_gone(fake_tools, deadline_seconds: float = 15.0) -> None:
+    """Wait until no session's child runs (a SIGTERM lands shortly after the sender exits)."""
+    deadline = time.monotonic() + deadline_seconds
+    while running := fake_tools.running_children():
+        assert time.monotonic() < deadline, f"still running after {deadline_seconds} s: {running}"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_tunnel_runs_both_sessions_until_stopped_then_stops_them(
     fake_tools,
@@ -80,7 +89,9 @@ def test_tunnel_runs_both_sessions_until_stopped_then_stops_them(
     mlflow_session, prefect_session = _session(5000, mlflow_port), _session(4200, prefect_port)
     fake_tools.answer(OUTPUT_COMMAND, stdout=dev_outputs_masked)
     for session in (mlflow_session, prefect_session):
-        fake_tools.answer(session, stdout="Starting session with SessionId: ops-0123\n", serve=True)
+        fake_tools.answer(
+            session, stdout="Starting session with SessionId: ops-0123\n", serve=True, child=True
+        )
     process = request.getfixturevalue("tunnel_process")
 
     fake_tools.wait_for_markers("serving", 2)
@@ -97,6 +108,9 @@ def test_tunnel_runs_both_sessions_until_stopped_then_stops_them(
     stopped = {marker.name.split("-")[1] for marker in fake_tools.markers("stopped")}
     assert stopped == {str(pid) for pid in fake_tools.pids("aws")}
     _assert_all_gone(fake_tools.pids("aws"))
+    # Each session's child (the session-manager plugin's part) is stopped with it.
+    assert len(fake_tools.child_pids()) == 2
+    _wait_until_children_gone(fake_tools)
 
 
 def test_tunnel_fails_naming_the_session_that_ended_and_stops_the_other(
@@ -110,7 +124,7 @@ def test_tunnel_fails_naming_the_session_that_ended_and_stops_the_other(
         exit=254,
         after_serving=1,
     )
-    fake_tools.answer(_session(4200, prefect_port), serve=True)
+    fake_tools.answer(_session(4200, prefect_port), serve=True, child=True)
     process = request.getfixturevalue("tunnel_process")
 
     _, stderr = process.communicate(timeout=60)
@@ -121,6 +135,8 @@ def test_tunnel_fails_naming_the_session_that_ended_and_stops_the_other(
     assert "Traceback" not in stderr
     assert len(fake_tools.markers("stopped")) == 1
     _assert_all_gone(fake_tools.pids("aws"))
+    assert len(fake_tools.child_pids()) == 1
+    _wait_until_children_gone(fake_tools)
 
 
 def test_tunnel_refuses_a_local_port_in_use_before_starting_sessions(

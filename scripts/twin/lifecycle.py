@@ -30,28 +30,16 @@ the databases and the role, and removes the state dir but its logs.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import secrets
 import shutil
-import signal
-import socket
-import string
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 
-import boto3
 import httpx
 import psutil
-import psycopg
-import typer
 from hostboot import (
     BootConfig,
     ControlHostSettings,
@@ -62,146 +50,28 @@ from hostboot import (
     worker_plan,
 )
 from hostboot.cloudconfig import BOOT_SCRIPT
-from psycopg import sql
 
-from scripts.common import DEFAULT_ENV_FILE, REPO_ROOT, EnvFileOption, OpsError
-from scripts.env import describe
+from scripts.common import OpsError
+from scripts.env import env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
+from scripts.twin import standins, supervisor
+from scripts.twin.settings import (
+    ADMIN_USERNAME,
+    DUMMY_AWS_CREDENTIALS,
+    LOOPBACK,
+    SERVICES,
+    WORK_POOL,
+    WORKER_USERNAME,
+    TwinConfig,
+    TwinState,
+    check_service,
+    free_port,
+    write_private_json,
+)
+from scripts.twin.supervisor import Process, StopPolicy, tree_rss_bytes, wait_for
 
-DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
-DEFAULT_NAME = "mlops_twin"
-SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
-WORK_POOL = "training"
-ADMIN_USERNAME = "admin"
-WORKER_USERNAME = "worker"
-LOOPBACK = "127.0.0.1"
-# The emulator accepts any credentials; these dummies stand in for the instance profile.
-DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "twin", "AWS_SECRET_ACCESS_KEY": "twin"}
 _S3_SERVICES = frozenset({"mlflow", "prefect-worker"})
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_SECRET_ALPHABET = string.ascii_letters + string.digits
 _READY_SECONDS = {"s3": 30.0, "mlflow": 120.0, "prefect-server": 180.0, "prefect-worker": 90.0}
-_POLL_SECONDS = 0.25
-_SIGNAL_GAP_SECONDS = 2.0  # how long a stop signal gets before the next one is sent
-_LOG_TAIL_LINES = 30
-
-
-@dataclass(frozen=True, kw_only=True)
-class TwinConfig:
-    """What a twin is made of; everything but the state dir has a sensible default."""
-
-    state_dir: Path = DEFAULT_STATE_DIR
-    name: str = DEFAULT_NAME  # PostgreSQL role and database prefix, emulated stack name
-    region: str = "us-east-1"
-    bucket: str = "mlops-twin-artifacts"
-    postgres_host: str = LOOPBACK
-    postgres_port: int = 5432
-    postgres_superuser: str = "postgres"
-    venv: Path = Path(sys.prefix)  # the virtualenv whose console scripts the services run
-
-    def __post_init__(self) -> None:
-        """Refuse a name PostgreSQL and the bucket would not take."""
-        if not _NAME.fullmatch(self.name):
-            raise OpsError(
-                f"twin name {self.name!r} is not valid: use 1-40 lower-case letters, digits "
-                "and '_', starting with a letter (it names the PostgreSQL role and databases)"
-            )
-
-    @property
-    def databases(self) -> tuple[str, str, str]:
-        """The MLflow, MLflow auth and Prefect databases."""
-        return (f"{self.name}_mlflow", f"{self.name}_mlflow_auth", f"{self.name}_prefect")
-
-
-@dataclass(kw_only=True)
-class TwinState:
-    """What ``up`` recorded: enough for ``status`` and ``down`` in another process."""
-
-    config: TwinConfig
-    ports: dict[str, int]
-    secret_arns: dict[str, str] = field(default_factory=dict)
-    # service -> [pid, create_time]: the start time tells our process from a recycled pid
-    processes: dict[str, list[float]] = field(default_factory=dict)
-    postgres_created: bool = False
-    env_file: str = ""
-
-    @property
-    def path(self) -> Path:
-        """Where the state is saved."""
-        return self.config.state_dir / "state.json"
-
-    def save(self) -> None:
-        """Write the state (mode 0600; it holds no secret value, only ARNs)."""
-        data = asdict(self)
-        data["config"] = {**data["config"], "state_dir": str(self.config.state_dir)}
-        data["config"]["venv"] = str(self.config.venv)
-        write_private_json(self.path, data)
-
-    @classmethod
-    def load(cls, state_dir: Path) -> TwinState:
-        """The state saved in ``state_dir``, or an OpsError if no twin is recorded there."""
-        path = state_dir / "state.json"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise OpsError(
-                f"no twin recorded in {state_dir} (start one with `mlops twin up`)"
-            ) from None
-        config = data.pop("config")
-        config.update(state_dir=Path(config["state_dir"]), venv=Path(config["venv"]))
-        return cls(config=TwinConfig(**config), **data)
-
-
-def write_private_json(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Process:
-    """How the twin runs one service: command line, environment, working directory."""
-
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    cwd: Path
-
-
-@dataclass(frozen=True, kw_only=True)
-class StopPolicy:
-    """How a service is stopped: signals in turn, then SIGKILL after the timeout."""
-
-    signals: tuple[str, ...] = ("SIGTERM",)
-    timeout_seconds: float = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def new_secret() -> str:
-    """A random alphanumeric secret, as the stack's pulumi-random resources make them."""
-    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
-
-
-def wait_for(
-    what: str, ready: Callable[[], bool], seconds: float, *, alive: Callable[[], str]
-) -> None:
-    """Poll ``ready()`` until true; fail after ``seconds`` or as soon as ``alive()`` says why."""
-    deadline = time.monotonic() + seconds
-    while not ready():
-        problem = alive()
-        if problem:
-            raise OpsError(f"{what}: {problem}")
-        if time.monotonic() > deadline:
-            raise OpsError(f"{what}: not ready within {seconds:.0f} s")
-        time.sleep(_POLL_SECONDS)
 
 
 class Twin:
@@ -347,49 +217,20 @@ class Twin:
 
     def log_tail(self, name: str) -> str:
         """The last lines of service ``name``'s log, for error messages."""
-        try:
-            lines = self.log_path(name).read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(lines[-_LOG_TAIL_LINES:])
+        return supervisor.log_tail(self.log_path(name))
 
     def pid(self, name: str) -> psutil.Process | None:
         """The recorded, still running process of service ``name`` (never a recycled pid)."""
-        recorded = self.state.processes.get(name)
-        if not recorded:
-            return None
-        pid, created = int(recorded[0]), recorded[1]
         child = self._children.get(name)
         if child is not None and child.poll() is not None:
             return None  # exited (and reaped)
-        try:
-            process = psutil.Process(pid)
-            if abs(process.create_time() - created) > 0.01:
-                return None
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.NoSuchProcess:
-            return None
-        return process
+        return supervisor.recorded_process(self.state.processes.get(name))
 
     def launch(self, name: str) -> None:
         """Start service ``name`` in its own session and record it."""
-        process = self.process(name)
-        process.cwd.mkdir(parents=True, exist_ok=True)
-        log = self.log_path(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as output:
-            child = subprocess.Popen(
-                process.argv,
-                env=process.env,
-                cwd=process.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        child = supervisor.launch(self.process(name), self.log_path(name))
         self._children[name] = child
-        self.state.processes[name] = [child.pid, psutil.Process(child.pid).create_time()]
+        self.state.processes[name] = supervisor.record(child.pid)
         self.state.save()
 
     def start_service(self, name: str) -> None:
@@ -473,7 +314,7 @@ class Twin:
         if process is None:
             self.state.processes.pop(name, None)
             return
-        stop_tree(process, self.stop_policy(name))
+        supervisor.stop_tree(process, self.stop_policy(name))
         child = self._children.pop(name, None)
         if child is not None:
             child.wait(timeout=5)
@@ -484,85 +325,32 @@ class Twin:
 
     def aws_client(self, service: str) -> Any:
         """A boto3 client of the emulator."""
-        return boto3.client(
-            service,
-            region_name=self.config.region,
-            endpoint_url=self.s3_url,
-            aws_access_key_id=DUMMY_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=DUMMY_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return standins.aws_client(self.config, self.s3_url, service)
 
     def create_bucket(self) -> None:
         """Create the artifact bucket in the emulator (its state is in memory)."""
-        s3 = self.aws_client("s3")
-        with suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=self.config.bucket)
+        standins.create_bucket(self.aws_client("s3"), self.config.bucket)
 
     def create_secrets(self) -> dict[str, str]:
         """Generate the four secrets into the emulated Secrets Manager; return their ARNs."""
-        client = self.aws_client("secretsmanager")
-        return {
-            name: client.create_secret(
-                Name=f"{self.config.name}-{name}", SecretString=new_secret()
-            )["ARN"]
-            for name in self.boot_configs()["control"].secrets
-        }
-
-    @contextmanager
-    def postgres(self) -> Iterator[psycopg.Connection[Any]]:
-        """A superuser connection to the machine's PostgreSQL."""
-        try:
-            conn = psycopg.connect(
-                host=self.config.postgres_host,
-                port=self.config.postgres_port,
-                user=self.config.postgres_superuser,
-                dbname="postgres",
-                connect_timeout=10,
-                autocommit=True,
-            )
-        except psycopg.OperationalError as exc:
-            raise OpsError(
-                f"cannot connect to PostgreSQL at {self.config.postgres_host}:"
-                f"{self.config.postgres_port} as {self.config.postgres_superuser}: "
-                f"{str(exc).strip()} (the twin needs a running PostgreSQL server)"
-            ) from None
-        with conn:
-            yield conn
+        names = tuple(self.boot_configs()["control"].secrets)
+        return standins.create_secrets(self.aws_client("secretsmanager"), self.config.name, names)
 
     def create_role_and_first_database(self, password: str) -> None:
         """What RDS gives: the master role (may create databases and roles, is no superuser)
         and its first database."""
-        role = sql.Identifier(self.config.name)
-        with self.postgres() as conn:
+        with standins.postgres(self.config) as conn:
             self.state.postgres_created = True  # from here on, down drops them
             self.state.save()
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.config.name,))
-            verb = "ALTER" if exists.fetchone() else "CREATE"
-            conn.execute(
-                sql.SQL(verb + " ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-                    role, sql.Literal(password)
-                )
+            standins.create_role_and_first_database(
+                conn, self.config, password, self.config.databases[0]
             )
-            first = self.config.databases[0]
-            if not conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (first,)
-            ).fetchone():
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(first), role)
-                )
 
     def drop_role_and_databases(self) -> None:
-        """Drop the twin's databases (closing their connections), its services' roles (named
-        as their databases) and its master role."""
-        with self.postgres() as conn:
-            for database in self.config.databases:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(database)
-                    )
-                )
-            for role in (*self.config.databases, self.config.name):
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        """Drop the twin's databases (closing their connections), its services' roles and its
+        master role."""
+        with standins.postgres(self.config) as conn:
+            standins.drop_role_and_databases(conn, self.config)
 
     def run_boot(self, host: str) -> None:
         """Run the hosts' boot script for ``host`` against the emulated Secrets Manager."""
@@ -612,20 +400,24 @@ class Twin:
 
     def env(self) -> dict[str, str]:
         """The architecture's environment variables for this twin, as an operator's (MLflow's
-        admin, as ``mlops env`` gives from the stack outputs)."""
+        admin, as ``mlops env`` writes them for a stack), plus the emulator's endpoint and dummy
+        credentials."""
         worker = self.worker_secrets()
         mlflow = read_env_file(Path(self.specs()["mlflow"].env_file))
+        outputs = {
+            "region": self.config.region,
+            "artifact_bucket": self.config.bucket,
+            "mlflow_tracking_uri": f"http://{LOOPBACK}:{self.state.ports['mlflow']}",
+            "prefect_api_url": f"http://{LOOPBACK}:{self.state.ports['prefect-server']}/api",
+            "mlflow_admin_username": ADMIN_USERNAME,
+            "mlflow_admin_password": mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"],
+            "prefect_api_auth_string": worker["PREFECT_API_AUTH_STRING"],
+        }
         return {
-            "MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{self.state.ports['mlflow']}",
-            "MLFLOW_TRACKING_USERNAME": ADMIN_USERNAME,
-            "MLFLOW_TRACKING_PASSWORD": mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"],
-            "PREFECT_API_URL": f"http://{LOOPBACK}:{self.state.ports['prefect-server']}/api",
-            "PREFECT_API_AUTH_STRING": worker["PREFECT_API_AUTH_STRING"],
-            "AWS_REGION": self.config.region,
+            **env_from_outputs(outputs, tunnel=None),
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
             **DUMMY_AWS_CREDENTIALS,
-            "PIPELINE_DATA_DIR": f"s3://{self.config.bucket}/data",
         }
 
     # -- whole-twin operations --------------------------------------------------------------
@@ -723,74 +515,6 @@ class Twin:
         return rows
 
 
-def check_service(name: str) -> None:
-    """Refuse a service name the twin does not run."""
-    if name not in SERVICES:
-        raise OpsError(f"unknown twin service {name!r}; the twin runs {', '.join(SERVICES)}")
-
-
-def tree(process: psutil.Process) -> list[psutil.Process]:
-    """``process`` and all its descendants."""
-    with suppress(psutil.NoSuchProcess):
-        return [process, *process.children(recursive=True)]
-    return []
-
-
-def tree_rss_bytes(process: psutil.Process) -> int:
-    """Resident memory of ``process`` and its descendants."""
-    total = 0
-    for member in tree(process):
-        with suppress(psutil.NoSuchProcess):
-            total += member.memory_info().rss
-    return total
-
-
-def running(process: psutil.Process) -> bool:
-    """Whether ``process`` still runs (a zombie waiting for its parent to reap it does not)."""
-    try:
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_gone(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
-    """Wait up to ``seconds`` for ``processes`` to end; those still running."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = [process for process in processes if running(process)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(_POLL_SECONDS)
-
-
-def signal_all(processes: list[psutil.Process], signum: signal.Signals) -> None:
-    """Send ``signum`` to each of ``processes`` that still exists."""
-    for process in processes:
-        with suppress(psutil.NoSuchProcess):
-            process.send_signal(signum)
-
-
-def stop_tree(process: psutil.Process, policy: StopPolicy) -> None:
-    """Stop ``process`` and its descendants as systemd stops a unit's control group.
-
-    Every signal but the last goes to the main process (``ExecStop=``), with a short gap for
-    it to act; the last (``KillSignal=``) goes to every process of the tree; whatever is left
-    after the timeout is killed.
-    """
-    members = tree(process)
-    *first, last = policy.signals
-    for name in first:
-        signal_all([process], signal.Signals[name])
-        wait_gone([process], _SIGNAL_GAP_SECONDS)
-    members += [child for child in tree(process) if child not in members]
-    signal_all(members, signal.Signals[last])
-    left = wait_gone(members, policy.timeout_seconds)
-    signal_all(left, signal.SIGKILL)
-    left = wait_gone(left, 5.0)
-    if left:
-        raise OpsError(f"could not stop pids {', '.join(str(p.pid) for p in left)}")
-
-
 _EXECUTABLES = ("python", "moto_server", "mlflow", "prefect")
 
 
@@ -832,49 +556,3 @@ def status_lines(state_dir: Path) -> tuple[list[str], bool]:
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{name:<{width}}  {state:<8}  {detail}" for name, state, detail in rows]
     return lines, all(state == "up" for _, state, _ in rows)
-
-
-# -- command line (registered in scripts/cli.py as `mlops twin`) ------------------------------
-
-app = typer.Typer(
-    help="The local twin: the hosts' services on loopback, from their rendered units.",
-    no_args_is_help=True,
-)
-StateDirOption = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir", help="Where the twin keeps its state, env files and logs.", file_okay=False
-    ),
-]
-
-
-@app.command("up")
-def up_command(
-    env_file: EnvFileOption = DEFAULT_ENV_FILE,
-    state_dir: StateDirOption = DEFAULT_STATE_DIR,
-    name: Annotated[
-        str, typer.Option("--name", help="PostgreSQL role and database prefix of this twin.")
-    ] = DEFAULT_NAME,
-) -> None:
-    """Start the S3 emulator, MLflow, Prefect server and a worker; write the env file."""
-    twin = up(TwinConfig(state_dir=state_dir, name=name), env_file, typer.echo)
-    typer.echo(f"twin up; wrote {env_file} (mode 0600):")
-    for line in describe(twin.env()):
-        typer.echo(f"  {line}")
-
-
-@app.command("status")
-def status_command(state_dir: StateDirOption = DEFAULT_STATE_DIR) -> None:
-    """Show each service of the twin: up, starting or down, pid, port and memory."""
-    lines, healthy = status_lines(state_dir)
-    for line in lines:
-        typer.echo(line)
-    if not healthy:
-        raise OpsError("not every service of the twin is up")
-
-
-@app.command("down")
-def down_command(state_dir: StateDirOption = DEFAULT_STATE_DIR) -> None:
-    """Stop every process the twin started, drop its databases and role, remove its state."""
-    down(state_dir)
-    typer.echo(f"twin down; logs kept in {state_dir / 'logs'}")

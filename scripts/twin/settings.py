@@ -1,0 +1,125 @@
+"""The twin's settings and recorded state: what a twin is made of, and what ``up`` wrote down.
+
+Shared by both modes: the process twin (services on loopback, for laptops) and the hosts twin
+(the rendered hosts booted in containers, Linux as root). Nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import string
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scripts.common import REPO_ROOT, OpsError
+
+DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
+DEFAULT_NAME = "mlops_twin"
+SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
+WORK_POOL = "training"
+ADMIN_USERNAME = "admin"
+WORKER_USERNAME = "worker"  # the workers' MLflow user (never the admin)
+LOOPBACK = "127.0.0.1"
+# The emulator accepts any credentials; these dummies stand in for the instance profile.
+DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "twin", "AWS_SECRET_ACCESS_KEY": "twin"}
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwinConfig:
+    """What a twin is made of; everything but the state dir has a sensible default."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    name: str = DEFAULT_NAME  # PostgreSQL role and database prefix, emulated stack name
+    region: str = "us-east-1"
+    bucket: str = "mlops-twin-artifacts"
+    postgres_host: str = LOOPBACK
+    postgres_port: int = 5432
+    postgres_superuser: str = "postgres"
+    venv: Path = Path(sys.prefix)  # the virtualenv whose console scripts the services run
+
+    def __post_init__(self) -> None:
+        """Refuse a name PostgreSQL and the bucket would not take."""
+        if not _NAME.fullmatch(self.name):
+            raise OpsError(
+                f"twin name {self.name!r} is not valid: use 1-40 lower-case letters, digits "
+                "and '_', starting with a letter (it names the PostgreSQL role and databases)"
+            )
+
+    @property
+    def databases(self) -> tuple[str, str, str]:
+        """The MLflow, MLflow auth and Prefect databases."""
+        return (f"{self.name}_mlflow", f"{self.name}_mlflow_auth", f"{self.name}_prefect")
+
+
+@dataclass(kw_only=True)
+class TwinState:
+    """What ``up`` recorded: enough for ``status`` and ``down`` in another process."""
+
+    config: TwinConfig
+    ports: dict[str, int]
+    secret_arns: dict[str, str] = field(default_factory=dict)
+    # service -> [pid, create_time]: the start time tells our process from a recycled pid
+    processes: dict[str, list[float]] = field(default_factory=dict)
+    postgres_created: bool = False
+    env_file: str = ""
+
+    @property
+    def path(self) -> Path:
+        """Where the state is saved."""
+        return self.config.state_dir / "state.json"
+
+    def save(self) -> None:
+        """Write the state (mode 0600; it holds no secret value, only ARNs)."""
+        data = asdict(self)
+        data["config"] = {**data["config"], "state_dir": str(self.config.state_dir)}
+        data["config"]["venv"] = str(self.config.venv)
+        write_private_json(self.path, data)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> TwinState:
+        """The state saved in ``state_dir``, or an OpsError if no twin is recorded there."""
+        path = state_dir / "state.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise OpsError(
+                f"no twin recorded in {state_dir} (start one with `mlops twin up`)"
+            ) from None
+        config = data.pop("config")
+        config.update(state_dir=Path(config["state_dir"]), venv=Path(config["venv"]))
+        return cls(config=TwinConfig(**config), **data)
+
+
+def write_private_json(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a stale temp file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, path)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def new_secret() -> str:
+    """A random alphanumeric secret, as the stack's pulumi-random resources make them."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
+
+
+def check_service(name: str) -> None:
+    """Refuse a service name the twin does not run."""
+    if name not in SERVICES:
+        raise OpsError(f"unknown twin service {name!r}; the twin runs {', '.join(SERVICES)}")

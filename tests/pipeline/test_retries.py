@@ -1,0 +1,59 @@
+"""Which failures the flow's I/O tasks retry: every one but bad input (unit level).
+
+``tests/pipeline/test_flow.py`` shows Prefect applying it to a task in a flow; these pin
+the predicate and the tasks' options without a Prefect server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from pipeline import flows
+from pipeline.errors import PipelineError, TransientError
+
+
+@dataclass(frozen=True)
+class FailedState:
+    """What Prefect hands the predicate: a state whose result is the task's exception."""
+
+    error: BaseException
+
+    def result(self, *, raise_on_failure: bool) -> BaseException:
+        assert raise_on_failure is False  # the predicate must not re-raise the failure
+        return self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (TransientError("S3 is unavailable"), True),
+        (MlflowException("RESOURCE_EXHAUSTED"), True),
+        (ConnectionError("connection reset by peer"), True),
+        (OSError("No space left on device"), True),
+        (TimeoutError("read timed out"), True),
+        (PipelineError("green_tripdata_2023-01.parquet lacks column(s) DOLocationID"), False),
+    ],
+    ids=["transient", "mlflow", "connection", "os", "timeout", "bad-data"],
+)
+def test_every_failure_but_bad_input_is_worth_retrying(error: Exception, retried: bool) -> None:
+    assert flows._worth_retrying(None, None, FailedState(error)) is retried
+
+
+def test_every_io_stage_is_retried_with_backoff_and_training_is_not() -> None:
+    for io_task in (
+        flows.start_mlflow_run,
+        flows.load,
+        flows.log_to_mlflow,
+        flows.register,
+        flows.promote,
+    ):
+        assert io_task.retries == flows.IO_RETRIES == 3, io_task.name
+        assert io_task.retry_condition_fn is flows._worth_retrying, io_task.name
+        assert io_task.retry_delay_seconds == [5, 10, 20], io_task.name
+        assert io_task.retry_jitter_factor == 0.5, io_task.name
+    for stage in (flows.build_features, flows.train, flows.score):
+        assert stage.retries == 0, stage.name
+    assert flows.train.timeout_seconds == flows.TRAIN_TIMEOUT_SECONDS == 3600

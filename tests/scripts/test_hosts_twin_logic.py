@@ -1,0 +1,167 @@
+"""The hosts twin's logic that needs no container: addresses, firewall rules, shims, IMDS."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import hostboot
+import httpx
+import pytest
+
+from scripts.common import OpsError
+from scripts.twin import containers, imds
+from scripts.twin.hostnet import ingress_ruleset
+from scripts.twin.hosts import (
+    DATABASE,
+    MOTO_PORT,
+    OPERATOR,
+    STANDINS,
+    HostsConfig,
+    host_packages,
+    ingress_rules,
+    topology,
+)
+
+
+def _by_name(config: HostsConfig) -> dict[str, str]:
+    return {node.name: node.address for node in topology(config)}
+
+
+def test_the_hosts_sit_at_their_stack_addresses() -> None:
+    addresses = _by_name(HostsConfig(workers=2))
+    assert addresses["control"] == "10.42.0.10"  # the 10th address of public a
+    assert addresses["worker-1"] == "10.42.0.11"
+    assert addresses["worker-2"] == "10.42.64.11"  # workers alternate between the zones
+    assert addresses[DATABASE].startswith("10.42.128.")  # private a
+    assert len(set(addresses.values())) == len(addresses)
+
+
+def test_another_vpc_range_moves_every_address() -> None:
+    addresses = _by_name(HostsConfig(vpc_cidr="10.7.0.0/16"))
+    assert addresses["control"] == "10.7.0.10"
+    assert all(address.startswith("10.7.") for address in addresses.values())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("vpc_cidr", "10.42.0.0/33", "is not an IPv4 network"),
+        ("vpc_cidr", "10.0.0.0/8", "use a prefix from /16 to /24"),
+        ("workers", 0, "use 1 to 4 worker hosts, not 0"),
+        ("name", "Bad-Name", "is not valid"),
+    ],
+)
+def test_a_config_the_stack_would_not_take_is_refused(
+    field: str, value: object, message: str
+) -> None:
+    with pytest.raises(OpsError, match=message):
+        HostsConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def _rules_for(name: str) -> str:
+    config = HostsConfig()
+    nodes = topology(config)
+    node = next(node for node in nodes if node.name == name)
+    return ingress_ruleset(node, nodes, ingress_rules(nodes))
+
+
+def test_the_database_admits_postgres_from_the_control_host_only() -> None:
+    addresses = _by_name(HostsConfig())
+    script = _rules_for(DATABASE)
+    assert "policy drop;" in script
+    accepts = [line.strip() for line in script.splitlines() if "dport" in line]
+    assert accepts == [f"ip saddr {{ {addresses['control']} }} tcp dport 5432 accept"]
+
+
+def test_the_control_host_admits_its_ports_from_workers_and_the_operator_only() -> None:
+    addresses = _by_name(HostsConfig())
+    accepts = [line.strip() for line in _rules_for("control").splitlines() if "dport" in line]
+    peers = f"{addresses['worker-1']}"
+    assert f"ip saddr {{ {peers} }} tcp dport 5000 accept" in accepts
+    assert f"ip saddr {{ {peers} }} tcp dport 4200 accept" in accepts
+    assert f"ip saddr {{ {addresses[OPERATOR]} }} tcp dport 5000 accept" in accepts
+    assert len(accepts) == 4
+    assert not [line for line in _rules_for("worker-1").splitlines() if "dport" in line]
+
+
+def test_every_host_reaches_the_aws_stand_ins() -> None:
+    script = _rules_for(STANDINS)
+    addresses = _by_name(HostsConfig())
+    lines = "".join(line for line in script.splitlines() if f"dport {MOTO_PORT}" in line)
+    assert addresses["control"] in lines
+    assert addresses["worker-1"] in lines
+    assert addresses[DATABASE] not in lines
+
+
+def test_the_shims_point_the_host_at_the_stand_ins_and_seed_the_user_data() -> None:
+    spec = containers.ContainerSpec(
+        host="control",
+        user_data="#cloud-config\n{}\n",
+        aws_endpoint="http://10.42.192.10:4566",
+        package_index="http://10.42.192.10:8080/",
+    )
+    files = containers.shim_files(spec)
+    assert files["/var/lib/cloud/seed/nocloud/user-data"] == spec.user_data
+    assert "instance-id: mlt-control" in files["/var/lib/cloud/seed/nocloud/meta-data"]
+    assert (
+        "AWS_ENDPOINT_URL=http://10.42.192.10:4566"
+        in files["/etc/systemd/system.conf.d/90-mlt-twin.conf"]
+    )
+    assert "find-links = http://10.42.192.10:8080/" in files["/etc/pip.conf"]
+    assert set(containers.SHIMS) - {"/etc/systemd/system/<unit> -> /dev/null"} <= set(files)
+
+
+def test_the_machine_s_enabled_services_are_masked_but_cloud_init(tmp_path: Path) -> None:
+    wants = tmp_path / "etc" / "systemd" / "system" / "multi-user.target.wants"
+    wants.mkdir(parents=True)
+    for unit in ("postgresql.service", "redis-server.service", "cloud-init.service", "x.target"):
+        (wants / unit).touch()
+    assert containers.masked_units(tmp_path) == ["postgresql.service", "redis-server.service"]
+
+
+def test_the_host_packages_are_read_from_the_rendered_user_data() -> None:
+    settings = hostboot.ControlHostSettings(
+        environment="dev", region="us-east-1", artifact_bucket="b", private_ip="10.42.0.10",
+        db_host="10.42.128.10", db_port=5432, db_username="u", db_password_secret_arn="a1",
+        mlflow_db_password_secret_arn="a5", mlflow_auth_db_password_secret_arn="a6",
+        prefect_db_password_secret_arn="a7", mlflow_admin_username="admin",
+        mlflow_admin_password_secret_arn="a2", mlflow_worker_username="worker",
+        mlflow_worker_password_secret_arn="a8", mlflow_flask_secret_key_secret_arn="a3",
+        prefect_auth_string_secret_arn="a4",
+    )  # fmt: skip
+    requirements, constraints = host_packages(hostboot.render_control_user_data(settings))
+    assert requirements.startswith("mlflow")
+    assert "==" in constraints
+
+
+@pytest.fixture
+def metadata() -> Iterator[str]:
+    """The IMDS stand-in on a loopback port."""
+    served = imds.documents("the-role", "eu-west-1", "i-123")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), imds.handler(served))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imds_answers_only_with_a_token(metadata: str) -> None:
+    path = "/latest/meta-data/iam/security-credentials/the-role"
+    assert httpx.get(metadata + path).status_code == 401
+    token = httpx.put(
+        metadata + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    ).text
+    answer = httpx.get(metadata + path, headers={"X-aws-ec2-metadata-token": token})
+    assert answer.status_code == 200
+    assert answer.json()["AccessKeyId"]
+    region = httpx.get(
+        metadata + "/latest/meta-data/placement/region",
+        headers={"X-aws-ec2-metadata-token": token},
+    )
+    assert region.text == "eu-west-1"
