@@ -17,7 +17,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from twin_api import TwinHandle, bucket_keys, mlops, still_running
+from twin_api import TrainingRun, TwinHandle, bucket_keys, mlops, still_running, train
+from twin_ui import TwinUrls
 
 from scripts.envfile import read_env_file
 from scripts.twin import load
@@ -78,3 +79,22 @@ def deployed(twin: TwinHandle) -> TwinHandle:
         result = mlops("deploy", "--env-file", str(twin.env_file))
         assert result.returncode == 0, f"`mlops deploy` failed:\n{result.stdout}{result.stderr}"
     return twin
+
+
+@pytest.fixture
+def trained(deployed: TwinHandle) -> TrainingRun:
+    """A completed run of the training deployment through the worker, shared by the session.
+
+    Done once; done again if an emulator restart emptied the bucket of the run's artifacts.
+    """
+    run = deployed.training
+    keys = bucket_keys(deployed, "mlflow/")
+    if run is None or not any(f"/{run.run_id}/artifacts/" in key for key in keys):
+        run = deployed.training = train(deployed.env_file, deployed.env)
+    return run
+
+
+@pytest.fixture
+def twin_urls(deployed: TwinHandle, trained: TrainingRun) -> TwinUrls:
+    """Where a browser reaches the twin's UIs, with what it logs in, and the run to look for."""
+    return TwinUrls.of(deployed.env, trained)

@@ -6,45 +6,32 @@ in the bucket, the registered version and its aliases."""
 from __future__ import annotations
 
 import re
-import time
-from uuid import UUID
 
 import pytest
 from twin_api import (
     MODEL_NAME,
-    Mlflow,
+    TrainingRun,
     TwinHandle,
     backend_run_status,
     bucket_keys,
     flow_run_logs,
     flow_run_state,
     metrics,
-    mlops,
 )
 
 from scripts.deploy import prefect_client
 
 pytestmark = pytest.mark.e2e
 
-# Every month is seeded into the bucket; should one be missing, the pipeline would download
-# it: point that at a closed loopback port so no test ever reaches the internet.
-NO_DOWNLOAD = "tlc_base_url=https://127.0.0.1:9/no-download-in-tests"
-STARTED = re.compile(r"started flow run (\S+) \(([0-9a-f-]{36})\)")
-
 
 def test_training_runs_through_the_worker_and_lands_in_postgres_and_the_bucket(
-    deployed: TwinHandle,
+    deployed: TwinHandle, trained: TrainingRun
 ) -> None:
     twin = deployed
-    triggered = time.monotonic()
-    result = mlops("run", "--env-file", str(twin.env_file), "--set", NO_DOWNLOAD, timeout=900)
-    elapsed = time.monotonic() - triggered
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    result = trained.output
     assert "Traceback" not in result.stderr
-    started = STARTED.search(result.stdout)
-    assert started, result.stdout
-    flow_run_id = UUID(started.group(2))
-    print(f"trigger to completed flow run: {elapsed:.0f} s")
+    flow_run_id = trained.flow_run_id
+    print(f"trigger to completed flow run: {trained.seconds:.0f} s")
 
     # Prefect: completed, on the worker, with the code pulled from the bucket's flow-code/.
     assert flow_run_state(twin, flow_run_id)[0] == "COMPLETED"
@@ -63,15 +50,12 @@ def test_training_runs_through_the_worker_and_lands_in_postgres_and_the_bucket(
     s3_log = twin.twin.log_path("s3").read_text()
     assert f"GET /{twin.twin.config.bucket}/flow-code/pipeline/flows.py" in s3_log
 
-    with Mlflow.of(twin.env) as mlflow:
-        (run,) = mlflow.runs_of_flow_run(flow_run_id)
-        run_id = run["info"]["run_id"]
-        assert run["info"]["status"] == "FINISHED"
-        scores = metrics(run)
-        assert {"rmse", "mae", "baseline_rmse"} <= set(scores)
-        assert 0 < scores["rmse"] < scores["baseline_rmse"]
-        (version,) = mlflow.versions_of_run(run_id)
-        registered = mlflow.version(MODEL_NAME, version["version"])
+    run, registered = trained.mlflow_run, trained.version
+    run_id = trained.run_id
+    assert run["info"]["status"] == "FINISHED"
+    scores = metrics(run)
+    assert {"rmse", "mae", "baseline_rmse"} <= set(scores)
+    assert 0 < scores["rmse"] < scores["baseline_rmse"]
     # The run is in the server's PostgreSQL database, not in some local store.
     assert backend_run_status(twin, run_id) == "FINISHED"
     # The model's files are in the bucket, under the server's artifact destination.
@@ -84,4 +68,4 @@ def test_training_runs_through_the_worker_and_lands_in_postgres_and_the_bucket(
     summary = re.search(r"Aliases: ([a-z, ]+)\.", result.stdout)
     assert summary, result.stdout
     assert set(summary.group(1).split(", ")) == set(registered["aliases"])
-    assert f"## {MODEL_NAME} version {version['version']}" in result.stdout
+    assert f"## {MODEL_NAME} version {registered['version']}" in result.stdout

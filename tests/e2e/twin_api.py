@@ -6,10 +6,11 @@ the bucket through the emulator, the MLflow backend through PostgreSQL itself.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ class TwinHandle:
     env_file: Path
     env: dict[str, str]
     started_pids: set[int] = field(default_factory=set)
+    # The session's training run through the worker, shared by the tests that read it.
+    training: TrainingRun | None = None
 
     def stop_service(self, name: str) -> None:
         """Stop ``name`` (one of ``SERVICES``) as its unit would be stopped; wait until gone."""
@@ -101,7 +104,7 @@ class Mlflow:
 
     @classmethod
     @contextmanager
-    def of(cls, env: dict[str, str]) -> Iterator[Mlflow]:
+    def of(cls, env: Mapping[str, str]) -> Iterator[Mlflow]:
         """A client on the twin's MLflow server."""
         auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
         with httpx.Client(base_url=env["MLFLOW_TRACKING_URI"], auth=auth, timeout=30) as client:
@@ -140,6 +143,67 @@ class Mlflow:
     def version(self, name: str, version: str) -> dict[str, Any]:
         """One model version, with its aliases."""
         return dict(self.get("model-versions/get", name=name, version=version)["model_version"])
+
+
+# Every month is seeded into the bucket; should one be missing, the pipeline would download
+# it: point that at a closed loopback port so no test ever reaches the internet.
+# Every month is seeded into the bucket; should one be missing, the pipeline would download
+# it: point that at a closed loopback port so no test ever reaches the internet (https: the
+# pipeline refuses plain http unless a mirror is explicitly allowed).
+NO_DOWNLOAD = "tlc_base_url=https://127.0.0.1:9/no-download-in-tests"
+STARTED = re.compile(r"started flow run (\S+) \(([0-9a-f-]{36})\)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingRun:
+    """A completed run of the training deployment, and what it left, read right after it."""
+
+    output: subprocess.CompletedProcess[str]  # of `mlops run`
+    seconds: float  # trigger to completed flow run
+    flow_run_id: UUID
+    flow_run_name: str
+    task_run_names: tuple[str, ...]
+    mlflow_run: dict[str, Any]
+    version: dict[str, Any]  # the registered model version, with its aliases then
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run's id."""
+        return str(self.mlflow_run["info"]["run_id"])
+
+
+def train(env_file: Path, env: Mapping[str, str]) -> TrainingRun:
+    """Trigger the training deployment with ``mlops run`` and read back what it made.
+
+    Works on any twin: it only needs the env file and its variables.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    triggered = time.monotonic()
+    result = mlops("run", "--env-file", str(env_file), "--set", NO_DOWNLOAD, timeout=900)
+    seconds = time.monotonic() - triggered
+    started = STARTED.search(result.stdout)
+    output = f"`mlops run`:\n{result.stdout[-4000:]}{result.stderr}"
+    assert result.returncode == 0, output
+    assert started, output
+    flow_run_id = UUID(started.group(2))
+    with prefect_client(env) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    with Mlflow.of(env) as mlflow:
+        (run,) = mlflow.runs_of_flow_run(flow_run_id)
+        (version,) = mlflow.versions_of_run(run["info"]["run_id"])
+        registered = mlflow.version(MODEL_NAME, version["version"])
+    return TrainingRun(
+        output=result,
+        seconds=seconds,
+        flow_run_id=flow_run_id,
+        flow_run_name=started.group(1),
+        task_run_names=tuple(sorted(task_run.name for task_run in task_runs)),
+        mlflow_run=run,
+        version=registered,
+    )
 
 
 def metrics(run: dict[str, Any]) -> dict[str, float]:
