@@ -21,6 +21,7 @@ from workers import Workers, WorkersArgs
 
 WORK_POOL = "training"
 MLFLOW_ADMIN_USERNAME = "admin"
+MLFLOW_WORKER_USERNAME = "worker"
 
 cfg = load()
 provider = aws.Provider(
@@ -86,6 +87,7 @@ hosts = HostContext(
     bucket_arn=store.bucket_arn,
     credentials=credentials,
     mlflow_admin_username=MLFLOW_ADMIN_USERNAME,
+    mlflow_worker_username=MLFLOW_WORKER_USERNAME,
     work_pool=WORK_POOL,
     prerequisites=[*network.host_prerequisites, *boot_objects],
 )

@@ -4,7 +4,8 @@ Its address is chosen by the network (the 10th host address of its subnet), so M
 ``--allowed-hosts``, the workers' settings and the stack outputs know it at preview time. The
 user data comes from the shared host-bootstrap renderer (``hostboot``) and carries the
 secrets' ARNs only; the boot script fetches the values with the host's role, which may read
-these four secrets, the ``mlflow/`` prefix of the bucket and the host lock under ``bootstrap/``.
+the stack's secrets its boot step fetches, the ``mlflow/`` prefix of the bucket and the host
+lock under ``bootstrap/``.
 """
 
 from __future__ import annotations
@@ -63,12 +64,7 @@ class ControlHost(pulumi.ComponentResource):
                     ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS),
                     ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
                 ],
-                secret_arns=[
-                    secrets.db_password.arn,
-                    secrets.mlflow_admin_password.arn,
-                    secrets.mlflow_flask_secret_key.arn,
-                    secrets.prefect_auth_string.arn,
-                ],
+                secret_arns=[secret.arn for secret in secrets.all()],
             ),
             pulumi.ResourceOptions(parent=self),
         )
@@ -108,13 +104,17 @@ def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
             db_port=int(values["db_port"]),
             db_username=args.db_username,
             db_password_secret_arn=values["db_password"],
+            mlflow_db_password_secret_arn=values["mlflow_db_password"],
+            mlflow_auth_db_password_secret_arn=values["mlflow_auth_db_password"],
+            prefect_db_password_secret_arn=values["prefect_db_password"],
             mlflow_admin_username=context.mlflow_admin_username,
             mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
+            mlflow_worker_username=context.mlflow_worker_username,
+            mlflow_worker_password_secret_arn=values["mlflow_worker_password"],
             mlflow_flask_secret_key_secret_arn=values["mlflow_flask_secret_key"],
             prefect_auth_string_secret_arn=values["prefect_auth_string"],
             work_pool=context.work_pool,
             instance_type=args.instance_type,
-            db_sslmode="require",
         )
         return checked_user_data(hostboot.render_control_user_data(settings))
 
@@ -123,7 +123,11 @@ def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
         db_host=args.db_address,
         db_port=args.db_port,
         db_password=secrets.db_password.arn,
+        mlflow_db_password=secrets.mlflow_db_password.arn,
+        mlflow_auth_db_password=secrets.mlflow_auth_db_password.arn,
+        prefect_db_password=secrets.prefect_db_password.arn,
         mlflow_admin_password=secrets.mlflow_admin_password.arn,
+        mlflow_worker_password=secrets.mlflow_worker_password.arn,
         mlflow_flask_secret_key=secrets.mlflow_flask_secret_key.arn,
         prefect_auth_string=secrets.prefect_auth_string.arn,
     ).apply(render)

@@ -1,4 +1,4 @@
-"""The stack's four generated secrets, kept as Pulumi secrets and in AWS Secrets Manager.
+"""The stack's generated secrets, kept as Pulumi secrets and in AWS Secrets Manager.
 
 Values come from pulumi-random: letters and digits only, so they sit unescaped in connection
 strings and environment files. The hosts never receive a value in their user data: their boot
@@ -30,10 +30,15 @@ class CredentialsArgs:
 
 
 class Credentials(pulumi.ComponentResource):
-    """Database password, MLflow admin password and Flask secret key, Prefect auth string."""
+    """Database passwords (the master's, one per service role), the MLflow admin's and the
+    workers' passwords, the MLflow Flask secret key, the Prefect auth string."""
 
-    db_password: StoredSecret
-    mlflow_admin_password: StoredSecret
+    db_password: StoredSecret  # the RDS master user's: the control host's boot step only
+    mlflow_db_password: StoredSecret
+    mlflow_auth_db_password: StoredSecret
+    prefect_db_password: StoredSecret
+    mlflow_admin_password: StoredSecret  # the control host and operators only
+    mlflow_worker_password: StoredSecret
     mlflow_flask_secret_key: StoredSecret
     prefect_auth_string: StoredSecret
 
@@ -43,8 +48,20 @@ class Credentials(pulumi.ComponentResource):
         super().__init__("mlops:index:Credentials", name, None, opts)
         self._recovery_window_days = args.recovery_window_days
         self.db_password = self._secret(f"{name}-db-password", 32, "RDS master password")
+        self.mlflow_db_password = self._secret(
+            f"{name}-db-mlflow-password", 32, "PostgreSQL password of MLflow tracking's role"
+        )
+        self.mlflow_auth_db_password = self._secret(
+            f"{name}-db-mlflow-auth-password", 32, "PostgreSQL password of MLflow auth's role"
+        )
+        self.prefect_db_password = self._secret(
+            f"{name}-db-prefect-password", 32, "PostgreSQL password of Prefect's role"
+        )
         self.mlflow_admin_password = self._secret(
             f"{name}-mlflow-admin-password", 32, "MLflow basic-auth admin password"
+        )
+        self.mlflow_worker_password = self._secret(
+            f"{name}-mlflow-worker-password", 32, "MLflow password of the workers' user"
         )
         self.mlflow_flask_secret_key = self._secret(
             f"{name}-mlflow-flask-secret-key", 48, "MLflow server Flask secret key"
@@ -52,15 +69,19 @@ class Credentials(pulumi.ComponentResource):
         self.prefect_auth_string = self._secret(
             f"{name}-prefect-auth-string", 40, "Prefect server API auth string"
         )
-        self.register_outputs(
-            {
-                "secret_arns": [
-                    self.db_password.arn,
-                    self.mlflow_admin_password.arn,
-                    self.mlflow_flask_secret_key.arn,
-                    self.prefect_auth_string.arn,
-                ]
-            }
+        self.register_outputs({"secret_arns": [secret.arn for secret in self.all()]})
+
+    def all(self) -> tuple[StoredSecret, ...]:
+        """Every secret of the stack."""
+        return (
+            self.db_password,
+            self.mlflow_db_password,
+            self.mlflow_auth_db_password,
+            self.prefect_db_password,
+            self.mlflow_admin_password,
+            self.mlflow_worker_password,
+            self.mlflow_flask_secret_key,
+            self.prefect_auth_string,
         )
 
     def _secret(self, name: str, length: int, description: str) -> StoredSecret:

@@ -1,11 +1,13 @@
 """The database: RDS PostgreSQL 16 in the private subnets, encrypted, backed up, TLS only.
 
 It holds three databases: ``mlflow`` (created here) and ``mlflow_auth`` and ``prefect``, which
-the control host creates idempotently at boot (nothing outside the VPC can reach the server).
+the control host creates idempotently at boot (nothing outside the VPC can reach the server),
+each owned by its service's own role (created at boot too); the master user is the boot step's.
 A parameter group sets ``rds.force_ssl=1`` so every connection must use TLS; the services ask
-for ``sslmode=require``. Prod runs multi-AZ and keeps a final snapshot; dev and ephemeral
-stacks are destroyed without one. Deletion protection also sets Pulumi's ``protect``, so a
-protected stack's ``pulumi destroy`` fails at preview instead of half-way.
+for ``sslmode=verify-full`` against AWS's RDS CA bundle. Prod runs multi-AZ and keeps a final
+snapshot; dev and ephemeral stacks are destroyed without one. Deletion protection also sets
+Pulumi's ``protect``, so a protected stack's ``pulumi destroy`` fails at preview instead of
+half-way.
 """
 
 from __future__ import annotations

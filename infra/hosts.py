@@ -2,11 +2,12 @@
 
 Every host: Amazon Linux 2023 x86_64, IMDSv2 only with a hop limit of 1 (containers on the
 host cannot reach the instance's credentials), an encrypted gp3 root volume, an instance
-profile and no SSH key (SSM Session Manager instead), user data that replaces the host when
-it changes, so a configuration change always reaches the machine. A host is created only after
-what its boot needs (its role's policies and profile, its subnet's routes, the objects it reads
-from the bucket) and is deleted before its replacement is created: the control host keeps its
-fixed address, and two workers never poll the work pool under one name.
+profile and no SSH key (SSM Session Manager instead), user data (gzipped: EC2 caps it at
+16 KB) that replaces the host when it changes, so a configuration change always reaches the
+machine. A host is created only after what its boot needs (its role's policies and profile, its
+subnet's routes, the objects it reads from the bucket) and is deleted before its replacement is
+created: the control host keeps its fixed address, and two workers never poll the work pool
+under one name.
 
 AMI: unless ``amiId`` pins one, the newest AL2023 image is looked up, and running hosts keep
 the image they were created with (``ignore_changes`` on ``ami``): a new AL2023 release does not
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 from credentials import Credentials
+from hostboot.cloudconfig import gzip_user_data, user_data_base64
 
 AL2023_OWNER = "amazon"
 AL2023_NAME = "al2023-ami-2023.*-x86_64"  # the standard image; excludes minimal and ECS images
@@ -60,6 +62,7 @@ class HostContext:
     bucket_arn: pulumi.Input[str]
     credentials: Credentials
     mlflow_admin_username: str
+    mlflow_worker_username: str
     work_pool: str
     # Created before any host: the network's (routes, the control address's reservation) and
     # the objects hosts read from the bucket at boot.
@@ -74,7 +77,7 @@ class HostSpec:
     subnet_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
-    user_data: pulumi.Input[str]
+    user_data: pulumi.Input[str]  # the #cloud-config text; the instance gets it gzipped
     grants: Sequence[pulumi.Resource]  # the identity's policies and profile (HostIdentity.grants)
     private_ip: str | None = None  # a fixed address (reserved by the network)
     termination_protection: bool = False
@@ -104,7 +107,7 @@ def host_instance(
             encrypted=True,
             delete_on_termination=True,
         ),
-        user_data=spec.user_data,
+        user_data_base64=pulumi.Output.from_input(spec.user_data).apply(user_data_base64),
         user_data_replace_on_change=True,
         disable_api_termination=spec.termination_protection,
         # Termination protection guards against hands in the console; a replacement that
@@ -145,10 +148,10 @@ USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user data
 
 
 def checked_user_data(text: str) -> str:
-    """``text``, refused at preview if EC2 would refuse it at launch."""
-    size = len(text.encode())
+    """``text``, refused at preview if EC2 would refuse it (gzipped) at launch."""
+    size = len(gzip_user_data(text))
     if size > USER_DATA_LIMIT:
         raise ValueError(
-            f"rendered user data is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT}"
+            f"rendered user data is {size} bytes gzipped; EC2 accepts at most {USER_DATA_LIMIT}"
         )
     return text

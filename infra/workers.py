@@ -3,8 +3,9 @@
 Workers spread over the host subnets of both zones. They reach MLflow and Prefect on the
 control host's fixed address, read flow code from ``flow-code/``, read and cache training
 data under ``data/`` and read the host lock under ``bootstrap/`` in the bucket, and may read
-two secrets: the Prefect auth string and the MLflow admin password (they log to MLflow as the
-admin user, a documented simplification).
+two secrets: the Prefect auth string and the password of the workers' MLflow user (EDIT on the
+training experiment, MANAGE on its models; never the admin's, which stays on the control host
+and with operators).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Workers(pulumi.ComponentResource):
                     ObjectGrant(DATA_PREFIX, DATA_ACTIONS),
                     ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
                 ],
-                secret_arns=[secrets.prefect_auth_string.arn, secrets.mlflow_admin_password.arn],
+                secret_arns=[secrets.prefect_auth_string.arn, secrets.mlflow_worker_password.arn],
             ),
             pulumi.ResourceOptions(parent=self),
         )
@@ -95,14 +96,14 @@ def worker_user_data(args: WorkersArgs, *, worker_name: str) -> pulumi.Output[st
             control_private_ip=args.control_private_ip,
             work_pool=context.work_pool,
             worker_name=worker_name,
-            mlflow_admin_username=context.mlflow_admin_username,
-            mlflow_admin_password_secret_arn=values["mlflow_admin_password"],
+            mlflow_worker_username=context.mlflow_worker_username,
+            mlflow_worker_password_secret_arn=values["mlflow_worker_password"],
             prefect_auth_string_secret_arn=values["prefect_auth_string"],
         )
         return checked_user_data(hostboot.render_worker_user_data(settings))
 
     return pulumi.Output.all(
         bucket=context.bucket_name,
-        mlflow_admin_password=secrets.mlflow_admin_password.arn,
+        mlflow_worker_password=secrets.mlflow_worker_password.arn,
         prefect_auth_string=secrets.prefect_auth_string.arn,
     ).apply(render)

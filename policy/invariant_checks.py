@@ -1,4 +1,5 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45 and 57-62.
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45, 47-52 and 57-62
+(those a policy can see) as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
@@ -17,6 +18,9 @@ policy SDK hands policies secret values already unwrapped, so it cannot tell the
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
 import hashlib
 import ipaddress
 import json
@@ -472,8 +476,21 @@ def ec2_identity(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str
         yield "no SSH key pair (keyName): use SSM Session Manager"
 
 
+def user_data_text(props: Mapping[str, Any]) -> str:
+    """A host's user data as text: ``userData``, or ``userDataBase64`` decoded (and gunzipped:
+    cloud-init unpacks gzipped user data, so a secret could hide in it)."""
+    packed = props.get("userDataBase64")
+    if not packed:
+        return user_data_text(props)
+    try:
+        raw = base64.b64decode(str(packed), validate=True)
+        return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+    except (binascii.Error, OSError, UnicodeDecodeError, EOFError):
+        return f"<undecodable userDataBase64: {str(packed)[:40]}>"
+
+
 def ec2_user_data(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    text = str(props.get("userData") or "")
+    text = user_data_text(props)
     if ACCESS_KEY_ID.search(text):
         yield "user data holds an AWS access key id"
     if PRIVATE_KEY in text:
@@ -766,7 +783,7 @@ def _secret_values(resources: Sequence[PolicyResource]) -> list[str]:
 
 def ec2_hashed_installs(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
     """57: pip and boto3 pinned with hashes, the host lock named by digest, no distro pip."""
-    text = str(props.get("userData") or "")
+    text = user_data_text(props)
     if not text:
         return
     if "--hash=sha256:" not in text:
@@ -779,7 +796,7 @@ def ec2_hashed_installs(_: str, props: Mapping[str, Any], ctx: Context) -> Itera
 
 def ec2_bootstrap_retried(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
     """58: the bootstrap is a oneshot unit retried until it succeeds; the services require it."""
-    text = str(props.get("userData") or "")
+    text = user_data_text(props)
     if not text:
         return
     for line in ("Type=oneshot", "RemainAfterExit=yes", "Restart=on-failure"):
@@ -793,7 +810,7 @@ def host_lock_uploaded(resources: Sequence[PolicyResource], ctx: Context) -> Ite
     """57: the host lock a host's user data names is uploaded, and its content has that digest."""
     objects = {str(o.props.get("key")): o for o in of_type(resources, BUCKET_OBJECT)}
     for host in of_type(resources, INSTANCE):
-        match = HOST_LOCK_KEY.search(str(host.props.get("userData") or ""))
+        match = HOST_LOCK_KEY.search(user_data_text(host.props))
         if match is None:
             continue  # ec2-hashed-installs reports it
         key, digest = match.groups()
@@ -891,9 +908,9 @@ def user_data_free_of_secrets(
 ) -> Iterator[Finding]:
     secret_sources = (RANDOM_PASSWORD, SECRET_VERSION)
     for host in of_type(resources, INSTANCE, LAUNCH_TEMPLATE):
-        if of_type(deps(host, "userData"), *secret_sources):
+        if of_type(deps(host, "userData") + deps(host, "userDataBase64"), *secret_sources):
             yield f"{host.name}'s user data is computed from a secret value", host.urn
-        text = str(host.props.get("userData") or "")
+        text = user_data_text(host.props)
         if any(value in text for value in _secret_values(resources)):
             yield f"{host.name}'s user data holds a generated secret", host.urn
 
@@ -993,6 +1010,57 @@ def secret_reads_scoped(resources: Sequence[PolicyResource], ctx: Context) -> It
                     f"{policy.name}: GetSecretValue on other secrets: {sorted(foreign)}",
                     policy.urn,
                 )
+
+
+def host_secrets_are_the_boot_steps(
+    resources: Sequence[PolicyResource], ctx: Context
+) -> Iterator[Finding]:
+    """47: a host's role reads exactly the secrets its boot step fetches (named by ARN in its
+    user data): a worker's role never reads the MLflow admin password or a database password."""
+    for host in of_type(resources, INSTANCE):
+        text = user_data_text(host.props)
+        for profile in of_type(deps(host, "iamInstanceProfile"), INSTANCE_PROFILE):
+            for role in of_type(deps(profile, "role"), ROLE):
+                for policy in configuring(resources, role, POLICY_DOCUMENTS[0], "role"):
+                    for statement in statements(policy.props.get("policy")):
+                        if "secretsmanager:GetSecretValue" not in items(statement.get("Action")):
+                            continue
+                        # Unknown at preview: an ARN the policy cannot see is not judged.
+                        arns = [a for a in map(str, items(statement.get("Resource"))) if a]
+                        extra = [arn for arn in arns if arn.startswith("arn:") and arn not in text]
+                        if extra:
+                            yield (
+                                f"{policy.name}: {host.name}'s role reads secrets its boot step "
+                                f"does not fetch: {extra}",
+                                policy.urn,
+                            )
+
+
+_POSTGRES_URL = re.compile(r"postgresql(?:\+\w+)?://[^\s\"']+")
+_CORS_ORIGINS = re.compile(r"--cors-allowed-origins\s+\"?([^\s\"]+)")
+
+
+def ec2_service_transport(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """48, 50, 52 as far as the user data shows them: every PostgreSQL URL verifies the server,
+    Prefect's asyncpg checks it, MLflow's CORS origins are listed (never ``*``), and the Prefect
+    server's user is refused the instance metadata."""
+    text = user_data_text(props)
+    for url in _POSTGRES_URL.findall(text):
+        verified = "sslmode=verify-full" in url and "sslrootcert=" in url
+        if not verified and "asyncpg" not in url:  # asyncpg: Prefect's TLS settings, below
+            yield f"a database URL does not verify the server (verify-full): {url}"
+    if "postgresql+asyncpg://" in text:
+        for setting in ("TLS_ENABLED=true", "TLS_CA_FILE=", "TLS_CHECK_HOSTNAME=true"):
+            if f"PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_{setting}" not in text:
+                yield f"Prefect's database connection lacks {setting.rstrip('=')}"
+    if "mlflow server" in text or "bin/mlflow server" in text:
+        origins = _CORS_ORIGINS.findall(text)
+        if not origins:
+            yield "MLflow is started without --cors-allowed-origins"
+        elif any("*" in origin for origin in ",".join(origins).split(",")):
+            yield f"MLflow's CORS origins hold a wildcard: {origins}"
+    if "prefect server start" in text and "meta skuid" not in text:
+        yield "the Prefect server's user is not refused the instance metadata (nft meta skuid)"
 
 
 # -- the rules, and the pulumi-policy objects built from them ------------------------------------
@@ -1251,6 +1319,19 @@ RULES: tuple[Rule, ...] = (
         (31,),
         "GetSecretValue only on this stack's secrets.",
         stack_check=secret_reads_scoped,
+    ),
+    Rule(
+        "host-secrets-least",
+        (47,),
+        "A host's role reads only the secrets its boot step fetches.",
+        stack_check=host_secrets_are_the_boot_steps,
+    ),
+    Rule(
+        "ec2-service-transport",
+        (48, 50, 52),
+        "User data: database TLS verified, MLflow CORS listed, Prefect server off IMDS.",
+        (INSTANCE,),
+        ec2_service_transport,
     ),
     Rule(
         "ec2-hashed-installs",

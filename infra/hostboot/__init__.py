@@ -24,6 +24,7 @@ from hostboot.services import (
     HostPlan,
     ServiceSpec,
     control_plan,
+    imds_ruleset,
     worker_plan,
 )
 from hostboot.units import render_unit
@@ -38,11 +39,21 @@ __all__ = [
     "WorkerHostSettings",
     "boot_objects",
     "control_plan",
+    "imds_ruleset",
     "render_control_user_data",
     "render_unit",
     "render_worker_user_data",
     "worker_plan",
 ]
+
+# AWS's bundle of the RDS certificate authorities (every region), fetched at boot over HTTPS;
+# the services check the database's certificate against it (verify-full).
+RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+RDS_CA_FILE = "/etc/mlops/rds-ca-bundle.pem"
+# What the workers' MLflow user gets at boot: EDIT on the training experiment, MANAGE on the
+# models the flow registers (its defaults: tests/hosts checks them against pipeline/).
+WORKER_EXPERIMENTS = ("trip-duration",)
+WORKER_MODELS = ("trip-duration-green", "trip-duration-yellow")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,24 +69,39 @@ class ControlHostSettings:
     private_ip: str  # the control host's fixed private address (MLflow --allowed-hosts)
     db_host: str
     db_port: int
-    db_username: str
-    db_password_secret_arn: str
+    db_username: str  # the RDS master user: used by the boot step only
+    db_password_secret_arn: str  # the master password
+    mlflow_db_password_secret_arn: str
+    mlflow_auth_db_password_secret_arn: str
+    prefect_db_password_secret_arn: str
     mlflow_admin_username: str
     mlflow_admin_password_secret_arn: str
+    mlflow_worker_username: str
+    mlflow_worker_password_secret_arn: str
     mlflow_flask_secret_key_secret_arn: str
     prefect_auth_string_secret_arn: str
     work_pool: str = "training"
     instance_type: str = "t3.medium"  # used to size the MLflow server's workers
-    # libpq sslmode (asyncpg's ssl takes the same values). The local twin's PostgreSQL has
-    # no TLS and sets "disable"; RDS forces TLS (rds.force_ssl) and hosts keep "require".
-    db_sslmode: str = "require"
+    # libpq sslmode. RDS forces TLS (rds.force_ssl) and hosts verify the server's certificate
+    # and name against db_ca_file; the local twin's PostgreSQL has no TLS ("disable").
+    db_sslmode: str = "verify-full"
+    db_ca_file: str = RDS_CA_FILE
+    db_ca_bundle_url: str | None = RDS_CA_BUNDLE_URL  # None: db_ca_file is already in place
+    db_ca_bundle_sha256: str | None = None
     # All interfaces: the security groups decide who reaches the ports (S104 is the point).
     bind_address: str = "0.0.0.0"  # noqa: S104
     mlflow_port: int = 5000
     prefect_port: int = 4200
-    mlflow_db: str = "mlflow"  # the RDS master user's default database
+    maintenance_db: str = "postgres"  # where the boot step connects as the master user
+    mlflow_db: str = "mlflow"  # created by RDS (the master user's); its owner changed at boot
     mlflow_auth_db: str = "mlflow_auth"  # created at boot
     prefect_db: str = "prefect"  # created at boot
+    # One role per database, created at boot, owning it and nothing else.
+    mlflow_db_user: str = "mlflow"
+    mlflow_auth_db_user: str = "mlflow_auth"
+    prefect_db_user: str = "prefect"
+    worker_experiments: tuple[str, ...] = WORKER_EXPERIMENTS
+    worker_models: tuple[str, ...] = WORKER_MODELS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,8 +114,8 @@ class WorkerHostSettings:
     control_private_ip: str  # MLFLOW_TRACKING_URI / PREFECT_API_URL point here
     work_pool: str
     worker_name: str
-    mlflow_admin_username: str
-    mlflow_admin_password_secret_arn: str
+    mlflow_worker_username: str
+    mlflow_worker_password_secret_arn: str
     prefect_auth_string_secret_arn: str
     control_mlflow_port: int = 5000
     control_prefect_port: int = 4200

@@ -12,15 +12,17 @@ psycopg where databases are created), no import of the renderer.
    written atomically with its mode and group (env files stay root-only: systemd reads them
    before it drops privileges; a file the service itself reads is group-readable by the
    service's group; none is world-readable).
-3. The extra databases are created idempotently through the maintenance database (RDS
-   creates only the master user's default database).
+3. The database's CA bundle is fetched over HTTPS and installed, so that every client checks
+   the server's certificate and name (verify-full).
+4. As the master user, through the maintenance database: one login role per service (its
+   password reset to the stored one), owning its database (created if missing), which no
+   other role may connect to. The master password goes nowhere else.
 
 The config holds no secret value, only ARNs and templates.
 """
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import json
 import os
@@ -116,12 +118,82 @@ def write_files(files: list[dict[str, Any]], secrets: Mapping[str, str]) -> None
         write_file(Path(spec["path"]), content, int(spec["mode"], 8), spec.get("group"))
 
 
-def create_databases(database: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
-    """Create ``database["create"]`` through the maintenance database unless they exist."""
-    import psycopg
+def install_ca_bundle(bundle: Mapping[str, Any]) -> None:
+    """Fetch the CA bundle over HTTPS (the system's trust) and install it world-readable."""
+    import hashlib
+    import ssl
+    import tempfile
+    import urllib.request
+
+    url = bundle["url"]
+    if not url.startswith("https://"):
+        raise BootError(f"the CA bundle must be fetched over https, not {url!r}")
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (https only)
+            return bytes(response.read())
+
+    content = retry(f"fetching the CA bundle {url}", fetch)
+    digest = hashlib.sha256(content).hexdigest()
+    if bundle.get("sha256") and digest != bundle["sha256"]:
+        raise BootError(f"CA bundle {url} has sha256 {digest}; expected {bundle['sha256']}")
+    with tempfile.NamedTemporaryFile(suffix=".pem") as probe:
+        probe.write(content)
+        probe.flush()
+        try:
+            ssl.create_default_context(cafile=probe.name)
+        except ssl.SSLError as exc:
+            raise BootError(f"CA bundle {url} holds no usable certificate: {exc}") from None
+    write_file(Path(bundle["path"]), content.decode(), 0o644, None)
+
+
+def ensure_role(conn: Any, role: str, password: str, master: str) -> None:
+    """Login role ``role`` with ``password`` (reset if it exists), granted to the master.
+
+    The master may then make it a database's owner (PostgreSQL requires membership); the
+    role itself gets no attribute: no CREATEDB, CREATEROLE or membership of anything.
+    """
     from psycopg import errors, sql
 
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    statement = "ALTER ROLE {} LOGIN PASSWORD {}" if exists else "CREATE ROLE {} LOGIN PASSWORD {}"
+    try:
+        conn.execute(sql.SQL(statement).format(sql.Identifier(role), sql.Literal(password)))
+    except errors.DuplicateObject:  # created concurrently meanwhile
+        conn.execute(
+            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+    granted = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (master, role)).fetchone()
+    if not granted[0]:
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(master)))
+
+
+def ensure_database(conn: Any, name: str, owner: str) -> None:
+    """Database ``name`` owned by ``owner``, which only its owner may connect to."""
+    from psycopg import errors, sql
+
+    database, role = sql.Identifier(name), sql.Identifier(owner)
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+    else:
+        # Created concurrently meanwhile: set its owner all the same.
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+            print(f"boot: created database {name}", file=sys.stderr)
+        except errors.DuplicateDatabase:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+    # PUBLIC may connect to every database by default: no other service's role may.
+    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+
+
+def create_databases(database: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
+    """One role per service owning its database, created or updated as the master user."""
+    import psycopg
+
     def connect() -> psycopg.Connection[Any]:
+        tls = {"sslrootcert": database["sslrootcert"]} if database.get("sslrootcert") else {}
         return psycopg.connect(
             host=database["host"],
             port=database["port"],
@@ -131,23 +203,23 @@ def create_databases(database: Mapping[str, Any], secrets: Mapping[str, str]) ->
             sslmode=database["sslmode"],
             connect_timeout=10,
             autocommit=True,
+            **tls,
         )
 
     with retry(f"connecting to {database['host']}:{database['port']}", connect) as conn:
-        for name in database["create"]:
-            query = "SELECT 1 FROM pg_database WHERE datname = %s"
-            if conn.execute(query, (name,)).fetchone():
-                continue
-            # Created concurrently meanwhile: the goal is reached all the same.
-            with contextlib.suppress(errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"boot: created database {name}", file=sys.stderr)
+        for service in database["databases"]:
+            ensure_role(
+                conn, service["owner"], secrets[service["password_secret"]], database["user"]
+            )
+            ensure_database(conn, service["name"], service["owner"])
 
 
 def boot(config: Mapping[str, Any]) -> None:
     """Run the boot steps described by ``config`` (see the module docstring)."""
     secrets = fetch_secrets(config["region"], config["secrets"], config["min_secret_length"])
     write_files(config["files"], secrets)
+    if config.get("ca_bundle"):
+        install_ca_bundle(config["ca_bundle"])
     if config.get("database"):
         create_databases(config["database"], secrets)
 

@@ -3,9 +3,11 @@
 Amazon Linux 2023: Python 3.11 from dnf, the dedicated service users, and files laid down
 by ``write_files``: pip's and boto3's hashed pins and the fetch script (the host lock and the boot
 script are read from the bucket by digest: :func:`boot_objects`), the boot config (ARNs, no
-secret values), the bootstrap script and its unit, and the services' units. ``runcmd`` only
-enables and starts the units: the bootstrap unit retries until it succeeds and the services
-start after it. EC2 refuses user data over 16 KB, so the renderer checks the size.
+secret values), the bootstrap script and its unit, the services' units and what some services
+need besides (:func:`service_files`). ``runcmd`` only enables and starts the units: the
+bootstrap unit retries until it succeeds and the services start after it. EC2 refuses user
+data over 16 KB: the instance gets the document gzipped (:func:`user_data_base64`), and the
+renderer checks that size.
 """
 
 from __future__ import annotations
@@ -19,20 +21,23 @@ from typing import Any
 import yaml
 
 from hostboot.locks import FETCH_PACKAGES, PIP, BootObject, HostLock, host_lock
-from hostboot.services import HostLayout, HostPlan
+from hostboot.services import HostLayout, HostPlan, imds_ruleset
 from hostboot.units import BOOTSTRAP_UNIT, render_bootstrap_unit, render_unit
 
 USER_DATA_LIMIT_BYTES = 16 * 1024
-OS_PACKAGES = ("python3.11",)  # pip comes from the lock, never from the distribution
+# pip comes from the lock, never from the distribution; nftables: the owner-match rule keeping
+# some service users away from the instance metadata.
+OS_PACKAGES = ("python3.11", "nftables")
 PYTHON = "python3.11"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 BOOT_SCRIPT = _PACKAGE_DIR / "boot.py"
+MLFLOW_ACCESS_SCRIPT = _PACKAGE_DIR / "mlflow_access.py"
 FETCH_SCRIPT = _PACKAGE_DIR / "fetch.py"
 BOOTSTRAP_SCRIPT = _PACKAGE_DIR / "templates" / "bootstrap.sh"
 
 # Where the bootstrap files go on a host.
-INSTALL_DIR = PurePosixPath("/opt/mlops")
+INSTALL_DIR = HostLayout().scripts_dir
 UNIT_DIR = PurePosixPath("/etc/systemd/system")
 DONE_MARKER = PurePosixPath("/var/lib/mlops/bootstrap.done")
 
@@ -82,6 +87,18 @@ def _compressed_file(path: PurePosixPath, content: str, permissions: int) -> dic
     return {**_file(path, packed, permissions), "encoding": "gz+b64"}
 
 
+def service_files(plan: HostPlan, layout: HostLayout) -> list[dict[str, Any]]:
+    """What some services need besides their units: the IMDS firewall, the MLflow access step."""
+    files = []
+    blocked = plan.users_without_instance_credentials()
+    if blocked:
+        files.append(_file(layout.imds_firewall, imds_ruleset(blocked), 0o644))
+    if any(service.post_start for service in plan.services):
+        script = MLFLOW_ACCESS_SCRIPT.read_text()
+        files.append(_compressed_file(layout.mlflow_access_script, script, 0o644))
+    return files
+
+
 def _bootstrap_unit(layout: HostLayout, *, region: str, bucket: str, lock: HostLock) -> str:
     """The bootstrap unit; the script finds its pin files and scripts beside itself."""
     environment = {
@@ -128,6 +145,7 @@ def render_user_data(plan: HostPlan, *, title: str, bucket: str) -> str:
             _file(layout.config_dir / "boot.json", boot_json + "\n", 0o600),
             _compressed_file(INSTALL_DIR / "bootstrap.sh", BOOTSTRAP_SCRIPT.read_text(), 0o755),
             _file(UNIT_DIR / BOOTSTRAP_UNIT, bootstrap_unit, 0o644),
+            *service_files(plan, layout),
             *(
                 _file(UNIT_DIR / f"{service.name}.service", render_unit(service), 0o644)
                 for service in plan.services
@@ -144,7 +162,27 @@ def render_user_data(plan: HostPlan, *, title: str, bucket: str) -> str:
     text = f"#cloud-config\n# {title} (rendered by infra/hostboot)\n" + yaml.dump(
         document, Dumper=_Dumper, sort_keys=False, width=100
     )
-    size = len(text.encode())
+    size = len(gzip_user_data(text))
     if size >= USER_DATA_LIMIT_BYTES:
-        raise ValueError(f"{title}: user data is {size} bytes; EC2 accepts less than 16384")
+        raise ValueError(f"{title}: user data is {size} bytes gzipped; EC2 accepts less than 16384")
     return text
+
+
+def gzip_user_data(text: str) -> bytes:
+    """``text`` gzipped as the instance receives it (cloud-init unpacks gzipped user data).
+
+    EC2's 16 KB cap applies to what it stores: gzipped, the whole document fits with room
+    to spare. ``mtime=0`` keeps the bytes stable, so an unchanged document never replaces the
+    instance.
+    """
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def user_data_base64(text: str) -> str:
+    """The gzipped user data, base64-encoded: the EC2 API's ``userDataBase64``."""
+    return base64.b64encode(gzip_user_data(text)).decode()
+
+
+def read_user_data_base64(packed: str) -> str:
+    """The ``#cloud-config`` text back from :func:`user_data_base64` (policy pack, tests)."""
+    return gzip.decompress(base64.b64decode(packed)).decode()

@@ -22,10 +22,18 @@ if TYPE_CHECKING:
 
 # The secrets the boot script fetches, by the placeholder name the templates use.
 # (Names, not values: the S105 "hard-coded password" check does not apply.)
-DB_PASSWORD = "db_password"  # noqa: S105
+DB_PASSWORD = "db_password"  # noqa: S105  (the RDS master user's: the boot step only)
+MLFLOW_DB_PASSWORD = "mlflow_db_password"  # noqa: S105
+MLFLOW_AUTH_DB_PASSWORD = "mlflow_auth_db_password"  # noqa: S105
+PREFECT_DB_PASSWORD = "prefect_db_password"  # noqa: S105
 MLFLOW_ADMIN_PASSWORD = "mlflow_admin_password"  # noqa: S105
+MLFLOW_WORKER_PASSWORD = "mlflow_worker_password"  # noqa: S105
 MLFLOW_FLASK_SECRET_KEY = "mlflow_flask_secret_key"  # noqa: S105
 PREFECT_AUTH_STRING = "prefect_auth_string"
+
+# The instance metadata service (IPv4, and IPv6 on Nitro): the instance role's credentials.
+IMDS_ADDRESSES = ("169.254.169.254", "fd00:ec2::254")
+NFT = "/usr/sbin/nft"
 
 # Environment every service gets: unbuffered logs for journald, no usage telemetry (the
 # services talk only to the stack's own endpoints).
@@ -40,6 +48,10 @@ _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.([0-9]*[a-z]+)")
 _HOST_VENV = PurePosixPath("/opt/mlops/venv")
 _HOST_CONFIG_DIR = PurePosixPath("/etc/mlops")
 _HOST_STATE_DIR = PurePosixPath("/var/lib")
+_HOST_SCRIPTS_DIR = PurePosixPath("/opt/mlops")
+# How long a unit may take to start, post-start steps included (MLflow's first start migrates
+# its databases, then provisions the workers' MLflow user).
+_START_TIMEOUT_SECONDS = 600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +61,7 @@ class HostLayout:
     venv: PurePosixPath = _HOST_VENV
     config_dir: PurePosixPath = _HOST_CONFIG_DIR  # env files, MLflow auth config
     state_dir: PurePosixPath = _HOST_STATE_DIR  # one StateDirectory per service user
+    scripts_dir: PurePosixPath = _HOST_SCRIPTS_DIR  # boot.py and the services' helper scripts
     service_groups: bool = True  # chgrp service-readable files to the service's group
 
     def bin(self, name: str) -> str:
@@ -58,6 +71,16 @@ class HostLayout:
     def home(self, user: str) -> PurePosixPath:
         """The state directory (and home) of service user ``user``."""
         return self.state_dir / user
+
+    @property
+    def imds_firewall(self) -> PurePosixPath:
+        """The nftables ruleset keeping some service users away from the instance metadata."""
+        return self.config_dir / "imds-firewall.nft"
+
+    @property
+    def mlflow_access_script(self) -> PurePosixPath:
+        """The script that provisions the workers' MLflow user (shipped beside boot.py)."""
+        return self.scripts_dir / "mlflow_access.py"
 
 
 HOST_LAYOUT = HostLayout()
@@ -90,6 +113,13 @@ class ServiceSpec:
     stop_signals: tuple[str, ...] = ("SIGTERM",)
     stop_timeout_seconds: int = 30  # then SIGKILL for whatever is left of the service
     restart_seconds: int = 5
+    # Set: the service user is refused the instance metadata (and so the instance role's
+    # credentials) by this nftables ruleset (an owner match), loaded before the service starts.
+    imds_firewall: PurePosixPath | None = None
+    # Run as the service, with its environment, once it started (systemd: ExecStartPost=);
+    # the unit counts as started, and the twin as ready, only when it succeeded.
+    post_start: tuple[str, ...] = ()
+    start_timeout_seconds: int = _START_TIMEOUT_SECONDS
 
     def env_file_template(self) -> str:
         """The env file's content before secrets are substituted."""
@@ -102,16 +132,36 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServiceDatabase:
+    """A service's database and the role that owns it (and may use nothing else)."""
+
+    name: str
+    owner: str
+    password_secret: str  # placeholder name of the owner's password
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatabaseBoot:
-    """The databases the control host creates at boot through the maintenance database."""
+    """What the control host's boot step does, as the master user, through the maintenance
+    database: one role per service, owning its database and nothing else."""
 
     host: str
     port: int
-    user: str
+    user: str  # the RDS master user; its password stays with the boot step
     sslmode: str
+    sslrootcert: str | None  # the CA bundle verify-full checks the server against
     maintenance_db: str
-    create: tuple[str, ...]
+    databases: tuple[ServiceDatabase, ...]
     password_secret: str = DB_PASSWORD
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaBundle:
+    """A CA bundle the boot step fetches over HTTPS and installs (world-readable)."""
+
+    url: str
+    path: str
+    sha256: str | None = None  # checked when set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,13 +172,17 @@ class BootConfig:
     secrets: Mapping[str, str]  # placeholder name -> Secrets Manager ARN
     files: tuple[SecretFile, ...]
     database: DatabaseBoot | None = None
+    ca_bundle: CaBundle | None = None
     min_secret_length: int = 12
 
     def to_json_dict(self, service_groups: bool) -> dict[str, object]:
         """The config as the boot script reads it."""
         database = None
         if self.database is not None:
-            database = {**self.database.__dict__, "create": list(self.database.create)}
+            database = {
+                **self.database.__dict__,
+                "databases": [db.__dict__ for db in self.database.databases],
+            }
         return {
             "region": self.region,
             "secrets": dict(self.secrets),
@@ -143,6 +197,7 @@ class BootConfig:
                 for f in self.files
             ],
             "database": database,
+            "ca_bundle": None if self.ca_bundle is None else self.ca_bundle.__dict__,
         }
 
 
@@ -156,6 +211,10 @@ class HostPlan:
     def users(self) -> tuple[str, ...]:
         """The dedicated service users, in order of first use."""
         return tuple(dict.fromkeys(service.user for service in self.services))
+
+    def users_without_instance_credentials(self) -> tuple[str, ...]:
+        """The service users refused the instance metadata service."""
+        return tuple(dict.fromkeys(s.user for s in self.services if s.imds_firewall))
 
 
 def mlflow_workers(instance_type: str) -> int:
@@ -177,6 +236,18 @@ def mlflow_allowed_hosts(settings: ControlHostSettings) -> str:
     return f"{settings.private_ip}:{settings.mlflow_port},localhost:*"
 
 
+def mlflow_cors_origins(settings: ControlHostSettings) -> str:
+    """MLflow's ``--cors-allowed-origins``: the UI on the private address or through the tunnel.
+
+    MLflow refuses POST/PUT/DELETE/PATCH from any other origin, and its UI searches with POST.
+    (Localhost origins on any port pass MLflow's check anyway; listed for the record.) Never ``*``.
+    """
+    port = settings.mlflow_port
+    return ",".join(
+        f"http://{host}:{port}" for host in (settings.private_ip, "localhost", "127.0.0.1")
+    )
+
+
 def prefect_cors_origins(settings: ControlHostSettings) -> str:
     """Prefect's CORS origins: the UI as reached on the private address or through the tunnel."""
     return f"http://{settings.private_ip}:{settings.prefect_port},http://localhost:{settings.prefect_port}"
@@ -187,12 +258,54 @@ def placeholder(secret: str) -> str:
     return "${" + secret + "}"
 
 
-def _postgres_url(settings: ControlHostSettings, scheme: str, database: str, ssl_param: str) -> str:
-    """A connection URL template for ``database`` with the password as a placeholder."""
+def _postgres_url(
+    settings: ControlHostSettings, scheme: str, database: ServiceDatabase, query: str
+) -> str:
+    """A connection URL template for ``database``, as its owner, password as a placeholder."""
+    url = (
+        f"{scheme}://{database.owner}:{placeholder(database.password_secret)}"
+        f"@{settings.db_host}:{settings.db_port}/{database.name}"
+    )
+    return f"{url}?{query}" if query else url
+
+
+def libpq_tls_query(settings: ControlHostSettings) -> str:
+    """psycopg's (libpq's) TLS parameters: verify-full checks the server against the CA."""
+    if settings.db_sslmode == "disable":
+        return "sslmode=disable"
+    return f"sslmode={settings.db_sslmode}&sslrootcert={settings.db_ca_file}"
+
+
+def prefect_tls_environment(settings: ControlHostSettings) -> dict[str, str]:
+    """Prefect's asyncpg TLS settings (an ``ssl`` URL parameter would not check the server)."""
+    if settings.db_sslmode == "disable":
+        return {}
+    prefix = "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_"
+    return {
+        f"{prefix}ENABLED": "true",
+        f"{prefix}CA_FILE": settings.db_ca_file,
+        f"{prefix}CHECK_HOSTNAME": "true",
+    }
+
+
+def service_databases(settings: ControlHostSettings) -> tuple[ServiceDatabase, ...]:
+    """MLflow tracking, MLflow auth and Prefect: one database and one owner role each."""
     return (
-        f"{scheme}://{settings.db_username}:{placeholder(DB_PASSWORD)}"
-        f"@{settings.db_host}:{settings.db_port}"
-        f"/{database}?{ssl_param}={settings.db_sslmode}"
+        ServiceDatabase(
+            name=settings.mlflow_db,
+            owner=settings.mlflow_db_user,
+            password_secret=MLFLOW_DB_PASSWORD,
+        ),
+        ServiceDatabase(
+            name=settings.mlflow_auth_db,
+            owner=settings.mlflow_auth_db_user,
+            password_secret=MLFLOW_AUTH_DB_PASSWORD,
+        ),
+        ServiceDatabase(
+            name=settings.prefect_db,
+            owner=settings.prefect_db_user,
+            password_secret=PREFECT_DB_PASSWORD,
+        ),
     )
 
 
@@ -206,15 +319,35 @@ def _base_environment(layout: HostLayout, user: str, region: str) -> dict[str, s
     }
 
 
+def mlflow_access_argv(settings: ControlHostSettings, layout: HostLayout) -> tuple[str, ...]:
+    """The post-start step giving the workers' MLflow user exactly what training needs."""
+    argv = [
+        layout.bin("python"),
+        str(layout.mlflow_access_script),
+        "--tracking-uri",
+        f"http://localhost:{settings.mlflow_port}",
+        "--admin",
+        settings.mlflow_admin_username,
+        "--worker",
+        settings.mlflow_worker_username,
+    ]
+    for experiment in settings.worker_experiments:
+        argv += ["--experiment", experiment]
+    for model in settings.worker_models:
+        argv += ["--model", model]
+    return tuple(argv)
+
+
 def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> ServiceSpec:
     """The MLflow tracking server: basic-auth app, artifacts proxied to the bucket."""
     user = "mlflow"
+    tracking_db, auth_db, _ = service_databases(settings)
     auth_config = layout.config_dir / "mlflow-auth.ini"
-    auth_db_url = _postgres_url(settings, "postgresql+psycopg", settings.mlflow_auth_db, "sslmode")
+    tls = libpq_tls_query(settings)
     auth_ini = (
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = {auth_db_url}\n"
+        f"database_uri = {_postgres_url(settings, 'postgresql+psycopg', auth_db, tls)}\n"
         f"admin_username = {settings.mlflow_admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
@@ -235,6 +368,8 @@ def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> Service
             str(mlflow_workers(settings.instance_type)),
             "--allowed-hosts",
             mlflow_allowed_hosts(settings),
+            "--cors-allowed-origins",
+            mlflow_cors_origins(settings),
             "--serve-artifacts",
             "--artifacts-destination",
             f"s3://{settings.artifact_bucket}/mlflow",
@@ -246,20 +381,26 @@ def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> Service
         },
         secret_environment={
             "MLFLOW_BACKEND_STORE_URI": _postgres_url(
-                settings, "postgresql+psycopg", settings.mlflow_db, "sslmode"
+                settings, "postgresql+psycopg", tracking_db, tls
             ),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": placeholder(MLFLOW_FLASK_SECRET_KEY),
             "MLFLOW_AUTH_ADMIN_PASSWORD": placeholder(MLFLOW_ADMIN_PASSWORD),
+            # For the post-start step only: the workers' user is (re)created with it.
+            "MLFLOW_WORKER_PASSWORD": placeholder(MLFLOW_WORKER_PASSWORD),
         },
         env_file=layout.config_dir / "mlflow.env",
         extra_files=(SecretFile(path=auth_config, template=auth_ini, mode=0o640, group=user),),
         working_directory=layout.home(user),
+        # The artifact proxy writes to S3 with the instance role: MLflow keeps the metadata.
+        post_start=mlflow_access_argv(settings, layout),
     )
 
 
 def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) -> ServiceSpec:
-    """The self-hosted Prefect server: PostgreSQL over TLS, API auth string, CSRF on."""
+    """The self-hosted Prefect server: PostgreSQL over verified TLS, API auth string, CSRF on."""
     user = "prefect"
+    *_, prefect_db = service_databases(settings)
+    home = layout.home(user)
     return ServiceSpec(
         name="prefect-server",
         description="Prefect server (PostgreSQL backend, API auth string)",
@@ -275,22 +416,27 @@ def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) ->
         ),
         environment={
             **_base_environment(layout, user, settings.region),
-            "PREFECT_HOME": str(layout.home(user) / "prefect"),
+            "PREFECT_HOME": str(home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
             "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": prefect_cors_origins(settings),
             # The UI calls the API on whatever address the browser used (private IP or tunnel).
             "PREFECT_UI_API_URL": "/api",
+            # The server copies its UI builds (v1 and v2) somewhere writable before serving
+            # them; by default into site-packages, which is root's: no UI at all.
+            "PREFECT_UI_STATIC_DIRECTORY": str(home / "ui"),
+            **prefect_tls_environment(settings),
         },
         secret_environment={
-            # asyncpg's ``ssl`` takes libpq's sslmode values (require: TLS, no CA check).
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": _postgres_url(
-                settings, "postgresql+asyncpg", settings.prefect_db, "ssl"
+                settings, "postgresql+asyncpg", prefect_db, ""
             ),
             "PREFECT_SERVER_API_AUTH_STRING": placeholder(PREFECT_AUTH_STRING),
         },
         env_file=layout.config_dir / "prefect-server.env",
-        working_directory=layout.home(user),
+        working_directory=home,
+        # It needs no AWS API: the instance role's credentials are not its business.
+        imds_firewall=layout.imds_firewall,
     )
 
 
@@ -322,12 +468,13 @@ def prefect_worker_service(settings: WorkerHostSettings, layout: HostLayout) -> 
             "PREFECT_HOME": str(layout.home(user) / "prefect"),
             "PREFECT_API_URL": f"http://{control}:{settings.control_prefect_port}/api",
             "MLFLOW_TRACKING_URI": f"http://{control}:{settings.control_mlflow_port}",
-            "MLFLOW_TRACKING_USERNAME": settings.mlflow_admin_username,
+            # Not the admin: a user with EDIT on the experiments and MANAGE on the models.
+            "MLFLOW_TRACKING_USERNAME": settings.mlflow_worker_username,
             "PIPELINE_DATA_DIR": f"s3://{settings.artifact_bucket}/data",
         },
         secret_environment={
             "PREFECT_API_AUTH_STRING": placeholder(PREFECT_AUTH_STRING),
-            "MLFLOW_TRACKING_PASSWORD": placeholder(MLFLOW_ADMIN_PASSWORD),
+            "MLFLOW_TRACKING_PASSWORD": placeholder(MLFLOW_WORKER_PASSWORD),
         },
         env_file=layout.config_dir / "prefect-worker.env",
         working_directory=layout.home(user),
@@ -342,13 +489,18 @@ def _all_secret_files(services: tuple[ServiceSpec, ...]) -> tuple[SecretFile, ..
 
 
 def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT) -> HostPlan:
-    """The control host: MLflow server and Prefect server, and the databases they need."""
+    """The control host: MLflow server and Prefect server, their databases and roles."""
     services = (mlflow_service(settings, layout), prefect_server_service(settings, layout))
+    verified = settings.db_sslmode != "disable"
     boot = BootConfig(
         region=settings.region,
         secrets={
             DB_PASSWORD: settings.db_password_secret_arn,
+            MLFLOW_DB_PASSWORD: settings.mlflow_db_password_secret_arn,
+            MLFLOW_AUTH_DB_PASSWORD: settings.mlflow_auth_db_password_secret_arn,
+            PREFECT_DB_PASSWORD: settings.prefect_db_password_secret_arn,
             MLFLOW_ADMIN_PASSWORD: settings.mlflow_admin_password_secret_arn,
+            MLFLOW_WORKER_PASSWORD: settings.mlflow_worker_password_secret_arn,
             MLFLOW_FLASK_SECRET_KEY: settings.mlflow_flask_secret_key_secret_arn,
             PREFECT_AUTH_STRING: settings.prefect_auth_string_secret_arn,
         },
@@ -358,22 +510,56 @@ def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT
             port=settings.db_port,
             user=settings.db_username,
             sslmode=settings.db_sslmode,
-            maintenance_db=settings.mlflow_db,
-            create=(settings.mlflow_auth_db, settings.prefect_db),
+            sslrootcert=settings.db_ca_file if verified else None,
+            maintenance_db=settings.maintenance_db,
+            databases=service_databases(settings),
+        ),
+        ca_bundle=(
+            CaBundle(
+                url=settings.db_ca_bundle_url,
+                path=settings.db_ca_file,
+                sha256=settings.db_ca_bundle_sha256,
+            )
+            if verified and settings.db_ca_bundle_url
+            else None
         ),
     )
     return HostPlan(services=services, boot=boot)
 
 
 def worker_plan(settings: WorkerHostSettings, layout: HostLayout = HOST_LAYOUT) -> HostPlan:
-    """A worker host: one Prefect process worker; it reads only two secrets."""
+    """A worker host: one Prefect process worker; it reads only two secrets, neither an admin's."""
     services = (prefect_worker_service(settings, layout),)
     boot = BootConfig(
         region=settings.region,
         secrets={
-            MLFLOW_ADMIN_PASSWORD: settings.mlflow_admin_password_secret_arn,
+            MLFLOW_WORKER_PASSWORD: settings.mlflow_worker_password_secret_arn,
             PREFECT_AUTH_STRING: settings.prefect_auth_string_secret_arn,
         },
         files=_all_secret_files(services),
     )
     return HostPlan(services=services, boot=boot)
+
+
+def imds_ruleset(users: tuple[str, ...]) -> str:
+    """An nftables ruleset refusing ``users``' packets to the instance metadata service.
+
+    Loaded (``nft -f``) before each such service starts: the first two lines make reloading
+    it replace the table instead of adding rules twice. ``reject`` rather than ``drop``, so
+    an SDK that tries the metadata service fails at once instead of waiting for a timeout.
+    """
+    owners = ", ".join(f'"{user}"' for user in users)
+    ipv4, ipv6 = IMDS_ADDRESSES
+    return (
+        "# Rendered by infra/hostboot: these service users may not reach the instance\n"
+        "# metadata service, so they never hold the instance role's credentials.\n"
+        "table inet mlops_imds\n"
+        "delete table inet mlops_imds\n"
+        "table inet mlops_imds {\n"
+        "\tchain output {\n"
+        "\t\ttype filter hook output priority filter; policy accept;\n"
+        f"\t\tmeta skuid {{ {owners} }} ip daddr {ipv4} counter reject\n"
+        f"\t\tmeta skuid {{ {owners} }} ip6 daddr {ipv6} counter reject\n"
+        "\t}\n"
+        "}\n"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from hostboot.services import ServiceSpec
+from hostboot.services import NFT, ServiceSpec
 
 BOOTSTRAP_UNIT = "mlops-bootstrap.service"
 # systemd restarts a bootstrap script that died (the script retries its own failures) this
@@ -71,6 +71,18 @@ def stop_lines(spec: ServiceSpec) -> list[str]:
     return lines
 
 
+def start_lines(spec: ServiceSpec) -> list[str]:
+    """The start: the IMDS firewall first (as root: ``+``), the post-start step, the timeout."""
+    lines = []
+    if spec.imds_firewall is not None:
+        lines.append(f"ExecStartPre=+{NFT} -f {spec.imds_firewall}")
+    lines.append(f"ExecStart={exec_line(spec.argv)}")
+    if spec.post_start:
+        lines.append(f"ExecStartPost={exec_line(spec.post_start)}")
+    lines.append(f"TimeoutStartSec={spec.start_timeout_seconds}")
+    return lines
+
+
 def render_unit(spec: ServiceSpec) -> str:
     """The ``<name>.service`` file for ``spec``."""
     lines = [
@@ -89,7 +101,7 @@ def render_unit(spec: ServiceSpec) -> str:
         f"WorkingDirectory={spec.working_directory}",
         f"EnvironmentFile={spec.env_file}",
         *(environment_line(key, value) for key, value in spec.environment.items()),
-        f"ExecStart={exec_line(spec.argv)}",
+        *start_lines(spec),
         *stop_lines(spec),
         "Restart=on-failure",
         f"RestartSec={spec.restart_seconds}",

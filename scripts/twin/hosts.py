@@ -53,6 +53,7 @@ from scripts.twin.settings import (
     ADMIN_USERNAME,
     DUMMY_AWS_CREDENTIALS,
     WORK_POOL,
+    WORKER_USERNAME,
     TwinConfig,
     write_private_json,
 )
@@ -428,12 +429,19 @@ class HostsTwin:
             db_port=POSTGRES_PORT,
             db_username=self.config.name,
             db_password_secret_arn=arns.get("db_password", ""),
+            mlflow_db_password_secret_arn=arns.get("mlflow_db_password", ""),
+            mlflow_auth_db_password_secret_arn=arns.get("mlflow_auth_db_password", ""),
+            prefect_db_password_secret_arn=arns.get("prefect_db_password", ""),
             mlflow_admin_username=ADMIN_USERNAME,
             mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
+            mlflow_worker_username=WORKER_USERNAME,
+            mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
             mlflow_flask_secret_key_secret_arn=arns.get("mlflow_flask_secret_key", ""),
             prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
             work_pool=WORK_POOL,
-            db_sslmode="require",
+            # verify-full against the stand-in's test CA, which the container gets at the
+            # bundle's path (container_spec) in place of AWS's bundle fetched over HTTPS.
+            db_ca_bundle_url=None,
         )
 
     def worker_settings(self, number: int) -> hostboot.WorkerHostSettings:
@@ -446,8 +454,8 @@ class HostsTwin:
             control_private_ip=self.node("control").address,
             work_pool=WORK_POOL,
             worker_name=f"{self.config.name}-worker-{number}",
-            mlflow_admin_username=ADMIN_USERNAME,
-            mlflow_admin_password_secret_arn=arns["mlflow_admin_password"],
+            mlflow_worker_username=WORKER_USERNAME,
+            mlflow_worker_password_secret_arn=arns["mlflow_worker_password"],
             prefect_auth_string_secret_arn=arns["prefect_auth_string"],
         )
 
@@ -466,11 +474,14 @@ class HostsTwin:
 
     def container_spec(self, host: str, user_data: str) -> containers.ContainerSpec:
         """What ``host``'s container is made of."""
+        ca_file = self.control_settings(self.state.secret_arns).db_ca_file
         return containers.ContainerSpec(
             host=host,
             user_data=user_data,
             aws_endpoint=self.aws_endpoint,
             package_index=f"http://{self.node(STANDINS).address}:{INDEX_PORT}/",
+            ca_bundle=(self.config.state_dir / "ca" / "ca.crt").read_text(),
+            ca_bundle_path=ca_file,
         )
 
     def boot_hosts(self) -> None:

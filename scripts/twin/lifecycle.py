@@ -10,10 +10,11 @@ them into the env files and creates the databases, as on EC2.
 What the twin adds, and why (nothing else differs from the rendered units):
 
 - PostgreSQL is the machine's server on 127.0.0.1:5432 (superuser ``postgres``). The twin
-  creates the role and its first database as RDS would (``<name>_mlflow``); the boot script
-  creates the others. That server has no TLS, so the twin sets ``db_sslmode=disable`` where
-  AWS hosts have ``require`` (RDS forces TLS); the TLS settings are proven by the rendered
-  units' tests, not here.
+  creates the master role and its first database as RDS would (``<name>_mlflow``); the boot
+  script creates one role per service (``<name>_mlflow`` ...) owning its database. That
+  server has no TLS, so the twin sets ``db_sslmode=disable`` where AWS hosts have
+  ``verify-full`` (RDS forces TLS); the TLS settings are proven by tests/hosts, not here.
+- The IMDS firewall (``ExecStartPre=``) is not loaded: there is no instance metadata here.
 - S3 is moto's server; the services that use S3 (MLflow's artifact proxy, the worker and its
   flow runs) get ``AWS_ENDPOINT_URL_S3``/``MLFLOW_S3_ENDPOINT_URL`` and dummy credentials in
   place of the instance profile.
@@ -60,6 +61,7 @@ from scripts.twin.settings import (
     LOOPBACK,
     SERVICES,
     WORK_POOL,
+    WORKER_USERNAME,
     TwinConfig,
     TwinState,
     check_service,
@@ -90,6 +92,7 @@ class Twin:
             venv=PurePosixPath(self.config.venv),
             config_dir=root / "etc",
             state_dir=root / "var-lib",
+            scripts_dir=PurePosixPath(BOOT_SCRIPT.parent),  # the repository's host scripts
             service_groups=False,
         )
 
@@ -97,6 +100,7 @@ class Twin:
         """The control host's settings with loopback values."""
         mlflow_db, mlflow_auth_db, prefect_db = self.config.databases
         arns = self.state.secret_arns
+        worker_username = self.worker_settings().mlflow_worker_username
         return ControlHostSettings(
             environment="dev",
             region=self.config.region,
@@ -106,18 +110,28 @@ class Twin:
             db_port=self.config.postgres_port,
             db_username=self.config.name,
             db_password_secret_arn=arns.get("db_password", ""),
+            mlflow_db_password_secret_arn=arns.get("mlflow_db_password", ""),
+            mlflow_auth_db_password_secret_arn=arns.get("mlflow_auth_db_password", ""),
+            prefect_db_password_secret_arn=arns.get("prefect_db_password", ""),
             mlflow_admin_username=ADMIN_USERNAME,
             mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
+            mlflow_worker_username=worker_username,
+            mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
             mlflow_flask_secret_key_secret_arn=arns.get("mlflow_flask_secret_key", ""),
             prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
             work_pool=WORK_POOL,
             db_sslmode="disable",  # the local PostgreSQL has no TLS (see module docstring)
             bind_address=LOOPBACK,
+            maintenance_db="postgres",
             mlflow_port=self.state.ports["mlflow"],
             prefect_port=self.state.ports["prefect-server"],
             mlflow_db=mlflow_db,
             mlflow_auth_db=mlflow_auth_db,
             prefect_db=prefect_db,
+            # The role names are the database names: unique to this twin on a shared server.
+            mlflow_db_user=mlflow_db,
+            mlflow_auth_db_user=mlflow_auth_db,
+            prefect_db_user=prefect_db,
         )
 
     def worker_settings(self) -> WorkerHostSettings:
@@ -130,8 +144,8 @@ class Twin:
             control_private_ip=LOOPBACK,
             work_pool=WORK_POOL,
             worker_name=f"{self.config.name}-worker-0",
-            mlflow_admin_username=ADMIN_USERNAME,
-            mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
+            mlflow_worker_username=WORKER_USERNAME,
+            mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
             prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
             control_mlflow_port=self.state.ports["mlflow"],
             control_prefect_port=self.state.ports["prefect-server"],
@@ -323,7 +337,8 @@ class Twin:
         return standins.create_secrets(self.aws_client("secretsmanager"), self.config.name, names)
 
     def create_role_and_first_database(self, password: str) -> None:
-        """What RDS gives: the master role (may create databases) and its first database."""
+        """What RDS gives: the master role (may create databases and roles, is no superuser)
+        and its first database."""
         with standins.postgres(self.config) as conn:
             self.state.postgres_created = True  # from here on, down drops them
             self.state.save()
@@ -332,7 +347,8 @@ class Twin:
             )
 
     def drop_role_and_databases(self) -> None:
-        """Drop the twin's databases (closing their connections) and its role."""
+        """Drop the twin's databases (closing their connections), its services' roles and its
+        master role."""
         with standins.postgres(self.config) as conn:
             standins.drop_role_and_databases(conn, self.config)
 
@@ -360,6 +376,22 @@ class Twin:
         if result.returncode:
             raise OpsError(f"the {host} host's boot script failed: {result.stderr.strip()}")
 
+    def run_post_start(self, name: str) -> None:
+        """Run service ``name``'s post-start step (``ExecStartPost=``) with its environment."""
+        spec = self.specs()[name]
+        process = self.process(name)
+        result = subprocess.run(
+            spec.post_start,
+            env=process.env,
+            cwd=process.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=spec.start_timeout_seconds,
+        )
+        if result.returncode:
+            raise OpsError(f"{name}'s post-start step failed: {result.stderr.strip()}")
+
     # -- the environment ------------------------------------------------------------------
 
     def worker_secrets(self) -> dict[str, str]:
@@ -367,16 +399,18 @@ class Twin:
         return read_env_file(Path(self.specs()["prefect-worker"].env_file))
 
     def env(self) -> dict[str, str]:
-        """The architecture's environment variables for this twin (as ``mlops env`` writes
-        them for a stack), plus the emulator's endpoint and dummy credentials."""
+        """The architecture's environment variables for this twin, as an operator's (MLflow's
+        admin, as ``mlops env`` writes them for a stack), plus the emulator's endpoint and dummy
+        credentials."""
         worker = self.worker_secrets()
+        mlflow = read_env_file(Path(self.specs()["mlflow"].env_file))
         outputs = {
             "region": self.config.region,
             "artifact_bucket": self.config.bucket,
             "mlflow_tracking_uri": f"http://{LOOPBACK}:{self.state.ports['mlflow']}",
             "prefect_api_url": f"http://{LOOPBACK}:{self.state.ports['prefect-server']}/api",
             "mlflow_admin_username": ADMIN_USERNAME,
-            "mlflow_admin_password": worker["MLFLOW_TRACKING_PASSWORD"],
+            "mlflow_admin_password": mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"],
             "prefect_api_auth_string": worker["PREFECT_API_AUTH_STRING"],
         }
         return {
@@ -405,6 +439,8 @@ class Twin:
                 self.launch(name)
             for name in ("mlflow", "prefect-server"):
                 self.wait_ready(name, 0)
+            self.say("MLflow's post-start step: the workers' MLflow user and its permissions")
+            self.run_post_start("mlflow")
             self.say(f"Prefect worker on work pool {WORK_POOL}")
             self.start_service("prefect-worker")
             write_env_file(env_file, self.env())

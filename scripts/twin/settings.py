@@ -23,6 +23,7 @@ DEFAULT_NAME = "mlops_twin"
 SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
 WORK_POOL = "training"
 ADMIN_USERNAME = "admin"
+WORKER_USERNAME = "worker"  # the workers' MLflow user (never the admin)
 LOOPBACK = "127.0.0.1"
 # The emulator accepts any credentials; these dummies stand in for the instance profile.
 DUMMY_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "twin", "AWS_SECRET_ACCESS_KEY": "twin"}

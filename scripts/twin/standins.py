@@ -71,21 +71,26 @@ def postgres(config: TwinConfig) -> Iterator[psycopg.Connection[Any]]:
 def create_role_and_first_database(
     conn: psycopg.Connection[Any], config: TwinConfig, password: str, first: str
 ) -> None:
-    """What RDS gives: the master role (may create databases) and its first database."""
+    """What RDS gives: the master role (may create databases and roles, is no superuser) and
+    its first database."""
     role = sql.Identifier(config.name)
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (config.name,))
     verb = "ALTER" if exists.fetchone() else "CREATE"
     conn.execute(
-        sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(role, sql.Literal(password))
+        sql.SQL(verb + " ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+            role, sql.Literal(password)
+        )
     )
     if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (first,)).fetchone():
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(first), role))
 
 
 def drop_role_and_databases(conn: psycopg.Connection[Any], config: TwinConfig) -> None:
-    """Drop the twin's databases (closing their connections) and its role."""
+    """Drop the twin's databases (closing their connections), its services' roles (named as
+    their databases) and its master role."""
     for database in config.databases:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
-    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(config.name)))
+    for role in (*config.databases, config.name):
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

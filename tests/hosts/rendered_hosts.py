@@ -36,8 +36,13 @@ CONTROL = hostboot.ControlHostSettings(
     db_port=5432,
     db_username="mlops",
     db_password_secret_arn=secret_arn("db-password"),
+    mlflow_db_password_secret_arn=secret_arn("db-mlflow-password"),
+    mlflow_auth_db_password_secret_arn=secret_arn("db-mlflow-auth-password"),
+    prefect_db_password_secret_arn=secret_arn("db-prefect-password"),
     mlflow_admin_username="admin",
     mlflow_admin_password_secret_arn=secret_arn("mlflow-admin-password"),
+    mlflow_worker_username="worker",
+    mlflow_worker_password_secret_arn=secret_arn("mlflow-worker-password"),
     mlflow_flask_secret_key_secret_arn=secret_arn("mlflow-flask-secret-key"),
     prefect_auth_string_secret_arn=secret_arn("prefect-auth-string"),
 )
@@ -48,8 +53,8 @@ WORKER = hostboot.WorkerHostSettings(
     control_private_ip=CONTROL_IP,
     work_pool="training",
     worker_name="mlops-dev-worker-0",
-    mlflow_admin_username="admin",
-    mlflow_admin_password_secret_arn=secret_arn("mlflow-admin-password"),
+    mlflow_worker_username="worker",
+    mlflow_worker_password_secret_arn=secret_arn("mlflow-worker-password"),
     prefect_auth_string_secret_arn=secret_arn("prefect-auth-string"),
 )
 

@@ -65,9 +65,10 @@ def test_invariant_33_mlflow_basic_auth_allowed_hosts_proxied_artifacts_sized(
     assert secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "${mlflow_flask_secret_key}"
     assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == "${mlflow_admin_password}"
     assert control.boot_config()["min_secret_length"] >= 12
-    assert secrets["MLFLOW_BACKEND_STORE_URI"].endswith("/mlflow?sslmode=require")
+    tls = "sslmode=verify-full&sslrootcert=/etc/mlops/rds-ca-bundle.pem"  # invariant 50
+    assert secrets["MLFLOW_BACKEND_STORE_URI"].endswith(f"/mlflow?{tls}")
     auth_ini = control.secret_file_templates()[environment["MLFLOW_AUTH_CONFIG_PATH"]]
-    assert "/mlflow_auth?sslmode=require" in auth_ini
+    assert f"/mlflow_auth?{tls}\n" in auth_ini
 
 
 def test_invariant_34_prefect_server_auth_csrf_cors_and_worker_auth(
@@ -76,7 +77,8 @@ def test_invariant_34_prefect_server_auth_csrf_cors_and_worker_auth(
     server = unit_environment(parse_unit(control.units()["prefect-server.service"]))
     server_secrets = env_file(control, "prefect-server.service")
     assert server_secrets["PREFECT_SERVER_API_AUTH_STRING"] == "${prefect_auth_string}"
-    assert server_secrets["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("/prefect?ssl=require")
+    # TLS through Prefect's own settings (invariant 50), not a URL parameter.
+    assert server_secrets["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith(":5432/prefect")
     assert server["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] == "true"
     origins = server["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"].split(",")
     assert origins

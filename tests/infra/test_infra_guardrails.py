@@ -133,9 +133,12 @@ def test_a_database_restored_from_a_snapshot_keeps_its_names_and_gets_our_passwo
     # The snapshot brings the databases and the master user; setting them would be refused.
     assert db.get("dbName") is None
     assert db.get("username") is None
-    # The stack's generated password is set on the restored instance (the hosts use it).
+    # The stack's generated master password is set on the restored instance (the boot step
+    # uses it; each service has its own role's password besides).
     (password,) = [
-        p for p in run.of_type("random:index/randomPassword:RandomPassword") if "db" in p.name
+        p
+        for p in run.of_type("random:index/randomPassword:RandomPassword")
+        if p.name.endswith("-db-password")
     ]
     assert db.state["password"] == password.state["result"]
     fresh = harness.run("ephemeral").one(invariants.DB)

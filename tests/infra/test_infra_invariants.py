@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import hostboot
 import pytest
 import yaml
+from hostboot.cloudconfig import read_user_data_base64
 
 if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
     from conftest import ProgramRun, Registered
@@ -143,6 +144,11 @@ def secret_values(run: ProgramRun) -> list[str]:
 def stored_secret(run: ProgramRun, name_part: str) -> Registered:
     (secret,) = [s for s in run.of_type(SECRET) if name_part in s.name]
     return secret
+
+
+def user_data(host: Registered) -> str:
+    """A host's #cloud-config text (the instance gets it gzipped, in ``userDataBase64``)."""
+    return read_user_data_base64(host.get("userDataBase64"))
 
 
 def user_data_texts(user_data: str) -> list[str]:
@@ -320,7 +326,12 @@ def test_15_database_multi_az_minor_upgrades_and_tls(run: ProgramRun) -> None:
         "parameters"
     )
     (settings,) = run.control_settings
-    assert settings.db_sslmode == "require"
+    # Invariant 50: the server's certificate and name are checked against AWS's RDS CAs.
+    assert settings.db_sslmode == "verify-full"
+    assert (
+        settings.db_ca_bundle_url
+        == "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    )
 
 
 # -- EC2 -----------------------------------------------------------------------------------------
@@ -381,11 +392,11 @@ def test_19_hosts_have_instance_profile_and_no_key(run: ProgramRun) -> None:
 
 def test_20_user_data_holds_no_secret_and_replaces_on_change(run: ProgramRun) -> None:
     values = secret_values(run)
-    assert len(values) == 4
+    assert len(values) == 8
     for host in run.of_type(INSTANCE):
         assert host.get("userDataReplaceOnChange") is True, host.name
-        assert not host.is_secret("userData"), f"a secret flowed into {host.name}'s user data"
-        for text in user_data_texts(host.get("userData")):
+        assert not host.is_secret("userDataBase64"), f"a secret flowed into {host.name}'s user data"
+        for text in user_data_texts(user_data(host)):
             assert not [v for v in values if v in text], host.name
             assert not ACCESS_KEY_ID.search(text), host.name
             assert "PRIVATE KEY-----" not in text, host.name
@@ -393,13 +404,17 @@ def test_20_user_data_holds_no_secret_and_replaces_on_change(run: ProgramRun) ->
     (settings,) = run.control_settings
     assert {
         settings.db_password_secret_arn,
+        settings.mlflow_db_password_secret_arn,
+        settings.mlflow_auth_db_password_secret_arn,
+        settings.prefect_db_password_secret_arn,
         settings.mlflow_admin_password_secret_arn,
+        settings.mlflow_worker_password_secret_arn,
         settings.mlflow_flask_secret_key_secret_arn,
         settings.prefect_auth_string_secret_arn,
     } == arns
     for worker in run.worker_settings:
         assert {
-            worker.mlflow_admin_password_secret_arn,
+            worker.mlflow_worker_password_secret_arn,
             worker.prefect_auth_string_secret_arn,
         } <= arns
 
@@ -525,14 +540,19 @@ def test_31_secret_reads_scoped_to_own_secrets(run: ProgramRun) -> None:
                 readers[policy.get("role")] = set(as_list(statement["Resource"]))
     assert all(resources <= arns.keys() for resources in readers.values())
     by_role = {role: sorted(arns[a] for a in r) for role, r in readers.items()}
+    # Invariant 47: the workers read their own MLflow user's password, never the admin's.
     assert sorted(by_role.values()) == [
         [
+            "mlops-db-mlflow-auth-password",
+            "mlops-db-mlflow-password",
             "mlops-db-password",
+            "mlops-db-prefect-password",
             "mlops-mlflow-admin-password",
             "mlops-mlflow-flask-secret-key",
+            "mlops-mlflow-worker-password",
             "mlops-prefect-auth-string",
         ],
-        ["mlops-mlflow-admin-password", "mlops-prefect-auth-string"],
+        ["mlops-mlflow-worker-password", "mlops-prefect-auth-string"],
     ]
 
 
@@ -621,7 +641,8 @@ def test_hosts_boot_with_the_stack_settings(run: ProgramRun) -> None:
     names = [w.worker_name for w in run.worker_settings]
     assert len(names) == len(set(names)) == len(workers(run))
     for host in run.of_type(INSTANCE):
-        assert len(host.get("userData").encode()) < 16 * 1024, host.name
+        # EC2 stores the gzipped document: that is what its 16 KB cap measures.
+        assert len(base64.b64decode(host.get("userDataBase64"))) < 16 * 1024, host.name
 
 
 def test_roles_grant_the_bucket_prefixes_the_services_use(run: ProgramRun) -> None:
@@ -635,7 +656,7 @@ def test_roles_grant_the_bucket_prefixes_the_services_use(run: ProgramRun) -> No
             for statement in json.loads(policy.get("policy"))["Statement"]
             for resource in as_list(statement["Resource"])
         }
-        used = set(re.findall(rf"s3://{bucket.id}/([\w.-]+)", host.get("userData")))
+        used = set(re.findall(rf"s3://{bucket.id}/([\w.-]+)", user_data(host)))
         assert used, f"{host.name} uses no prefix of the bucket"
         for prefix in used:
             assert f"{bucket.state['arn']}/{prefix}/*" in granted, (host.name, prefix)
@@ -670,8 +691,8 @@ def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
     [
         (BUCKET, 1),
         (DB, 1),
-        (SECRET, 4),
-        (PASSWORD, 4),
+        (SECRET, 8),
+        (PASSWORD, 8),
         (GROUP, 3),
         (PROFILE, 2),
         (SUBNET, 4),
@@ -697,7 +718,7 @@ def waits_for(run: ProgramRun, host: Registered) -> list[Registered]:
 
 def user_data_environment(host: Registered) -> dict[str, str]:
     """The bootstrap unit's Environment= assignments in the host's user data."""
-    return dict(re.findall(r'Environment="(MLOPS_[A-Z0-9_]+)=([^"]*)"', host.get("userData")))
+    return dict(re.findall(r'Environment="(MLOPS_[A-Z0-9_]+)=([^"]*)"', user_data(host)))
 
 
 def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pytest
 import test_infra_invariants as invariants
+from hostboot.cloudconfig import read_user_data_base64, user_data_base64
 
 if TYPE_CHECKING:
     from conftest import Harness, Mocks, ProgramRun, Tamper
@@ -98,7 +99,10 @@ def edit_inputs(
 
 
 def with_leaked_key(inputs: dict[str, Any]) -> dict[str, Any]:
-    inputs["userData"] = inputs["userData"] + "\n# AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
+    text = read_user_data_base64(inputs["userDataBase64"])
+    inputs["userDataBase64"] = user_data_base64(
+        text + "\n# AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
+    )
     return inputs
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import config as infra_config  # infra/config.py (tests/infra/conftest.py puts infra/ on the path)
 import invariant_checks as checks
 import pytest
+from hostboot.cloudconfig import read_user_data_base64, user_data_base64
 from pack_harness import ROOT, Declared, Stack, evaluate, policy_names, program_stack
 
 
@@ -18,11 +19,14 @@ def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_and_57_to_62() -> None:
+def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_and_57_to_62() -> None:
     covered = {n for rule in checks.RULES for n in rule.invariants}
     # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
-    # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 63-64 in tests/hosts.
-    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | set(range(57, 63))
+    # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 49, 51 and 53 in tests/hosts
+    # and tests/infra, 63-64 in tests/hosts.
+    assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | {47, 48, 50, 52} | set(
+        range(57, 63)
+    )
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -137,11 +141,29 @@ def no_tls_parameter(stack: Stack) -> None:
 def secret_in_user_data(stack: Stack) -> None:
     host = stack.find(checks.INSTANCE, "control")
     password = stack.find(checks.RANDOM_PASSWORD, "mlflow-admin")
-    host.set(
-        userData=host.inputs["userData"]
-        + f"\nMLFLOW_AUTH_ADMIN_PASSWORD={password.outputs['result']}\n"
-    )
-    host.deps["userData"].append(password.urn)
+    text = read_user_data_base64(host.inputs["userDataBase64"])
+    line = f"\nMLFLOW_AUTH_ADMIN_PASSWORD={password.outputs['result']}\n"
+    host.set(userDataBase64=user_data_base64(text + line))
+    host.deps.setdefault("userDataBase64", []).append(password.urn)
+
+
+def worker_reads_admin_password(stack: Stack) -> None:
+    """Invariant 47 broken: the workers' role may read the MLflow admin password again."""
+    admin = stack.find(checks.SECRET, "mlflow-admin").outputs["arn"]
+    statement = {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": admin}
+    add_policy_statement(statement)(stack)
+
+
+def rewrite_user_data(name_part: str, old: str, new: str) -> Breakage:
+    """A host's user data with ``old`` replaced by ``new`` (it must occur)."""
+
+    def breakage(stack: Stack) -> None:
+        host = stack.find(checks.INSTANCE, name_part)
+        text = read_user_data_base64(host.inputs["userDataBase64"])
+        assert old in text, old
+        host.set(userDataBase64=user_data_base64(text.replace(old, new)))
+
+    return breakage
 
 
 def inline_and_separate_rules(stack: Stack) -> None:
@@ -239,17 +261,6 @@ def trust_beyond_ec2(stack: Stack) -> None:
     )
 
 
-def edit_user_data(name_part: str, old: str, new: str) -> Breakage:
-    """Replace ``old`` (which must be there) in a host's user data."""
-
-    def breakage(stack: Stack) -> None:
-        host = stack.find(checks.INSTANCE, name_part)
-        assert old in host.inputs["userData"], old
-        host.set(userData=host.inputs["userData"].replace(old, new))
-
-    return breakage
-
-
 def drop_dependency(name_part: str, resource_type: str, dependency_part: str = "") -> Breakage:
     """The host ``name_part`` no longer waits for a resource of ``resource_type``."""
 
@@ -277,20 +288,20 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "dev",
         "ec2-hashed-installs",
-        edit_user_data("worker-1", "--hash=sha256:", ""),
+        rewrite_user_data("worker-1", "--hash=sha256:", ""),
     ),
     (
         "dev",
         "ec2-hashed-installs",
-        edit_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
+        rewrite_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
     ),
     ("dev", "ec2-host-lock-uploaded", tampered_host_lock),
     ("dev", "ec2-host-lock-uploaded", drop_dependency("control", checks.BUCKET_OBJECT)),
-    ("dev", "ec2-bootstrap-retried", edit_user_data("control", "Type=oneshot", "Type=simple")),
+    ("dev", "ec2-bootstrap-retried", rewrite_user_data("control", "Type=oneshot", "Type=simple")),
     (
         "dev",
         "ec2-bootstrap-retried",
-        edit_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
+        rewrite_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
     ),
     (
         "prod",
@@ -396,10 +407,25 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "ec2-user-data",
         set_on(
-            checks.INSTANCE, "control", userData="export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"
+            checks.INSTANCE,
+            "control",
+            userDataBase64=user_data_base64("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"),
         ),
     ),
     ("dev", "ec2-user-data-secrets", secret_in_user_data),
+    ("dev", "host-secrets-least", worker_reads_admin_password),
+    (
+        "dev",
+        "ec2-service-transport",
+        rewrite_user_data("control", "sslmode=verify-full", "sslmode=require"),
+    ),
+    (
+        "dev",
+        "ec2-service-transport",
+        rewrite_user_data("control", "TLS_CHECK_HOSTNAME=true", "TLS_CHECK_HOSTNAME=false"),
+    ),
+    ("dev", "ec2-service-transport", rewrite_user_data("control", "--cors-allowed-origins", "--x")),
+    ("dev", "ec2-service-transport", rewrite_user_data("control", "meta skuid", "meta mark")),
     (
         "prod",
         "ec2-termination-protection",
@@ -530,7 +556,9 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         set_on(
             checks.INSTANCE,
             "worker",
-            userData="#cloud-config\n# -----BEGIN OPENSSH PRIVATE KEY-----\n",
+            userDataBase64=user_data_base64(
+                "#cloud-config\n# -----BEGIN OPENSSH PRIVATE KEY-----\n"
+            ),
         ),
     ),
     (

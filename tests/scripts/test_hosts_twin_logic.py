@@ -127,8 +127,11 @@ def test_the_host_packages_are_read_from_the_rendered_user_data() -> None:
     settings = hostboot.ControlHostSettings(
         environment="dev", region="us-east-1", artifact_bucket="b", private_ip="10.42.0.10",
         db_host="10.42.128.10", db_port=5432, db_username="u", db_password_secret_arn="a1",
-        mlflow_admin_username="admin", mlflow_admin_password_secret_arn="a2",
-        mlflow_flask_secret_key_secret_arn="a3", prefect_auth_string_secret_arn="a4",
+        mlflow_db_password_secret_arn="a5", mlflow_auth_db_password_secret_arn="a6",
+        prefect_db_password_secret_arn="a7", mlflow_admin_username="admin",
+        mlflow_admin_password_secret_arn="a2", mlflow_worker_username="worker",
+        mlflow_worker_password_secret_arn="a8", mlflow_flask_secret_key_secret_arn="a3",
+        prefect_auth_string_secret_arn="a4",
     )  # fmt: skip
     pip, fetch, host = host_packages(hostboot.render_control_user_data(settings))
     # The bootstrap's order: pip, boto3's closure (both from the user data), the host lock.

@@ -31,6 +31,7 @@ ARNS = {
     "prefect_auth_string": "arn:aws:secretsmanager:us-east-1:1:secret:t-auth-AbCd",
 }
 WORKER_SECRETS = {"MLFLOW_TRACKING_PASSWORD": "pw-123", "PREFECT_API_AUTH_STRING": "admin:s3cr3t"}
+MLFLOW_SECRETS = {"MLFLOW_AUTH_ADMIN_PASSWORD": "admin-pw-456"}
 
 
 def _twin(state_dir: Path, name: str = "unit_twin") -> Twin:
@@ -42,11 +43,12 @@ def _twin(state_dir: Path, name: str = "unit_twin") -> Twin:
 
 def _booted(twin: Twin) -> Twin:
     """``twin`` with the env files its boot script would have written (the worker's with
-    ``WORKER_SECRETS``)."""
+    ``WORKER_SECRETS``, MLflow's with ``MLFLOW_SECRETS``)."""
+    written = {"prefect-worker": WORKER_SECRETS, "mlflow": MLFLOW_SECRETS}
     for name, spec in twin.specs().items():
         path = Path(spec.env_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_env_file(path, WORKER_SECRETS if name == "prefect-worker" else {"SECRET": "x"})
+        write_env_file(path, written.get(name, {"SECRET": "x"}))
     return twin
 
 
@@ -115,7 +117,10 @@ def test_the_env_file_has_the_stack_variables_plus_the_emulator(tmp_path: Path) 
     )
     assert env["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{PORTS['mlflow']}"
     assert env["PREFECT_API_URL"] == f"http://127.0.0.1:{PORTS['prefect-server']}/api"
-    assert env["MLFLOW_TRACKING_PASSWORD"] == WORKER_SECRETS["MLFLOW_TRACKING_PASSWORD"]
+    # The operator is MLflow's admin (as `mlops env` gives from the stack outputs), not the
+    # workers' user.
+    assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == MLFLOW_SECRETS["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert env["PREFECT_API_AUTH_STRING"] == WORKER_SECRETS["PREFECT_API_AUTH_STRING"]
     assert env["AWS_ENDPOINT_URL_S3"] == env["MLFLOW_S3_ENDPOINT_URL"]
     assert env["AWS_ENDPOINT_URL_S3"] == f"http://127.0.0.1:{PORTS['s3']}"
