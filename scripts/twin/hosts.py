@@ -55,6 +55,7 @@ from scripts.twin.settings import (
     WORK_POOL,
     WORKER_USERNAME,
     TwinConfig,
+    control_secret_arns,
     write_private_json,
 )
 
@@ -428,16 +429,9 @@ class HostsTwin:
             db_host=self.node(DATABASE).address,
             db_port=POSTGRES_PORT,
             db_username=self.config.name,
-            db_password_secret_arn=arns.get("db_password", ""),
-            mlflow_db_password_secret_arn=arns.get("mlflow_db_password", ""),
-            mlflow_auth_db_password_secret_arn=arns.get("mlflow_auth_db_password", ""),
-            prefect_db_password_secret_arn=arns.get("prefect_db_password", ""),
             mlflow_admin_username=ADMIN_USERNAME,
-            mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
             mlflow_worker_username=WORKER_USERNAME,
-            mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
-            mlflow_flask_secret_key_secret_arn=arns.get("mlflow_flask_secret_key", ""),
-            prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
+            **control_secret_arns(arns),
             work_pool=WORK_POOL,
             # verify-full against the stand-in's test CA, which the container gets at the
             # bundle's path (container_spec) in place of AWS's bundle fetched over HTTPS.

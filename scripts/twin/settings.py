@@ -97,6 +97,25 @@ class TwinState:
         return cls(config=TwinConfig(**config), **data)
 
 
+# The secrets a control host's boot step fetches, by the name the settings' ``<name>_secret_arn``
+# fields use; both twin modes fill them from the ARNs their emulator created.
+CONTROL_SECRETS = (
+    "db_password",
+    "mlflow_db_password",
+    "mlflow_auth_db_password",
+    "prefect_db_password",
+    "mlflow_admin_password",
+    "mlflow_worker_password",
+    "mlflow_flask_secret_key",
+    "prefect_auth_string",
+)
+
+
+def control_secret_arns(arns: dict[str, str]) -> dict[str, str]:
+    """The control host settings' ``<name>_secret_arn`` fields from the emulator's ARNs."""
+    return {f"{name}_secret_arn": arns.get(name, "") for name in CONTROL_SECRETS}
+
+
 def write_private_json(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` atomically with mode 0600."""
     tmp = path.with_name(f".{path.name}.tmp")
