@@ -57,10 +57,17 @@ test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE
 
 # Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
 # PYTHONPATH: the tests that run `mlops` or `python -m pipeline` as a subprocess import the
-# mutated code too (mutmut passes the mutant to run in the environment).
+# mutated code too (mutmut passes the mutant to run in the environment); infra/ for hostboot.
+# The directories must exist before mutmut starts: Python remembers a missing PYTHONPATH entry
+# as "nothing here" for the whole process, so in a fresh clone the tests would import the
+# editable install's pipeline/ and scripts/ (the checkout's, not the mutants) and the
+# subprocesses the mutants.
 MUTANTS ?=
+MUTATE_CHILDREN ?= 2
+MUTATE_PATH := $(CURDIR)/mutants:$(CURDIR)/mutants/infra
 mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part of `make test`)
-	PYTHONPATH=$(CURDIR)/mutants $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	mkdir -p mutants/infra
+	PYTHONPATH=$(MUTATE_PATH) $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTANTS)
 	$(BIN)/python -m bench.mutation_scores mutants
 
 lint: venv ## ruff and mypy
