@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scripts.cli import app
+from scripts.common import OpsError
+from scripts.tunnel import Forward, LocalPorts, forwards, run_tunnel, session_command
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 OUTPUT_COMMAND = ["pulumi", "stack", "output", "--json", "--stack", "dev"]
@@ -172,3 +175,101 @@ def test_tunnel_without_the_session_manager_plugin_says_how_to_install_it(
         in result.stderr
     )
     assert fake_tools.calls() == [OUTPUT_COMMAND]
+
+
+# The tests above run `mlops tunnel` as a user does, in a process of its own. Those below call
+# the same code in the test's process, where mutation testing sees which lines they exercise
+# (docs/mutation-testing.md): the remote ports, the session arguments, the stop on a signal
+# and on a session's end, and the signal handler given back afterwards.
+
+STACK_URIS = {
+    "mlflow_tracking_uri": "http://10.42.0.10:5001",
+    "prefect_api_url": "http://10.42.0.10:4201/api",
+}
+
+
+def test_the_remote_ports_come_from_the_stack_s_uris_and_the_local_ones_from_the_options() -> None:
+    assert forwards(STACK_URIS, LocalPorts(mlflow=15000, prefect=14200)) == [
+        Forward(service="MLflow", remote_port=5001, local_port=15000),
+        Forward(service="Prefect", remote_port=4201, local_port=14200),
+    ]
+    assert LocalPorts() == LocalPorts(mlflow=5000, prefect=4200)
+
+
+@pytest.mark.parametrize("key", ["mlflow_tracking_uri", "prefect_api_url"])
+def test_a_service_uri_without_a_port_is_refused_naming_the_output(key: str) -> None:
+    outputs = {**STACK_URIS, key: "http://10.42.0.10/api"}
+    with pytest.raises(OpsError) as raised:
+        forwards(outputs, LocalPorts())
+    assert str(raised.value) == f"stack output {key} has no port: 'http://10.42.0.10/api'"
+
+
+def test_the_session_is_ssm_port_forwarding_to_the_instance_in_its_region() -> None:
+    forward = Forward(service="MLflow", remote_port=5000, local_port=15000)
+    assert ["aws", *session_command(INSTANCE, "us-east-1", forward)] == _session(5000, 15000)
+
+
+def _signal_when_serving(fake_tools, stop_signal: signal.Signals) -> threading.Thread:
+    """A thread sending ``stop_signal`` to this process once both sessions serve (Ctrl-C)."""
+
+    def send() -> None:
+        fake_tools.wait_for_markers("serving", 2)
+        os.kill(os.getpid(), stop_signal)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_closes_both_sessions_and_gives_the_handler_back(
+    fake_tools, dev_outputs_masked: str, free_ports: tuple[int, int], stop_signal: signal.Signals
+) -> None:
+    mlflow_port, prefect_port = free_ports
+    fake_tools.answer(OUTPUT_COMMAND, stdout=dev_outputs_masked)
+    for session in (_session(5000, mlflow_port), _session(4200, prefect_port)):
+        fake_tools.answer(session, serve=True, child=True)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    announced: list[str] = []
+    sender = _signal_when_serving(fake_tools, stop_signal)
+
+    run_tunnel("dev", LocalPorts(mlflow=mlflow_port, prefect=prefect_port), announced.append)
+
+    sender.join(timeout=30)
+    assert announced == [
+        f"MLflow: http://localhost:{mlflow_port} -> {INSTANCE}:5000",
+        f"Prefect: http://localhost:{prefect_port} -> {INSTANCE}:4200",
+        "tunnel open; Ctrl-C closes it",
+        "closing the tunnel",
+    ]
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    # Each session was asked to stop (SIGTERM: its handler left the marker), its child with it.
+    stopped = {marker.name.split("-")[1] for marker in fake_tools.markers("stopped")}
+    assert stopped == {str(pid) for pid in fake_tools.pids("aws")}
+    _assert_all_gone(fake_tools.pids("aws"))
+    assert len(fake_tools.child_pids()) == 2
+    _wait_until_children_gone(fake_tools)
+
+
+def test_a_session_ending_on_its_own_fails_naming_it_and_stops_the_other(
+    fake_tools, dev_outputs_masked: str, free_ports: tuple[int, int]
+) -> None:
+    mlflow_port, prefect_port = free_ports
+    fake_tools.answer(OUTPUT_COMMAND, stdout=dev_outputs_masked)
+    fake_tools.answer(_session(5000, mlflow_port), serve=True, child=True)
+    fake_tools.answer(_session(4200, prefect_port), exit=254, after_serving=1)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    announced: list[str] = []
+
+    with pytest.raises(OpsError) as raised:
+        run_tunnel("dev", LocalPorts(mlflow=mlflow_port, prefect=prefect_port), announced.append)
+
+    assert str(raised.value) == (
+        "the Prefect session ended with exit status 254 (see the aws output above); "
+        "the tunnel is closed"
+    )
+    assert "closing the tunnel" not in announced
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    assert len(fake_tools.markers("stopped")) == 1
+    _assert_all_gone(fake_tools.pids("aws"))
+    _wait_until_children_gone(fake_tools)
