@@ -149,6 +149,31 @@ def test_67_the_lock_is_one_strict_slot_per_model_created_once(unique_name: str)
     assert "/" not in flows.promotion_lock_name("a/b")
 
 
+@pytest.mark.parametrize(
+    ("limit", "active"), [(5, True), (1, False)], ids=["widened", "deactivated"]
+)
+def test_67_a_lock_someone_changed_is_set_back_to_one_active_slot(
+    unique_name: str, limit: int, active: bool
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    name = flows.promotion_lock_name(unique_name)
+    with flows.promotion_lock(unique_name):
+        pass
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(limit=limit, active=active)
+        )
+
+    with flows.promotion_lock(unique_name):
+        pass
+
+    with get_client(sync_client=True) as client:
+        found = client.read_global_concurrency_limit_by_name(name)
+    assert (found.limit, found.active, found.active_slots) == (1, True, 0)
+
+
 def test_68_a_run_failing_after_registration_moves_no_alias_and_keeps_no_version(
     register: Callable[..., registry.Candidate],
     real_data_dir: Path,
