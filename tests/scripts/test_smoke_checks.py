@@ -62,7 +62,7 @@ class FakeMlflow:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         self.calls.append(f"{request.method} {path}")
-        if path == "/health":
+        if f"{request.method} {path}" == "GET /health":
             if self.health_failures:
                 self.health_failures -= 1
                 return httpx.Response(503, text="starting")
@@ -71,15 +71,15 @@ class FakeMlflow:
             return httpx.Response(401, text="You are not authenticated. Please see ...")
         if path.startswith(ARTIFACTS):
             return self._artifact(request, path.removeprefix(ARTIFACTS))
-        route = path.removeprefix("/api/2.0/mlflow/")
-        if route == "experiments/search":
+        route = f"{request.method} {path.removeprefix('/api/2.0/mlflow/')}"
+        if route == "GET experiments/search":
             return httpx.Response(200, json={"experiments": list(self.experiments.values())})
-        if route == "experiments/get-by-name":
+        if route == "GET experiments/get-by-name":
             found = self.experiments.get(request.url.params["experiment_name"])
             if found is None:
                 return httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST"})
             return httpx.Response(200, json={"experiment": found})
-        if route == "experiments/create":
+        if route == "POST experiments/create":
             name = _json(request)["name"]
             experiment_id = str(len(self.experiments) + 1)
             self.experiments[name] = {
@@ -88,13 +88,13 @@ class FakeMlflow:
                 "lifecycle_stage": "active",
             }
             return httpx.Response(200, json={"experiment_id": experiment_id})
-        if route == "experiments/restore":
+        if route == "POST experiments/restore":
             restored = _json(request)["experiment_id"]
             for experiment in self.experiments.values():
                 if experiment["experiment_id"] == restored:
                     experiment["lifecycle_stage"] = "active"
             return httpx.Response(200, json={})
-        if route == "runs/create":
+        if route == "POST runs/create":
             body = _json(request)
             run_id = f"run{len(self.runs) + 1}"
             self.runs[run_id] = {"create": body}
@@ -103,7 +103,7 @@ class FakeMlflow:
             return httpx.Response(
                 200, json={"run": {"info": {"run_id": run_id, "artifact_uri": uri}}}
             )
-        if route == "runs/update":
+        if route == "POST runs/update":
             body = _json(request)
             self.runs[body["run_id"]]["update"] = body
             return httpx.Response(200, json={"run_info": {}})
@@ -115,6 +115,8 @@ class FakeMlflow:
                 return httpx.Response(self.upload_status, text="upload   refused\n by the store")
             self.artifacts[key] = request.content
             return httpx.Response(200, json={})
+        if request.method != "GET":
+            return httpx.Response(405, text="Method Not Allowed")
         if self.download_status != 200:
             return httpx.Response(self.download_status, text="no such artifact")
         if key not in self.artifacts:
@@ -136,13 +138,13 @@ class FakePrefect:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.raw_path.decode().split("?")[0].removeprefix("/api/")
         self.calls.append(f"{request.method} {path}")
-        if path == "health":
+        if f"{request.method} {path}" == "GET health":
             return httpx.Response(200, json=True)
         if request.headers.get("Authorization") != _basic(AUTH_STRING)["Authorization"]:
             return httpx.Response(401, json={"exception_message": "Unauthorized"})
-        if path == "admin/version":
+        if f"{request.method} {path}" == "GET admin/version":
             return httpx.Response(200, json="3.9.0")
-        if path == "csrf-token":
+        if f"{request.method} {path}" == "GET csrf-token":
             if not self.csrf:
                 return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
             if self.csrf_status != 200:
@@ -156,8 +158,10 @@ class FakePrefect:
         pool = unquote(match[1])
         if pool not in self.pools:
             return httpx.Response(404, json={"detail": "Work pool not found."})
-        if match[2] is None:
+        if (request.method, match[2]) == ("GET", None):
             return httpx.Response(200, json={"name": pool, "status": "READY", **self.pools[pool]})
+        if (request.method, match[2]) != ("POST", "/workers/filter"):
+            return httpx.Response(405, json={"detail": "Method Not Allowed"})
         if self.csrf and not self._csrf_ok(request):
             return httpx.Response(403, json={"detail": "Invalid CSRF token or client identifier."})
         return httpx.Response(200, json=self.workers)
