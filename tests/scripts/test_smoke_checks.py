@@ -13,6 +13,7 @@ import http.server
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -237,8 +238,10 @@ def _env(mlflow_url: str, prefect_url: str) -> dict[str, str]:
 @pytest.mark.parametrize("csrf", [False, True], ids=["csrf-off", "csrf-on"])
 def test_every_check_passes_against_servers_doing_their_job(csrf: bool) -> None:
     mlflow, prefect = FakeMlflow(), FakePrefect(csrf=csrf)
+    started_ms = time.time() * 1000
     with _served(mlflow) as mlflow_url, _served(prefect) as prefect_url:
         verdicts = smoke_test(_env(mlflow_url, prefect_url), "training")
+    ended_ms = time.time() * 1000
 
     assert verdicts == [
         Verdict("mlflow-health", "PASS", f"{mlflow_url}/ is up"),
@@ -266,7 +269,8 @@ def test_every_check_passes_against_servers_doing_their_job(csrf: bool) -> None:
     created, updated = mlflow.runs["run1"]["create"], mlflow.runs["run1"]["update"]
     assert (created["experiment_id"], created["run_name"]) == ("1", "smoke")
     assert updated["status"] == "FINISHED"
-    assert created["start_time"] <= updated["end_time"]
+    # The run's times are the wall clock's, in milliseconds (as MLflow shows them).
+    assert started_ms - 1000 <= created["start_time"] <= updated["end_time"] <= ended_ms + 1000
     [(key, content)] = mlflow.artifacts.items()
     assert key == "1/run1/artifacts/smoke.txt"
     assert re.fullmatch(rb"mlops smoke [0-9a-f-]{36}", content)
