@@ -117,3 +117,18 @@ def test_env_without_pulumi_on_path_says_how_to_install_it(
 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: `pulumi` is not on PATH: install the Pulumi CLI")
+
+
+def test_env_into_a_directory_that_does_not_exist_is_one_error_line(
+    fake_tools, dev_outputs, tmp_path: Path
+) -> None:
+    fake_tools.answer(OUTPUT_COMMAND, stdout=json.dumps(dev_outputs))
+    env_file = tmp_path / "missing" / "mlops.env"
+
+    result = _env("--env-file", str(env_file))
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot write env file {env_file}: No such file or directory\n"
+    )
+    _assert_no_secret_shown(result)

@@ -124,3 +124,14 @@ def test_a_malformed_file_is_named_by_its_path(tmp_path: Path) -> None:
     env_file.write_text("oops\n")
     with pytest.raises(ValueError, match=rf"^{env_file}, line 1: "):
         read_env_file(env_file)
+
+
+def test_a_value_holding_equals_signs_is_read_back_whole(tmp_path: Path) -> None:
+    # Generated secrets may end in base64 padding; only the first '=' separates the key.
+    env_file = tmp_path / "mlops.env"
+    values = {"PREFECT_API_AUTH_STRING": "admin:c2VjcmV0==", "EQUATION": "a=b"}
+
+    write_env_file(env_file, values)
+
+    assert read_env_file(env_file) == values
+    assert parse_env("KEY=x=y\n") == {"KEY": "x=y"}
