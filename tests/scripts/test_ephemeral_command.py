@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from scripts import ephemeral
 from scripts.cli import app
+from scripts.common import OpsError
 
 LS = ["pulumi", "stack", "ls", "--json"]
 KEY = "mlops-platform:environment"
@@ -285,3 +286,142 @@ def test_reap_destroys_only_the_expired_stacks(fake_tools) -> None:
     destructive = [c for c in fake_tools.calls() if c[1] == "destroy" or c[1:3] == ["stack", "rm"]]
     assert destructive == _destroy_and_rm("pr-2")
     assert "stack pr-2 destroyed and removed" in result.stdout
+
+
+def test_create_says_what_it_does_and_sets_extra_settings_over_dev_s(fake_tools) -> None:
+    # The restore drill creates its stack this way, from a snapshot.
+    fake_tools.answer(LS, stdout=_stacks("dev"))
+    created = "2026-11-29T14:00:00Z"
+    expires = "2026-11-29T20:00:00Z"
+    new_stack = [
+        ["pulumi", "stack", "init", "drill-1", "--no-select"],
+        ["pulumi", "stack", "tag", "set", KEY, "ephemeral", "--stack", "drill-1"],
+        [
+            "pulumi",
+            "stack",
+            "tag",
+            "set",
+            "mlops-platform:createdAt",
+            created,
+            "--stack",
+            "drill-1",
+        ],
+    ]
+    *configure, up = _configure_and_up("drill-1", expires)
+    snapshot = ["pulumi", "config", "set", "mlops-platform:restoreFromSnapshot", "snap-1"]
+    snapshot += ["--stack", "drill-1"]
+    _script(fake_tools, [*new_stack, *configure, snapshot, up])
+    announced: list[str] = []
+
+    ephemeral.create(
+        "drill-1", announced.append, timedelta(hours=6), {"restoreFromSnapshot": "snap-1"}
+    )
+
+    assert fake_tools.calls() == [LS, *new_stack, *configure, snapshot, up]
+    assert announced == [
+        "created stack drill-1",
+        f"deploying drill-1 (dev configuration, environment ephemeral, expires {expires})",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "accepted"),
+    [
+        (timedelta(minutes=59), False),
+        (timedelta(hours=1), True),
+        (timedelta(days=30), True),
+        (timedelta(days=30, seconds=1), False),
+    ],
+    ids=["59-minutes", "1-hour", "30-days", "30-days-and-a-second"],
+)
+def test_a_stack_lives_an_hour_to_30_days(fake_tools, ttl: timedelta, accepted: bool) -> None:
+    fake_tools.answer(LS, stdout=_stacks("dev", "pr-42"))
+    fake_tools.answer(_outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral"}))
+    _script(fake_tools, _configure_and_up("pr-42", ephemeral.iso(NOW + ttl)))
+
+    if accepted:
+        ephemeral.create("pr-42", lambda line: None, ttl)
+        assert fake_tools.calls()[-1] == ["pulumi", "up", "--yes", "--stack", "pr-42"]
+    else:
+        with pytest.raises(OpsError) as raised:
+            ephemeral.create("pr-42", lambda line: None, ttl)
+        assert str(raised.value) == f"an ephemeral stack lives 1 hour to 30 days; got {ttl}"
+        assert fake_tools.calls() == []
+
+
+def test_only_a_stack_of_that_exact_name_exists(fake_tools) -> None:
+    fake_tools.answer(
+        LS, stdout=json.dumps([_stack("acme/xpr-42"), _stack("pr-42-old"), {"url": "x"}, "pr-42"])
+    )
+
+    assert not ephemeral.stack_exists("pr-42")
+    assert ephemeral.stack_exists("xpr-42")
+    assert ephemeral.stack_exists("pr-42-old")
+
+
+@pytest.mark.parametrize("command", [["ephemeral", "destroy", "pr-42"], ["ephemeral", "list"]])
+def test_a_stack_list_that_is_not_json_is_one_error_line(fake_tools, command: list[str]) -> None:
+    fake_tools.answer(LS, stdout="warning: a newer version of Pulumi is available\n")
+
+    result = _mlops(*command)
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: `pulumi stack ls --json` did not print JSON\n"
+
+
+def test_stack_tags_that_are_not_json_are_one_error_line_naming_the_stack(fake_tools) -> None:
+    fake_tools.answer(LS, stdout=_stacks("dev", "pr-1"))
+    fake_tools.answer(_tags_ls("dev"), stdout=_tags("dev"))
+    fake_tools.answer(_tags_ls("pr-1"), stdout="oops")
+
+    result = _mlops("ephemeral", "list")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: `pulumi stack tag ls --json` for stack pr-1 did not print JSON\n"
+    )
+
+
+def test_list_and_reap_say_when_there_is_nothing(fake_tools) -> None:
+    fake_tools.answer(LS, stdout=json.dumps([_stack("acme/dev"), {"name": ""}]))
+    fake_tools.answer(_tags_ls("dev"), stdout=_tags("dev"))
+
+    listed, reaped = _mlops("ephemeral", "list"), _mlops("ephemeral", "reap")
+
+    assert (listed.exit_code, listed.stdout) == (0, "no ephemeral stacks\n")
+    assert (reaped.exit_code, reaped.stdout) == (0, "no expired ephemeral stacks\n")
+
+
+def test_list_has_a_header_and_says_how_the_cost_is_estimated(fake_tools) -> None:
+    fake_tools.answer(LS, stdout=_stacks("pr-5", "pr-6"))
+    # Expiring exactly now: expired. Unreadable times are unknown, not an error.
+    fake_tools.answer(
+        _tags_ls("pr-5"), stdout=_tags("ephemeral", "2026-11-27T14:00:00Z", "2026-11-29T14:00:00Z")
+    )
+    fake_tools.answer(_tags_ls("pr-6"), stdout=_tags("ephemeral", "yesterday", "soon"))
+    hourly = ephemeral.hourly_estimate()
+
+    result = _mlops("ephemeral", "list")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{'stack':<32}  {'age':>8}  {'expires':<20}  {'cost so far':>11}",
+        f"{'pr-5':<32}  {'2.0 d':>8}  {'2026-11-29T14:00:00Z (expired)':<20}  "
+        f"{f'${48 * hourly:.2f}':>11}",
+        f"{'pr-6':<32}  {'unknown':>8}  {'never':<20}  {'unknown':>11}",
+        f"(estimate: ${hourly:.3f} an hour, dev's sizes as `mlops cost --stack dev` prices)",
+    ]
+
+
+def test_ages_under_two_days_are_in_hours_then_in_days() -> None:
+    assert ephemeral._hours(47.94) == "47.9 h"
+    assert ephemeral._hours(48.0) == "2.0 d"
+    assert ephemeral._hours(None) == "unknown"
+
+
+def test_the_kind_is_the_tag_when_the_environment_output_is_empty(fake_tools) -> None:
+    fake_tools.answer(_outputs("pr-7"), stdout=json.dumps({"environment": ""}))
+    fake_tools.answer(_tag_get("pr-7"), stdout="\n")
+
+    assert ephemeral.stack_kind("pr-7") is None
+    assert fake_tools.calls() == [_outputs("pr-7"), _tag_get("pr-7")]
