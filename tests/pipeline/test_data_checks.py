@@ -1,0 +1,195 @@
+"""The loader's checks on what a download or S3 answers, one at a time (no data files needed).
+
+What a user sees when the TLC site, a mirror or the bucket misbehaves: which failures are worth
+a retry (:class:`TransientError`) and which are not, and the message naming the source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+from pipeline import data
+from pipeline.errors import PipelineError, TransientError
+
+URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_2023-01.parquet"
+URI = "s3://bucket/data/green_tripdata_2023-01.parquet"
+
+
+def _answer(status: int) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("GET", URL))
+
+
+def test_a_200_is_a_download_to_read() -> None:
+    data._check_status(_answer(200), URL)
+
+
+@pytest.mark.parametrize("status", [500, 501, 503])
+def test_a_server_error_is_worth_a_retry(status: int) -> None:
+    with pytest.raises(TransientError) as raised:
+        data._check_status(_answer(status), URL)
+    assert str(raised.value) == f"could not download {URL}: the server answered HTTP {status}"
+
+
+@pytest.mark.parametrize("status", [403, 404, 499, 204])
+def test_any_other_status_is_a_month_not_published(status: int) -> None:
+    with pytest.raises(PipelineError) as raised:
+        data._check_status(_answer(status), URL)
+    assert not isinstance(raised.value, TransientError)
+    assert str(raised.value) == (
+        f"could not download {URL}: HTTP {status} (is this month published yet?)"
+    )
+
+
+@pytest.mark.parametrize(
+    "body", [b"PAR1" + b"\0" * 4 + b"PAR1", b"PAR1" + b"\0" * 5 + b"PAR1"], ids=["12", "13"]
+)
+def test_a_body_framed_by_parquet_magic_is_accepted(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "file.parquet"
+    path.write_bytes(body)
+    data._check_parquet_magic(path, URL)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"PAR1\0\0\0PAR1",  # 11 bytes: too short for a parquet file
+        b"<html>error</html>PAR1",
+        b"PAR1" + b"\0" * 20,  # cut off before its footer
+        b"",
+    ],
+    ids=["too-short", "no-head", "no-tail", "empty"],
+)
+def test_a_body_that_is_not_parquet_is_refused_with_its_size(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "file.parquet"
+    path.write_bytes(body)
+    with pytest.raises(PipelineError) as raised:
+        data._check_parquet_magic(path, URL)
+    assert str(raised.value) == f"{URL} did not return a parquet file ({len(body)} bytes)"
+
+
+def test_a_url_s_credentials_never_reach_the_messages(tmp_path: Path) -> None:
+    url = "https://user:hunter2@mirror.example.com/green_tripdata_2023-01.parquet"
+    path = tmp_path / "file.parquet"
+    path.write_bytes(b"nope")
+    for check in (
+        lambda: data._check_status(_answer(404), url),
+        lambda: data._check_status(_answer(502), url),
+        lambda: data._check_parquet_magic(path, url),
+    ):
+        with pytest.raises(PipelineError) as raised:
+            check()
+        assert "hunter2" not in str(raised.value)
+        assert "mirror.example.com/green_tripdata_2023-01.parquet" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "key"),
+    [
+        ("s3://bucket", "green.parquet"),
+        ("s3://bucket/", "green.parquet"),
+        ("s3://bucket/data", "data/green.parquet"),
+        ("s3://bucket//data/sub/", "data/sub/green.parquet"),
+    ],
+)
+def test_an_s3_data_dir_is_a_bucket_and_a_key_prefix(data_dir: str, key: str) -> None:
+    assert data._s3_key(data_dir, "green.parquet") == ("bucket", key)
+
+
+def test_an_s3_data_dir_without_a_bucket_is_refused() -> None:
+    with pytest.raises(PipelineError) as raised:
+        data._s3_key("s3:///data", "green.parquet")
+    assert str(raised.value) == "data directory 's3:///data' names no bucket (s3://bucket/prefix)"
+
+
+def _client_error(code: str, message: str | None = "Access Denied") -> ClientError:
+    error = {"Code": code} if message is None else {"Code": code, "Message": message}
+    return ClientError({"Error": error}, "GetObject")
+
+
+class _Bucket:
+    """An S3 client holding one object, answering others as S3 does."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.asked: list[tuple[str, str]] = []
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.asked.append((Bucket, Key))
+        if self.error is not None:
+            raise self.error
+
+        class Body:
+            def read(self) -> bytes:
+                return b"content"
+
+        return {"Body": Body()}
+
+
+def test_an_object_is_read_from_its_bucket_and_key() -> None:
+    client = _Bucket()
+    assert data._get_object(client, "bucket", "data/x.parquet") == b"content"
+    assert client.asked == [("bucket", "data/x.parquet")]
+
+
+@pytest.mark.parametrize("code", ["NoSuchKey", "404"])
+def test_a_missing_object_is_none(code: str) -> None:
+    assert data._get_object(_Bucket(_client_error(code)), "bucket", "x") is None
+
+
+def test_any_other_refusal_is_raised() -> None:
+    with pytest.raises(ClientError):
+        data._get_object(_Bucket(_client_error("AccessDenied")), "bucket", "x")
+
+
+def _raise(error: Exception) -> Any:
+    raise error
+
+
+def test_an_s3_call_returns_what_the_call_returns() -> None:
+    assert data._s3_call(URI, lambda: 42) == 42
+
+
+def test_no_credentials_is_a_clear_error_not_worth_a_retry() -> None:
+    with pytest.raises(PipelineError) as raised:
+        data._s3_call(URI, lambda: _raise(NoCredentialsError()))
+    assert not isinstance(raised.value, TransientError)
+    assert str(raised.value) == f"cannot access {URI}: no AWS credentials found"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (_client_error("AccessDenied"), "AccessDenied (Access Denied)"),
+        (
+            _client_error("SlowDown", None),
+            "SlowDown (An error occurred (SlowDown) when calling the GetObject operation: Unknown)",
+        ),
+        (
+            ClientError({}, "GetObject"),
+            "error (An error occurred (Unknown) when calling the GetObject operation: Unknown)",
+        ),
+    ],
+    ids=["code-and-message", "code-only", "nothing"],
+)
+def test_a_refusal_names_the_object_and_s3_s_code_and_message(
+    error: ClientError, shown: str
+) -> None:
+    with pytest.raises(PipelineError) as raised:
+        data._s3_call(URI, lambda: _raise(error))
+    assert not isinstance(raised.value, TransientError)
+    assert str(raised.value) == f"cannot access {URI}: {shown}"
+
+
+def test_a_connection_failure_is_worth_a_retry() -> None:
+    error = EndpointConnectionError(endpoint_url="https://s3.us-east-1.amazonaws.com")
+    with pytest.raises(TransientError) as raised:
+        data._s3_call(URI, lambda: _raise(error))
+    assert str(raised.value) == (
+        f"cannot access {URI}: Could not connect to the endpoint URL: "
+        '"https://s3.us-east-1.amazonaws.com"'
+    )
