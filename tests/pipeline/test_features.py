@@ -14,6 +14,7 @@ from pipeline.features import (
     duration_minutes,
     make_features,
     make_labeled_set,
+    zone_categorical,
 )
 
 LEAKY = ("fare_amount", "total_amount", "tip_amount", "tolls_amount", "lpep_dropoff_datetime")
@@ -122,3 +123,49 @@ def test_features_keep_the_row_order_and_index() -> None:
     features = make_features(frame)
     assert features.index.tolist() == [10, 20]
     assert np.array_equal(features["trip_distance"].to_numpy(), [1.0, 2.0])
+
+
+def test_zone_ids_1_to_265_are_zones_and_anything_else_is_missing() -> None:
+    zones = pd.Series([1.0, 265.0, 0.0, 266.0, 7.5, np.nan, 132.0])
+
+    coded = pd.Series(zone_categorical(zones))
+
+    assert coded.dtype == ZONE_DTYPE
+    assert coded.tolist()[:2] == [1, 265]
+    assert coded.isna().tolist() == [False, False, True, True, True, True, False]
+    assert coded.iloc[-1] == 132
+
+
+def test_a_short_distance_is_kept_and_a_negative_one_is_missing() -> None:
+    frame = trips(
+        ("2023-01-02 08:00:00", "2023-01-02 08:05:00", 1, 2, 0.4),
+        ("2023-01-02 08:00:00", "2023-01-02 08:05:00", 1, 2, -1.2),
+    )
+    distances = make_features(frame)["trip_distance"]
+    assert distances.iloc[0] == 0.4
+    assert np.isnan(distances.iloc[1])
+
+
+def test_records_without_a_pickup_time_are_refused_naming_both_columns_and_those_present() -> None:
+    frame = pd.DataFrame({"PULocationID": [1], "DOLocationID": [2], "trip_distance": [1.0]})
+    with pytest.raises(PipelineError) as raised:
+        make_features(frame)
+    assert str(raised.value) == (
+        "trip records need a pickup timestamp column (lpep_pickup_datetime or "
+        "tpep_pickup_datetime); got columns PULocationID, DOLocationID, trip_distance"
+    )
+
+
+def test_the_labeled_trips_are_the_kept_raw_rows_renumbered() -> None:
+    frame = trips(
+        ("2023-01-02 08:00:00", "2023-01-02 07:00:00", 1, 2, 1.0),  # dropped
+        ("2023-01-02 09:00:00", "2023-01-02 09:10:00", 3, 4, 2.0),
+        ("2023-01-02 10:00:00", "2023-01-02 10:30:00", 5, 6, 3.0),
+    ).set_axis([10, 20, 30])
+
+    labeled = make_labeled_set(frame, label="test")
+
+    expected = frame.iloc[1:].reset_index(drop=True)
+    pd.testing.assert_frame_equal(labeled.trips, expected)
+    assert labeled.features.index.tolist() == labeled.target.index.tolist() == [0, 1]
+    assert labeled.target.tolist() == [10.0, 30.0]
