@@ -295,6 +295,29 @@ def test_70_a_champion_changed_in_the_artifact_store_is_refused_and_nothing_move
     assert aliases(unique_name) == {"challenger": 1, "champion": 1}
 
 
+def test_70_a_champion_without_a_recorded_digest_is_not_rescored_and_nothing_moves(
+    register: Callable[..., registry.Candidate],
+    unique_name: str,
+    labeled: tuple[LabeledSet, LabeledSet],
+) -> None:
+    champion = register(4.0)
+    flows.promote_exclusively(champion, labeled[1])
+    # Registered before digests were recorded: its files cannot be checked.
+    MlflowClient().delete_model_version_tag(unique_name, champion.version, registry.DIGEST_TAG)
+    challenger = register(3.0, key="green_tripdata_2023-03.parquet:1")  # forces a re-scoring
+
+    with pytest.raises(PipelineError) as raised:
+        flows.promote_exclusively(challenger, labeled[1])
+
+    assert str(raised.value) == (
+        f"cannot re-score the champion models:/{unique_name}/1: it has no model_sha256 tag "
+        "(registered before model digests were recorded), so its files cannot be checked. "
+        "Check them and tag the version with model_sha256, or move the champion alias to a "
+        "version that has one"
+    )
+    assert aliases(unique_name) == {"challenger": 1, "champion": 1}
+
+
 def test_71_an_error_tag_and_a_run_link_never_hold_url_credentials(unique_name: str) -> None:
     secret = "s3cr3t-in-a-url"
     run_id = tracking.start_run(experiment=unique_name, run_name="credentials", tags={})

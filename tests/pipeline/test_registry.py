@@ -7,6 +7,7 @@ import pytest
 import xgboost as xgb
 
 from pipeline import registry, tracking
+from pipeline.data import MonthData
 from pipeline.features import LabeledSet
 from pipeline.model import log_model
 
@@ -67,3 +68,10 @@ def test_an_equal_score_does_not_take_champion(
         "champion": 1,
         "challenger": 2,
     }
+
+
+def test_validation_data_is_identified_by_its_file_and_its_usable_trips(
+    months: tuple[MonthData, MonthData], labeled: tuple[LabeledSet, LabeledSet]
+) -> None:
+    key = registry.validation_key(months[1], labeled[1])
+    assert key == f"green_tripdata_2023-02.parquet:{len(labeled[1].target)}"
