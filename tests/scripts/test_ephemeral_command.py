@@ -393,7 +393,9 @@ def test_list_and_reap_say_when_there_is_nothing(fake_tools) -> None:
 
 
 def test_list_has_a_header_and_says_how_the_cost_is_estimated(fake_tools) -> None:
-    fake_tools.answer(LS, stdout=_stacks("pr-5", "pr-6"))
+    # Entries without a name (or not objects at all) are skipped, not the end of the list.
+    listed = [{"name": ""}, "garbage", _stack("acme/mlops-platform/pr-5"), _stack("pr-6")]
+    fake_tools.answer(LS, stdout=json.dumps(listed))
     # Expiring exactly now: expired. Unreadable times are unknown, not an error.
     fake_tools.answer(
         _tags_ls("pr-5"), stdout=_tags("ephemeral", "2026-11-27T14:00:00Z", "2026-11-29T14:00:00Z")
@@ -425,3 +427,17 @@ def test_the_kind_is_the_tag_when_the_environment_output_is_empty(fake_tools) ->
 
     assert ephemeral.stack_kind("pr-7") is None
     assert fake_tools.calls() == [_outputs("pr-7"), _tag_get("pr-7")]
+
+
+def test_destroy_shows_pulumi_s_progress_and_says_what_it_does(fake_tools, capfd) -> None:
+    fake_tools.answer(LS, stdout=_stacks("dev", "pr-42"))
+    fake_tools.answer(_outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral"}))
+    destroy, remove = _destroy_and_rm("pr-42")
+    fake_tools.answer(destroy, stdout="Destroying (pr-42): 61 resources deleted\n")
+    fake_tools.answer(remove)
+    announced: list[str] = []
+
+    ephemeral.destroy("pr-42", announced.append)
+
+    assert "Destroying (pr-42): 61 resources deleted" in capfd.readouterr().out
+    assert announced == ["destroying pr-42", "stack pr-42 destroyed and removed"]
