@@ -209,11 +209,15 @@ def test_the_session_is_ssm_port_forwarding_to_the_instance_in_its_region() -> N
     assert ["aws", *session_command(INSTANCE, "us-east-1", forward)] == _session(5000, 15000)
 
 
-def _signal_when_serving(fake_tools, stop_signal: signal.Signals) -> threading.Thread:
-    """A thread sending ``stop_signal`` to this process once both sessions serve (Ctrl-C)."""
+def _signal_when_serving(
+    fake_tools, stop_signal: signal.Signals, groups: dict[int, int]
+) -> threading.Thread:
+    """A thread sending ``stop_signal`` to this process once both sessions serve (Ctrl-C),
+    noting first each session's process group (session pid -> group) in ``groups``."""
 
     def send() -> None:
         fake_tools.wait_for_markers("serving", 2)
+        groups.update({pid: os.getpgid(pid) for pid in fake_tools.pids("aws")})
         os.kill(os.getpid(), stop_signal)
 
     thread = threading.Thread(target=send, daemon=True)
@@ -231,11 +235,15 @@ def test_a_signal_closes_both_sessions_and_gives_the_handler_back(
         fake_tools.answer(session, serve=True, child=True)
     handler_before = signal.getsignal(signal.SIGTERM)
     announced: list[str] = []
-    sender = _signal_when_serving(fake_tools, stop_signal)
+    groups: dict[int, int] = {}
+    sender = _signal_when_serving(fake_tools, stop_signal, groups)
 
     run_tunnel("dev", LocalPorts(mlflow=mlflow_port, prefect=prefect_port), announced.append)
 
     sender.join(timeout=30)
+    # Each session leads a process group of its own: a terminal's Ctrl-C reaches only mlops.
+    assert groups == {pid: pid for pid in fake_tools.pids("aws")}
+    assert os.getpgid(0) not in groups.values()
     assert announced == [
         f"MLflow: http://localhost:{mlflow_port} -> {INSTANCE}:5000",
         f"Prefect: http://localhost:{prefect_port} -> {INSTANCE}:4200",
@@ -273,3 +281,15 @@ def test_a_session_ending_on_its_own_fails_naming_it_and_stops_the_other(
     assert len(fake_tools.markers("stopped")) == 1
     _assert_all_gone(fake_tools.pids("aws"))
     _wait_until_children_gone(fake_tools)
+
+
+def test_a_stack_without_the_tunnel_s_outputs_is_named(fake_tools) -> None:
+    fake_tools.answer(OUTPUT_COMMAND, stdout='{"region": "us-east-1"}')
+
+    with pytest.raises(OpsError) as raised:
+        run_tunnel("dev", LocalPorts(), lambda line: None)
+
+    assert str(raised.value).startswith(
+        "stack dev lacks the outputs control_instance_id, mlflow_tracking_uri, prefect_api_url "
+    )
+    assert fake_tools.calls() == [OUTPUT_COMMAND]
