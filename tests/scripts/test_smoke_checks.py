@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -303,20 +304,20 @@ def test_an_active_smoke_experiment_is_used_as_it_is() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fake", "verdict"),
+    ("failure", "verdict"),
     [
         (
-            FakeMlflow(upload_status=500),
+            {"upload_status": 500},
             "artifact upload failed: PUT /api/2.0/mlflow-artifacts/artifacts/1/run1/artifacts/"
             "smoke.txt answered HTTP 500: upload refused by the store",
         ),
         (
-            FakeMlflow(download_status=403),
+            {"download_status": 403},
             "artifact download failed: GET /api/2.0/mlflow-artifacts/artifacts/1/run1/artifacts/"
             "smoke.txt answered HTTP 403: no such artifact",
         ),
         (
-            FakeMlflow(read_back=b"something else"),
+            {"read_back": b"something else"},
             "artifact read back from /api/2.0/mlflow-artifacts/artifacts/1/run1/artifacts/"
             "smoke.txt differs from what was written",
         ),
@@ -324,8 +325,9 @@ def test_an_active_smoke_experiment_is_used_as_it_is() -> None:
     ids=["upload", "download", "read-back"],
 )
 def test_a_failed_artifact_round_trip_is_named_and_the_run_marked_failed(
-    fake: FakeMlflow, verdict: str
+    failure: dict[str, Any], verdict: str
 ) -> None:
+    fake = FakeMlflow(**failure)
     with pytest.raises(CheckFailed) as failed:
         mlflow_artifacts(_mlflow(fake))
 
