@@ -62,7 +62,7 @@ if answer["serve"]:
         open(os.path.join(state, f"stopped-{{os.getpid()}}"), "w").close()
         sys.exit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if answer["stubborn"] else stop)
     open(os.path.join(state, f"serving-{{os.getpid()}}"), "w").close()
     while True:
         signal.pause()
@@ -87,11 +87,13 @@ class FakeTools:
         exit: int = 0,
         serve: bool = False,
         child: bool = False,
+        stubborn: bool = False,
         after_serving: int = 0,
     ) -> None:
         """Script the answer to ``command`` (tool name first, then its exact arguments).
 
         ``serve``: stay up until SIGTERM. ``child``: and start a child process first.
+        ``stubborn``: stay up through SIGTERM too (only SIGKILL stops it).
         ``after_serving``: answer only once that many
         serving stand-ins are up (a session that dies after the other one has started).
         """
@@ -103,6 +105,7 @@ class FakeTools:
             "exit": exit,
             "serve": serve,
             "child": child,
+            "stubborn": stubborn,
             "after_serving": after_serving,
         }
         path.write_text(json.dumps(answers))

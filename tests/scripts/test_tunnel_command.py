@@ -293,3 +293,21 @@ def test_a_stack_without_the_tunnel_s_outputs_is_named(fake_tools) -> None:
         "stack dev lacks the outputs control_instance_id, mlflow_tracking_uri, prefect_api_url "
     )
     assert fake_tools.calls() == [OUTPUT_COMMAND]
+
+
+def test_a_session_ignoring_sigterm_is_killed_after_the_stop_deadline(
+    fake_tools, dev_outputs_masked: str, free_ports: tuple[int, int], monkeypatch
+) -> None:
+    monkeypatch.setattr("scripts.tunnel._STOP_TIMEOUT_SECONDS", 0.5)  # not 10 s
+    mlflow_port, prefect_port = free_ports
+    fake_tools.answer(OUTPUT_COMMAND, stdout=dev_outputs_masked)
+    fake_tools.answer(_session(5000, mlflow_port), serve=True, stubborn=True)
+    fake_tools.answer(_session(4200, prefect_port), serve=True)
+    sender = _signal_when_serving(fake_tools, signal.SIGTERM, {})
+
+    run_tunnel("dev", LocalPorts(mlflow=mlflow_port, prefect=prefect_port), lambda line: None)
+
+    sender.join(timeout=30)
+    # Both are gone: the stubborn one by SIGKILL (it left no marker), the other by SIGTERM.
+    _assert_all_gone(fake_tools.pids("aws"))
+    assert len(fake_tools.markers("stopped")) == 1
