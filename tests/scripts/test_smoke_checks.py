@@ -511,3 +511,23 @@ def test_a_successful_answer_that_is_not_json_is_a_verdict_with_the_body_s_start
 
     body = ("<html> <body>" + "x" * 300)[:200]
     assert str(failed.value) == f"GET work_pools/training answered HTTP 200: {body} (not JSON)"
+
+
+def test_a_csrf_token_answer_that_is_not_json_is_a_verdict() -> None:
+    def proxy_page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>login</html>")
+
+    client = httpx.Client(
+        base_url="http://127.0.0.1:4200/api/", transport=httpx.MockTransport(proxy_page)
+    )
+    with pytest.raises(CheckFailed) as failed:
+        live_worker(Service("Prefect", client, "PREFECT_API_AUTH_STRING", {}), "training")
+
+    assert str(failed.value) == ("GET csrf-token answered HTTP 200: <html>login</html> (not JSON)")
+
+
+def test_the_workers_of_a_pool_named_with_a_slash_are_asked_of_that_pool() -> None:
+    fake = FakePrefect(pools={"gpu/a": {"type": "process"}})
+
+    assert live_worker(_prefect(fake), "gpu/a") == "ONLINE: worker-1"
+    assert fake.calls == ["GET csrf-token", "POST work_pools/gpu%2Fa/workers/filter"]
