@@ -57,6 +57,7 @@ class FakeMlflow:
     download_status: int = 200
     read_back: bytes | None = None  # what a download answers instead of what was written
     health_failures: int = 0  # /health answers 503 this many times first
+    update_status: int = 200  # runs/update's answer
     artifacts: dict[str, bytes] = field(default_factory=dict)
     runs: dict[str, dict] = field(default_factory=dict)  # run_id -> create and update bodies
     calls: list[str] = field(default_factory=list)
@@ -106,6 +107,8 @@ class FakeMlflow:
                 200, json={"run": {"info": {"run_id": run_id, "artifact_uri": uri}}}
             )
         if route == "POST runs/update":
+            if self.update_status != 200:
+                return httpx.Response(self.update_status, text="database is locked")
             body = _json(request)
             self.runs[body["run_id"]]["update"] = body
             return httpx.Response(200, json={"run_info": {}})
@@ -531,3 +534,40 @@ def test_the_workers_of_a_pool_named_with_a_slash_are_asked_of_that_pool() -> No
 
     assert live_worker(_prefect(fake), "gpu/a") == "ONLINE: worker-1"
     assert fake.calls == ["GET csrf-token", "POST work_pools/gpu%2Fa/workers/filter"]
+
+
+def test_a_run_that_cannot_be_marked_finished_does_not_fail_a_good_round_trip() -> None:
+    # Marking the smoke run is best effort: the artifact verdict is what counts.
+    fake = FakeMlflow(update_status=500)
+
+    detail = mlflow_artifacts(_mlflow(fake))
+
+    assert detail == f"wrote and read back smoke.txt of run run1 (experiment {SMOKE_EXPERIMENT})"
+    assert "update" not in fake.runs["run1"]
+
+
+def test_artifacts_not_proxied_name_the_uri_the_server_gave_and_the_flag_it_needs() -> None:
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_artifacts(_mlflow(FakeMlflow(proxied=False)))
+
+    assert str(failed.value) == (
+        "the server gave the run artifact URI 's3://bucket/mlflow/1/run1/artifacts', not "
+        "mlflow-artifacts:/...: artifacts are not proxied (the server needs "
+        "--artifacts-destination)"
+    )
+
+
+def test_an_experiment_lookup_answer_that_is_not_json_is_a_verdict() -> None:
+    def proxy_page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>login</html>")
+
+    client = httpx.Client(
+        base_url="http://127.0.0.1:5000", transport=httpx.MockTransport(proxy_page)
+    )
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_artifacts(Service("MLflow", client, MLFLOW_CREDENTIAL, {}))
+
+    assert str(failed.value) == (
+        "GET /api/2.0/mlflow/experiments/get-by-name answered HTTP 200: <html>login</html> "
+        "(not JSON)"
+    )
