@@ -394,7 +394,8 @@ def test_list_and_reap_say_when_there_is_nothing(fake_tools) -> None:
 
 def test_list_has_a_header_and_says_how_the_cost_is_estimated(fake_tools) -> None:
     # Entries without a name (or not objects at all) are skipped, not the end of the list.
-    listed = [{"name": ""}, "garbage", _stack("acme/mlops-platform/pr-5"), _stack("pr-6")]
+    listed = [{"name": ""}, {"url": "x"}, "garbage", _stack("acme/mlops-platform/pr-5")]
+    listed.append(_stack("pr-6"))
     fake_tools.answer(LS, stdout=json.dumps(listed))
     # Expiring exactly now: expired. Unreadable times are unknown, not an error.
     fake_tools.answer(
