@@ -45,6 +45,8 @@ def test_a_month_is_recorded_as_a_dataset_with_its_source_schema_size_and_contex
     assert dataset.name == "green_tripdata_2023-01"
     assert dataset.source_type == "local"
     assert json.loads(dataset.source) == {"uri": source}
+    assert dataset.schema is not None
+    assert dataset.profile is not None
     assert json.loads(dataset.schema) == {
         "mlflow_colspec": [
             {"type": "datetime", "name": "lpep_pickup_datetime", "required": True},
