@@ -2,7 +2,7 @@
 Prefect on a control host, Prefect workers; secrets generated and kept in Secrets Manager.
 
 Read the stack configuration (validated before anything is created), build the components,
-export the outputs scripts/ turns into the environment variables of ARCHITECTURE.md.
+export the outputs scripts/ turns into the environment variables of docs/architecture.md.
 """
 
 import hostboot
