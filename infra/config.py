@@ -18,10 +18,10 @@ from typing import TypeVar
 
 import pulumi
 from hostboot import schedule
+from hostboot.names import ENVIRONMENTS
 
 NAMESPACE = "mlops-platform"
 REGION_KEY = "aws:region"
-ENVIRONMENTS = ("dev", "prod", "ephemeral")
 KEYS = (
     "environment",
     "vpcCidr",

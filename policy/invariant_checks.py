@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hostboot.names import ENVIRONMENTS, MLFLOW_PORT, POSTGRES_PORT, PREFECT_PORT
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
@@ -41,10 +42,8 @@ from pulumi_policy import (
 from pulumi_policy.policy import PolicyResource
 
 NAMESPACE = "mlops-platform"
-ENVIRONMENTS = ("dev", "prod", "ephemeral")
 STRICTEST = "prod"
-DB_PORT = 5432
-SERVICE_PORTS = (5000, 4200)  # MLflow, Prefect
+SERVICE_PORTS = (MLFLOW_PORT, PREFECT_PORT)
 HTTPS_PORT = 443
 MIN_TLS = 1.2
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -567,7 +566,7 @@ def sg_described(resource_type: str, props: Mapping[str, Any], ctx: Context) -> 
 
 
 def sg_egress_limited(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    allowed_to_groups = (DB_PORT, *SERVICE_PORTS)
+    allowed_to_groups = (POSTGRES_PORT, *SERVICE_PORTS)
     for rule in rules_of(resource_type, props):
         if rule.direction != "egress":
             continue
@@ -755,9 +754,9 @@ def database_admits_control_group_only(
 ) -> Iterator[Finding]:
     for group in _database_groups(resources):
         for rule, declared_by in _group_rules(resources, group, "ingress"):
-            if rule.cidrs or not rule.references_group or rule.single_tcp_port != DB_PORT:
+            if rule.cidrs or not rule.references_group or rule.single_tcp_port != POSTGRES_PORT:
                 yield (
-                    f"database group {group.name} admits only {DB_PORT} from the control "
+                    f"database group {group.name} admits only {POSTGRES_PORT} from the control "
                     f"host's group: {_describe(rule)}",
                     declared_by.urn,
                 )
@@ -1391,8 +1390,9 @@ def context_for(read: ConfigReader, provider_props: Mapping[str, Any] | None = N
     """The stack's settings: environment kind (config, then provider tag, then prod) and CIDRs."""
     configured = read("environment") or _provider_environment(provider_props)
     cidrs = json.loads(read("serviceIngressCidrs") or "[]")
+    known = configured if configured in ENVIRONMENTS else None
     return Context(
-        environment=configured if configured in ENVIRONMENTS else STRICTEST,
+        environment=known or STRICTEST,
         service_ingress_cidrs=frozenset(cidrs),
     )
 

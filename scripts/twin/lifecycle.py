@@ -50,17 +50,17 @@ from hostboot import (
     worker_plan,
 )
 from hostboot.cloudconfig import BOOT_SCRIPT
+from hostboot.names import MLFLOW_ADMIN_USERNAME as ADMIN_USERNAME
+from hostboot.names import WORK_POOL
 
 from scripts.common import OpsError
 from scripts.env import env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
 from scripts.twin import standins, supervisor
 from scripts.twin.settings import (
-    ADMIN_USERNAME,
     DUMMY_AWS_CREDENTIALS,
     LOOPBACK,
     SERVICES,
-    WORK_POOL,
     WORKER_USERNAME,
     TwinConfig,
     TwinState,

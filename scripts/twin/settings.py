@@ -21,8 +21,6 @@ from scripts.common import REPO_ROOT, OpsError
 DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
 DEFAULT_NAME = "mlops_twin"
 SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
-WORK_POOL = "training"
-ADMIN_USERNAME = "admin"
 WORKER_USERNAME = "worker"  # the workers' MLflow user (never the admin)
 LOOPBACK = "127.0.0.1"
 # The emulator accepts any credentials; these dummies stand in for the instance profile.
