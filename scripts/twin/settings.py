@@ -7,16 +7,15 @@ Shared by both modes: the process twin (services on loopback, for laptops) and t
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import socket
 import string
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scripts.common import REPO_ROOT, OpsError
+from scripts.envfile import write_private
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
 DEFAULT_NAME = "mlops_twin"
@@ -116,19 +115,7 @@ def control_secret_arns(arns: dict[str, str]) -> dict[str, str]:
 
 def write_private_json(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a stale temp file keeps its mode through O_CREAT
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+    write_private(path, json.dumps(data, indent=1))
 
 
 def new_secret() -> str:

@@ -106,12 +106,12 @@ def test_restarted_worker_runs_the_next_flow_through_an_mlflow_outage(
     registered: the test accepts either outcome and checks each fully.
     """
     twin = deployed
-    before = twin.twin.pid("prefect-worker")
+    before = twin.twin.running_process("prefect-worker")
     assert before is not None
     twin.stop_service("prefect-worker")
     assert not running(before)
     twin.start_service("prefect-worker")
-    after = twin.twin.pid("prefect-worker")
+    after = twin.twin.running_process("prefect-worker")
     assert after is not None
     assert after.pid != before.pid
 

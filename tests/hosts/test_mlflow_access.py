@@ -18,7 +18,6 @@ from control_services import (
     CONTROL_IP,
     SECRETS,
     answers,
-    free_port,
     local_plan,
     running,
     service_environment,
@@ -26,6 +25,8 @@ from control_services import (
 )
 from hostboot.services import ServiceSpec
 from rendered_hosts import CONTROL, Rendered, env_file_keys, parse_unit, unit_environment
+
+from pipeline.ports import free_port
 
 ADMIN = (CONTROL.mlflow_admin_username, SECRETS["mlflow_admin_password"])
 WORKER = (CONTROL.mlflow_worker_username, SECRETS["mlflow_worker_password"])

@@ -15,12 +15,13 @@ from pathlib import Path
 import httpx
 from control_services import (
     answers,
-    free_port,
     local_plan,
     running,
     service_environment,
     write_secret_files,
 )
+
+from pipeline.ports import free_port
 
 SITE_PACKAGES = Path(httpx.__file__).resolve().parent.parent
 # Mount site-packages read-only over itself, in a mount namespace of the server's own.

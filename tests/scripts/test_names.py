@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from hostboot import names
+
 from pipeline import flows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
