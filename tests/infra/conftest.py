@@ -49,6 +49,8 @@ EPHEMERAL_EXPIRY = "2026-12-01T09:00:00Z"
 
 if str(INFRA) not in sys.path:  # the program's modules import each other as siblings
     sys.path.insert(0, str(INFRA))
+if str(ROOT / "policy") not in sys.path:  # resource_types: the type tokens, shared with the pack
+    sys.path.insert(0, str(ROOT / "policy"))
 
 import hostboot  # noqa: E402  (after INFRA is importable, like under `pulumi up`)
 

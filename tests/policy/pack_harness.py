@@ -37,7 +37,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "policy"))
 
-import invariant_checks  # noqa: E402  (the pack's checks; never policy/__main__.py)
+import rules  # noqa: E402  (the pack's rules table; never policy/__main__.py)
 
 
 def _load_infra_harness() -> ModuleType:
@@ -163,7 +163,7 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
             ]
 
     found: list[Violation] = []
-    for policy in invariant_checks.policies(read):
+    for policy in rules.policies(read):
 
         def report(message: str, urn: str | None = None, name: str = policy.name) -> None:
             found.append(Violation(name, message, urn))
