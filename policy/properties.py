@@ -92,7 +92,7 @@ def user_data_text(props: Mapping[str, Any]) -> str:
     cloud-init unpacks gzipped user data, so a secret could hide in it)."""
     packed = props.get("userDataBase64")
     if not packed:
-        return user_data_text(props)
+        return str(props.get("userData") or "")
     try:
         raw = base64.b64decode(str(packed), validate=True)
         return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()

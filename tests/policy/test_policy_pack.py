@@ -711,6 +711,15 @@ def test_an_iam_user_is_reported() -> None:
     assert "iam-no-users-or-admin" in policy_names(evaluate(stack))
 
 
+def test_20_user_data_given_as_text_is_judged() -> None:
+    """A host with plain ``userData`` (no ``userDataBase64``) is judged on that text."""
+    stack = program_stack("dev")
+    stack.find(INSTANCE, "control").set(
+        userDataBase64=None, userData="export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"
+    )
+    assert "ec2-user-data" in policy_names(evaluate(stack))
+
+
 def test_the_pack_entry_point_starts_the_analyzer() -> None:
     """policy/__main__.py builds the pack: it serves on a port, which it prints, and waits."""
     with subprocess.Popen(
