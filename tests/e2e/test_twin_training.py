@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from twin_api import (
+
+from scripts.deploy import prefect_client
+from tests.e2e.twin_api import (
     MODEL_NAME,
     TrainingRun,
     TwinHandle,
@@ -18,8 +20,6 @@ from twin_api import (
     flow_run_state,
     metrics,
 )
-
-from scripts.deploy import prefect_client
 
 pytestmark = pytest.mark.e2e
 

@@ -32,7 +32,8 @@ import pytest
 from hostboot import ControlHostSettings, boot
 from hostboot.services import ServiceDatabase, libpq_tls_query, prefect_tls_environment
 from psycopg import sql
-from rendered_hosts import CONTROL, Rendered
+
+from tests.hosts.rendered_hosts import CONTROL, Rendered
 
 HOST, PORT, SUPERUSER = "127.0.0.1", 5432, "postgres"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from resource_types import (
@@ -19,10 +19,10 @@ from resource_types import (
     TOPIC,
     TOPIC_POLICY,
 )
-from test_infra_program import run_with
 
-if TYPE_CHECKING:
-    from conftest import Harness, ProgramRun, Registered
+from tests.infra.test_infra_program import run_with
+from tests.support.program import Harness, ProgramRun
+from tests.support.pulumi_mocks import Registered
 
 
 def registered(run: ProgramRun, resource_type: str) -> list[Registered]:

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hostboot
 import pytest
@@ -55,8 +55,8 @@ from resource_types import (
     VPC,
 )
 
-if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
-    from conftest import ProgramRun, Registered
+from tests.support.program import ProgramRun
+from tests.support.pulumi_mocks import Registered
 
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pulumi
 import pytest
-import test_infra_invariants as invariants
 from hostboot.cloudconfig import read_user_data_base64, user_data_base64
 from resource_types import (
     BUCKET,
@@ -26,8 +25,9 @@ from resource_types import (
     SUBNET,
 )
 
-if TYPE_CHECKING:
-    from conftest import Harness, Mocks, ProgramRun, Tamper
+from tests.infra import test_infra_invariants as invariants
+from tests.support.program import Harness, ProgramRun
+from tests.support.pulumi_mocks import Mocks, Tamper
 
 PROJECT = "mlops-platform"
 

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import config as infra_config  # infra/config.py (tests/infra/conftest.py puts infra/ on the path)
+import config as infra_config  # infra/config.py (tests/conftest.py puts infra/ on the path)
 import pytest
 from hostboot.cloudconfig import read_user_data_base64, user_data_base64
 from iam_checks import SSM_CORE
-from pack_harness import ROOT, Declared, Stack, evaluate, policy_names, program_stack
 from properties import NAMESPACE, context_for
 from resource_types import (
     ACCESS_KEY,
@@ -47,6 +46,9 @@ from resource_types import (
 )
 from rules import RULES
 from sg_checks import PRIVATE_INGRESS_RANGES
+
+from tests.support.policy_pack import Declared, Stack, evaluate, policy_names, program_stack
+from tests.support.program import ROOT
 
 
 def test_the_program_passes_every_policy(stack: Stack) -> None:
