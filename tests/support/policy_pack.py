@@ -22,6 +22,7 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.policy import (
     PolicyCustomTimeouts,
@@ -158,6 +159,7 @@ def evaluate(stack: Stack, read: ConfigReader | None = None) -> list[Violation]:
                 )
                 policy.validate(args, report)
         else:
+            assert isinstance(policy, StackValidationPolicy)
             policy.validate(StackValidationArgs(list(stack_resources.values())), report)
     return found
 
