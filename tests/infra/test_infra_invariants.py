@@ -14,6 +14,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hostboot
@@ -616,6 +617,14 @@ def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
         **({"expires_at": "2026-12-01T09:00:00Z"} if run.environment == "ephemeral" else {}),
     }
     assert len(outputs["worker_instance_ids"]) == int(run.config["mlops-platform:workerCount"])
+
+
+def test_the_outputs_table_documents_every_output(run: ProgramRun) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "infrastructure.md").read_text()
+    table = page.split("## Outputs", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    assert set(run.outputs) <= documented
+    assert documented - set(run.outputs) <= {"expires_at"}  # only ephemeral stacks have it
 
 
 def test_control_host_has_the_fixed_address_everyone_uses(run: ProgramRun) -> None:
