@@ -21,8 +21,8 @@ from pipeline import tracking
 from pipeline.data import MonthData
 from pipeline.errors import PipelineError, TransientError
 
-if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
-    from conftest import RefusingServer
+if TYPE_CHECKING:  # the type only: the server itself comes as a fixture
+    from tests.pipeline.conftest import RefusingServer
 
 
 def _month(source: str, distance: float = 1.5) -> MonthData:
