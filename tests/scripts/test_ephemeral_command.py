@@ -442,3 +442,10 @@ def test_destroy_shows_pulumi_s_progress_and_says_what_it_does(fake_tools, capfd
 
     assert "Destroying (pr-42): 61 resources deleted" in capfd.readouterr().out
     assert announced == ["destroying pr-42", "stack pr-42 destroyed and removed"]
+
+
+def test_stack_tags_that_are_not_an_object_are_no_tags(fake_tools) -> None:
+    fake_tools.answer(LS, stdout=_stacks("pr-1"))
+    fake_tools.answer(_tags_ls("pr-1"), stdout=json.dumps([KEY, "ephemeral"]))
+
+    assert ephemeral.ephemeral_stacks() == []
