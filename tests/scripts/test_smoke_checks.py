@@ -32,6 +32,7 @@ from scripts.smoke import (
     health,
     live_worker,
     mlflow_artifacts,
+    mlflow_auth,
     smoke_test,
     smoke_until,
     work_pool,
@@ -570,4 +571,37 @@ def test_an_experiment_lookup_answer_that_is_not_json_is_a_verdict() -> None:
     assert str(failed.value) == (
         "GET /api/2.0/mlflow/experiments/get-by-name answered HTTP 200: <html>login</html> "
         "(not JSON)"
+    )
+
+
+def test_an_authenticated_call_answering_an_error_is_a_verdict_naming_the_call() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Authorization") is None:
+            return httpx.Response(401)
+        return httpx.Response(503, text="Service Unavailable")
+
+    client = httpx.Client(base_url="http://127.0.0.1:5000", transport=httpx.MockTransport(server))
+    mlflow = Service("MLflow", client, MLFLOW_CREDENTIAL, _basic(f"{USER}:{PASSWORD}"))
+    with pytest.raises(CheckFailed) as failed:
+        mlflow_auth(mlflow)
+
+    assert str(failed.value) == (
+        "GET /api/2.0/mlflow/experiments/search answered HTTP 503: Service Unavailable"
+    )
+
+
+def test_an_unreachable_private_address_says_how_to_reach_it() -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = httpx.Client(
+        base_url="http://10.0.0.10:5000", transport=httpx.MockTransport(unreachable)
+    )
+    with pytest.raises(CheckFailed) as failed:
+        health(Service("MLflow", client, MLFLOW_CREDENTIAL, {}), "/health")
+
+    assert str(failed.value) == (
+        "cannot connect to http://10.0.0.10:5000/: connection refused (10.0.0.10 is a private "
+        "address, reachable only inside the VPC: from a laptop run `mlops tunnel --stack STACK` "
+        "and write the env file with `mlops env --stack STACK --via-tunnel`)"
     )
