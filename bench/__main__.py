@@ -375,6 +375,11 @@ def _twin_markdown(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {phase} | {stats['median']:.2f} s | {stats['min']:.2f}-{stats['max']:.2f} s |"
         )
+    if "mlflow_requests" in result:
+        lines += [
+            "",
+            f"Requests to the MLflow server per run: {result['mlflow_requests']['median']:.0f}.",
+        ]
     return lines
 
 

@@ -20,6 +20,7 @@ the Prefect server split that time into phases:
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -42,6 +43,8 @@ DEPLOYMENT = "training/training"
 NO_DOWNLOAD = {"tlc_base_url": "https://127.0.0.1:9/no-download-in-bench"}
 RUN_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.2
+# A line of uvicorn's access log: "GET /api/2.0/mlflow/runs/get?... HTTP/1.1" 200
+_REQUEST = re.compile(r'"(?:GET|POST|PUT|PATCH|DELETE) /\S* HTTP/')
 PHASES = ("pick_up", "start", "stages", "tracking", "registration", "other")
 _TASK_PHASES = {
     "load": "stages",
@@ -76,10 +79,13 @@ def run_twin(runs: int, data_dir: str, say: Callable[[str], None]) -> list[dict[
         say(f"  twin: up ({name})")
         _mlops("twin", "up", *where, "--name", name, "--env-file", str(env_file))
         env = _seed_and_deploy(state_dir, env_file, data_dir)
+        mlflow_log = _mlflow_log(state_dir)
         samples = []
         for run in range(runs):
             say(f"  twin: run {run + 1}/{runs}")
+            before = _requests(mlflow_log)
             samples.append(timed_run(env))
+            samples[-1]["mlflow_requests"] = float(_requests(mlflow_log) - before)
         return samples
     finally:
         say("  twin: down")
@@ -111,6 +117,18 @@ def _seed_and_deploy(state_dir: Path, env_file: Path, data_dir: str) -> dict[str
         s3.upload_file(str(Path(data_dir, file)), twin.config.bucket, f"data/{file}")
     _mlops("deploy", "--env-file", str(env_file))
     return read_env_file(env_file)
+
+
+def _mlflow_log(state_dir: Path) -> Path:
+    """The twin's MLflow server log (its access log included)."""
+    from scripts.twin import load
+
+    return load(state_dir).log_path("mlflow")
+
+
+def _requests(access_log: Path) -> int:
+    """How many HTTP requests the MLflow server has logged so far."""
+    return len(_REQUEST.findall(access_log.read_text(errors="replace")))
 
 
 def timed_run(env: dict[str, str]) -> dict[str, float]:
