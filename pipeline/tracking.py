@@ -137,10 +137,11 @@ def log_training(
 ) -> str:
     """Log parameters, metrics, datasets (with their context), plots and the model.
 
-    Returns the logged model's URI. Each call below is one request to a tracking server:
-    the parameters go first (the logged model copies the run's), the metrics last, in one
-    batch that records them on the run and on the logged model (MLflow would otherwise read
-    each metric's history back to link it); the plots are drawn while the model uploads.
+    Returns the logged model's URI. Against a tracking server each client call below is a
+    request (the model: a few, and one per file): the parameters go first (the logged model
+    copies the run's), the metrics last, in one batch that records them on the run and on the
+    logged model (else MLflow reads each metric's history back to link it to the model); the
+    plots are drawn while the model uploads.
     """
     client = MlflowClient()
     now = int(time.time() * 1000)
