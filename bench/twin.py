@@ -83,6 +83,7 @@ def run_twin(runs: int, data_dir: str, say: Callable[[str], None]) -> list[dict[
         samples = []
         for run in range(runs):
             say(f"  twin: run {run + 1}/{runs}")
+            wait_until_worker_idle(state_dir)
             before = _requests(mlflow_log)
             samples.append(timed_run(env))
             samples[-1]["mlflow_requests"] = float(_requests(mlflow_log) - before)
@@ -117,6 +118,21 @@ def _seed_and_deploy(state_dir: Path, env_file: Path, data_dir: str) -> dict[str
         s3.upload_file(str(Path(data_dir, file)), twin.config.bucket, f"data/{file}")
     _mlops("deploy", "--env-file", str(env_file))
     return read_env_file(env_file)
+
+
+def wait_until_worker_idle(state_dir: Path) -> None:
+    """Wait until the previous run's process has exited: the worker takes one run at a time,
+    so a run triggered while that process still shuts down would count its exit as pick-up."""
+    from scripts.twin import load
+
+    worker = load(state_dir).pid("prefect-worker")
+    if worker is None:
+        raise SystemExit("the twin's worker is not running")
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while worker.children():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the twin's worker still runs a flow after {RUN_TIMEOUT_SECONDS} s")
+        time.sleep(POLL_SECONDS)  # polling a condition, with the deadline above
 
 
 def _mlflow_log(state_dir: Path) -> Path:
