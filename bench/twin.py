@@ -125,7 +125,7 @@ def wait_until_worker_idle(state_dir: Path) -> None:
     so a run triggered while that process still shuts down would count its exit as pick-up."""
     from scripts.twin import load
 
-    worker = load(state_dir).pid("prefect-worker")
+    worker = load(state_dir).running_process("prefect-worker")
     if worker is None:
         raise SystemExit("the twin's worker is not running")
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
