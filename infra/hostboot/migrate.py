@@ -251,8 +251,9 @@ MIGRATIONS = {
 }
 
 
-def shipped() -> dict[str, dict[str, str]]:
-    """What the installed packages would migrate each database to: package version and head.
+def shipped(with_revisions: bool = False) -> dict[str, dict[str, Any]]:
+    """What the installed packages would migrate each database to: package version and head
+    (and every revision their scripts know, with ``with_revisions``).
 
     Read from the migration scripts on disk (no import of MLflow or Prefect: quick).
     """
@@ -273,16 +274,18 @@ def shipped() -> dict[str, dict[str, str]]:
             "version": metadata.version(package),
             "head": ",".join(sorted(script.get_heads())),
         }
+        if with_revisions:
+            found[database]["revisions"] = sorted(r.revision for r in script.walk_revisions())
     return found
 
 
 def main(argv: list[str]) -> int:
     """Migrate every database of the service named in ``argv``; 0 when all are at head.
 
-    ``heads`` instead prints, as JSON, what this virtualenv's packages migrate to.
+    ``heads [--revisions]`` instead prints, as JSON, what this virtualenv's packages migrate to.
     """
-    if argv == ["heads"]:
-        print(json.dumps(shipped()))
+    if argv[:1] == ["heads"]:
+        print(json.dumps(shipped(with_revisions="--revisions" in argv)))
         return 0
     if len(argv) != 1 or argv[0] not in SERVICES:
         print(f"usage: migrate.py {'|'.join(SERVICES)}|heads", file=sys.stderr)
