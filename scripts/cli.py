@@ -177,7 +177,18 @@ def backup_command(
 
 @app.command("restore-drill")
 def restore_drill_command(
-    stack: StackOption,
+    stack: Annotated[
+        str | None, typer.Option("--stack", help="Pulumi stack name, e.g. dev.")
+    ] = None,
+    twin_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--twin",
+            help="Drill a process twin instead (its state dir): pg_dump/pg_restore stand in "
+            "for the snapshot.",
+            file_okay=False,
+        ),
+    ] = None,
     snapshot: Annotated[
         str | None,
         typer.Option("--snapshot", help="Snapshot to restore (default: the newest manual one)."),
@@ -190,9 +201,18 @@ def restore_drill_command(
     ] = False,
 ) -> None:
     """Restore the stack's newest backup into an ephemeral stack, smoke-test it, destroy it."""
-    report = drill.restore_drill(
-        stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
-    )
+    if (stack is None) == (twin_state_dir is None):
+        raise OpsError("give either --stack NAME or --twin STATE_DIR")
+    if twin_state_dir is not None:
+        report = drill.restore_drill_twin(
+            twin_state_dir, typer.echo, model_name=model_name, keep=keep
+        )
+        stack = f"twin {twin_state_dir}"
+    else:
+        assert stack is not None
+        report = drill.restore_drill(
+            stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
+        )
     for step in report.steps:
         typer.echo(f"{'ok' if step.ok else 'FAIL':<4}  {step.step:<9}  {step.seconds:6.0f} s")
     if not report.passed:

@@ -15,6 +15,14 @@ A backup is only as good as the last restore. The drill, step by step, each time
 7. **destroy**: the drill stack destroyed, whatever happened before (unless ``--keep``).
 
 Any failing step stops the ones after it (but never the destroy); the command then fails.
+
+``mlops restore-drill --twin DIR`` runs the same drill on a process twin, with
+``pg_dump``/``pg_restore`` standing in for the snapshot (:mod:`scripts.twin.snapshot`):
+**snapshot** dumps the twin's databases; **create** brings up a second twin whose boot is
+followed by loading the dumps (before its migration steps and servers, as a restored stack
+boots); **artifacts** copies the bucket's ``mlflow/``; **smoke** as above; **champion** also
+asks the source twin's champion, and the two must be the same version predicting the same
+values on the same rows; **destroy** takes the drill's twin down.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from scripts import backup, ephemeral
 from scripts.common import OpsError, stack_outputs, string_outputs
@@ -128,8 +138,92 @@ def restore_drill(
             announce(f"kept stack {name}: `mlops ephemeral destroy {name}` when done")
 
 
-def champion(env: dict[str, str], model_name: str) -> str:
-    """The champion's version and predictions, from ``python -m scripts.champion``."""
+def restore_drill_twin(
+    source_state_dir: Path,
+    announce: Callable[[str], None],
+    *,
+    model_name: str = DEFAULT_MODEL,
+    keep: bool = False,
+) -> DrillReport:
+    """The drill on the process twin recorded in ``source_state_dir`` (see the module doc)."""
+    from scripts.twin import lifecycle, snapshot
+    from scripts.twin.settings import TwinConfig
+
+    source = lifecycle.load(source_state_dir)
+    stamp = f"{ephemeral.clock():%Y%m%d-%H%M%S}"
+    dumps = source_state_dir / "snapshots" / stamp
+    drill_dir = source_state_dir / "drills" / stamp
+    config = TwinConfig(
+        state_dir=drill_dir,
+        name=f"drill_{source.config.name}"[:40],
+        bucket=source.config.bucket,
+        venv=source.config.venv,
+    )
+    report = DrillReport()
+    created: list[lifecycle.Twin] = []
+
+    def create() -> str:
+        # The drill twin is a new twin from the snapshot: its own secrets, roles, ports.
+        created.append(lifecycle.up(config, drill_dir / "mlops.env", restore_from=dumps))
+        return f"twin {config.name} in {drill_dir}, databases from {dumps}"
+
+    def smoke() -> str:
+        return _smoke(created[0].env(), announce)
+
+    def champions() -> str:
+        ours = champion_predictions(created[0].env(), model_name)
+        theirs = champion_predictions(source.env(), model_name)
+        if ours != theirs:
+            raise OpsError(f"the restored champion differs: {ours} against the source's {theirs}")
+        return (
+            f"{model_name} version {ours['version']} (run {ours['run_id']}) predicts "
+            f"{ours['predictions']}, as the source's does"
+        )
+
+    try:
+        steps: list[tuple[str, Callable[[], str]]] = [
+            (
+                "snapshot",
+                lambda: f"{len(snapshot.dump(source, dumps))} databases dumped to {dumps}",
+            ),
+            ("create", create),
+            ("artifacts", lambda: _copy_twin_artifacts(source, created[0])),
+            ("smoke", smoke),
+            ("champion", champions),
+        ]
+        for step, action in steps:
+            if not report.run(step, action, announce):
+                break
+        return report
+    finally:
+        if created and not keep:
+            report.run("destroy", lambda: _down(drill_dir), announce)
+        elif created:
+            announce(f"kept twin {config.name}: `mlops twin down --state-dir {drill_dir}`")
+
+
+def _copy_twin_artifacts(source: Any, drill: Any) -> str:
+    """Copy the source twin's ``mlflow/`` objects into the drill twin's emulator."""
+    bucket = source.config.bucket
+    reader, writer = source.aws_client("s3"), drill.aws_client("s3")
+    copied = 0
+    for page in reader.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="mlflow/"):
+        for item in page.get("Contents", []):
+            body = reader.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            writer.put_object(Bucket=drill.config.bucket, Key=item["Key"], Body=body)
+            copied += 1
+    return f"{copied} objects of s3://{bucket}/mlflow/ copied to the drill's emulator"
+
+
+def _down(state_dir: Path) -> str:
+    from scripts.twin import lifecycle
+
+    lifecycle.down(state_dir)
+    return f"drill twin in {state_dir} down, its databases dropped"
+
+
+def champion_predictions(env: dict[str, str], model_name: str) -> dict[str, Any]:
+    """What ``python -m scripts.champion`` prints: version, run id, predictions."""
     result = subprocess.run(
         [sys.executable, "-m", "scripts.champion", model_name],
         env={**os.environ, **env},
@@ -139,7 +233,12 @@ def champion(env: dict[str, str], model_name: str) -> str:
     )
     if result.returncode:
         raise OpsError(result.stderr.strip().splitlines()[-1] if result.stderr else "no output")
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def champion(env: dict[str, str], model_name: str) -> str:
+    """The champion's version and predictions, from ``python -m scripts.champion``."""
+    answer = champion_predictions(env, model_name)
     return (
         f"{model_name} version {answer['version']} (run {answer['run_id']}) predicts "
         f"{answer['predictions']}"

@@ -188,10 +188,8 @@ def prefect_upgrade(environment: dict[str, str]) -> None:
         raise MigrationError(f"exit {result.returncode}: " + output)
 
 
-def mlflow_databases(environment: dict[str, str]) -> tuple[Database, ...]:
-    """The tracking database (``MLFLOW_BACKEND_STORE_URI``) and the basic-auth app's database
-    (``database_uri`` of the ``MLFLOW_AUTH_CONFIG_PATH`` file)."""
-    tracking = require(environment, "MLFLOW_BACKEND_STORE_URI")
+def auth_settings(environment: dict[str, str]) -> tuple[str, str]:
+    """The basic-auth app's database URL and admin user name (``MLFLOW_AUTH_CONFIG_PATH``)."""
     auth_config = configparser.ConfigParser(interpolation=None)
     config_path = require(environment, "MLFLOW_AUTH_CONFIG_PATH")
     if not auth_config.read(config_path):
@@ -199,6 +197,41 @@ def mlflow_databases(environment: dict[str, str]) -> tuple[Database, ...]:
     auth = auth_config.get("mlflow", "database_uri", fallback="")
     if not auth:
         raise MigrationError(f"{config_path} names no database_uri in its [mlflow] section")
+    return auth, auth_config.get("mlflow", "admin_username", fallback="admin")
+
+
+def align_admin(environment: dict[str, str]) -> None:
+    """The MLflow admin's password is this stack's (``MLFLOW_AUTH_ADMIN_PASSWORD``).
+
+    The server creates the admin on first start but never changes an existing one's password:
+    an auth database restored from another stack's snapshot would keep that stack's, and this
+    stack's secret would not log in (the post-start step, the smoke test, the operator).
+    """
+    password = environment.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    if not password:
+        return
+    url, admin = auth_settings(environment)
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(url)
+    try:
+        if not store.has_user(admin) or store.authenticate_user(admin, password):
+            return
+        store.update_user(admin, password=password, is_admin=True)
+    finally:
+        store.engine.dispose()
+    log(
+        f"the MLflow admin {admin!r} had another password (a database restored from another "
+        "stack's snapshot?): set to this stack's"
+    )
+
+
+def mlflow_databases(environment: dict[str, str]) -> tuple[Database, ...]:
+    """The tracking database (``MLFLOW_BACKEND_STORE_URI``) and the basic-auth app's database
+    (``database_uri`` of the ``MLFLOW_AUTH_CONFIG_PATH`` file)."""
+    tracking = require(environment, "MLFLOW_BACKEND_STORE_URI")
+    auth, _ = auth_settings(environment)
     from mlflow.db import upgrade as tracking_upgrade
     from mlflow.server.auth.db.cli import upgrade as auth_upgrade
 
@@ -294,6 +327,8 @@ def main(argv: list[str]) -> int:
     try:
         for database in SERVICES[argv[0]](environment):
             migrate(database, environment)
+        if argv[0] == "mlflow":
+            align_admin(environment)
     except MigrationError as exc:
         log(f"FAILED: {exc}")
         return 1

@@ -56,7 +56,7 @@ from hostboot.cloudconfig import BOOT_SCRIPT
 from scripts.common import OpsError
 from scripts.env import env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
-from scripts.twin import standins, supervisor
+from scripts.twin import snapshot, standins, supervisor
 from scripts.twin.settings import (
     ADMIN_USERNAME,
     DUMMY_AWS_CREDENTIALS,
@@ -389,6 +389,7 @@ class Twin:
             process = self.process(step.name)
             log = self.log_path(step.name)
             log.parent.mkdir(parents=True, exist_ok=True)
+            process.cwd.mkdir(parents=True, exist_ok=True)  # systemd: StateDirectory=
             result = subprocess.run(
                 step.argv,
                 env=process.env,
@@ -455,8 +456,13 @@ class Twin:
 
     # -- whole-twin operations --------------------------------------------------------------
 
-    def bring_up(self, env_file: Path) -> None:
-        """Start everything in order, waiting for each; on failure undo what was done."""
+    def bring_up(self, env_file: Path, restore_from: Path | None = None) -> None:
+        """Start everything in order, waiting for each; on failure undo what was done.
+
+        With ``restore_from`` (a directory of database dumps: :mod:`.snapshot`), the databases
+        the boot step made are loaded from it before the migrations and servers run, as a
+        stack restored from a snapshot boots on the snapshot's data.
+        """
         try:
             self.say(f"S3 emulator (moto) on {self.s3_url}, bucket {self.config.bucket}")
             self.start_service("s3")
@@ -467,6 +473,9 @@ class Twin:
             self.say("boot steps of the control host and the worker (secrets, databases)")
             self.run_boot("control")
             self.run_boot("worker")
+            if restore_from is not None:
+                self.say(f"databases restored from the dumps in {restore_from}")
+                snapshot.restore(self, restore_from)
             self.say("schema migrations of the MLflow and Prefect databases (their oneshot units)")
             for name in ("mlflow", "prefect-server"):
                 self.run_steps(name)
@@ -554,8 +563,16 @@ class Twin:
 _EXECUTABLES = ("python", "moto_server", "mlflow", "prefect")
 
 
-def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _: None) -> Twin:
-    """Bring a twin up and write its env file; refuses if one is already recorded."""
+def up(
+    config: TwinConfig,
+    env_file: Path,
+    say: Callable[[str], None] = lambda _: None,
+    restore_from: Path | None = None,
+) -> Twin:
+    """Bring a twin up and write its env file; refuses if one is already recorded.
+
+    ``restore_from``: a directory of database dumps (:func:`snapshot.dump`) to start from.
+    """
     missing = [name for name in _EXECUTABLES if not (config.venv / "bin" / name).exists()]
     if missing:
         raise OpsError(
@@ -572,7 +589,7 @@ def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _
     ports = {"s3": free_port(), "mlflow": free_port(), "prefect-server": free_port()}
     twin = Twin(TwinState(config=config, ports=ports), say)
     twin.state.save()
-    twin.bring_up(env_file)
+    twin.bring_up(env_file, restore_from)
     return twin
 
 
