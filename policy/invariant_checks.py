@@ -806,6 +806,20 @@ def ec2_bootstrap_retried(_: str, props: Mapping[str, Any], ctx: Context) -> Ite
         yield f"the services do not require {BOOTSTRAP_UNIT}"
 
 
+def ec2_migrates_before_serving(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """72: the control host's servers start only after their schema migration steps succeeded."""
+    text = user_data_text(props)
+    if " server --app-name basic-auth" not in text:
+        return  # not the control host
+    for step in ("mlflow-migrate.service", "prefect-migrate.service"):
+        if f"Requires={step}" not in text:
+            yield f"no server requires {step}: it could serve an unmigrated schema"
+    if text.count("Restart=no") < 2:
+        yield "a migration step is restarted on failure (a crash loop over a half-migrated schema)"
+    if "PREFECT_SERVER_DATABASE_MIGRATE_ON_START=false" not in text:
+        yield "Prefect's server migrates on its own start, outside the logged migration step"
+
+
 def host_lock_uploaded(resources: Sequence[PolicyResource], ctx: Context) -> Iterator[Finding]:
     """57: the host lock a host's user data names is uploaded, and its content has that digest."""
     objects = {str(o.props.get("key")): o for o in of_type(resources, BUCKET_OBJECT)}
@@ -1352,6 +1366,13 @@ RULES: tuple[Rule, ...] = (
         "The bootstrap is a oneshot unit retried until it succeeds; services require it.",
         (INSTANCE, LAUNCH_TEMPLATE),
         ec2_bootstrap_retried,
+    ),
+    Rule(
+        "ec2-migrates-before-serving",
+        (72,),
+        "The control host's servers start after their schema migration steps succeeded.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_migrates_before_serving,
     ),
     Rule(
         "ec2-boot-prerequisites",

@@ -7,7 +7,9 @@ URL in the environment the migration step reads:
 - ``older KIND N``: print the revision N steps before the installed head of KIND
   (``mlflow``, ``mlflow_auth`` or ``prefect``);
 - ``upgrade KIND REVISION``: upgrade KIND's database from wherever it is to REVISION, with the
-  tool's own migrations.
+  tool's own migrations;
+- ``admin create|check PASSWORD``: create the auth database's admin with PASSWORD (as another
+  stack's server would have), or exit 1 unless PASSWORD logs the admin in.
 """
 
 from __future__ import annotations
@@ -63,8 +65,23 @@ def upgrade(kind: str, revision: str) -> None:
     auth_migrate(sqlalchemy.create_engine(database.url), revision)
 
 
+def admin(action: str, password: str) -> bool:
+    """Create the admin with ``password``, or whether ``password`` logs the admin in."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    url, name = migrate.auth_settings(dict(os.environ))
+    store = SqlAlchemyStore()
+    store.init_db(url)
+    if action == "create":
+        store.create_user(name, password, is_admin=True)
+        return True
+    return bool(store.authenticate_user(name, password))
+
+
 if __name__ == "__main__":
     command, kind, argument = sys.argv[1:]
+    if command == "admin":
+        sys.exit(0 if admin(kind, argument) else 1)
     if command == "older":
         print(older(kind, int(argument)))
     else:

@@ -156,6 +156,24 @@ def test_72_older_schemas_are_upgraded_and_the_log_names_from_and_to(
     assert f"'{databases.name('mlflow')}' already at {head['mlflow']}" in again.stderr
 
 
+def test_72_a_restored_auth_database_gets_this_stacks_admin_password(
+    databases: Databases,
+) -> None:
+    """The server never changes an existing admin's password; the step does."""
+    setup(databases, "admin", "create", "the-source-stacks-password")
+    ours = "this-stacks-admin-password"
+    databases.environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = ours
+
+    result = migrate(databases, "mlflow")
+
+    assert result.returncode == 0, result.stderr
+    assert "the MLflow admin 'admin' had another password" in result.stderr
+    assert ours not in result.stderr
+    setup(databases, "admin", "check", ours)
+    again = migrate(databases, "mlflow")
+    assert "had another password" not in again.stderr
+
+
 def test_72_a_corrupted_revision_fails_naming_the_database_and_the_service(
     databases: Databases,
 ) -> None:

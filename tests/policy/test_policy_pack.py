@@ -304,6 +304,18 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         rewrite_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
     ),
     (
+        "dev",
+        "ec2-migrates-before-serving",
+        rewrite_user_data(
+            "control", "Requires=mlflow-migrate.service", "Wants=mlflow-migrate.service"
+        ),
+    ),
+    (
+        "prod",
+        "ec2-migrates-before-serving",
+        rewrite_user_data("control", "_MIGRATE_ON_START=false", "_MIGRATE_ON_START=true"),
+    ),
+    (
         "prod",
         "ec2-boot-prerequisites",
         drop_dependency("control", checks.SUBNET_RESERVATION),

@@ -71,4 +71,8 @@ def previous_venv() -> Path:
         timeout=1200,
     )  # fmt: skip
     complete.write_text(REQUIREMENTS.read_text())
+    # Builds for other requirements are stale (about 1 GB each): only the newest is kept.
+    for stale in venv.parent.glob("previous-venv-*"):
+        if stale != venv:
+            shutil.rmtree(stale, ignore_errors=True)
     return venv

@@ -125,11 +125,12 @@ def restart_hosts(handle: TwinHandle, venv: Path, said: list[str]) -> Twin:
     """Stop the host services, then start them from ``venv`` as the hosts boot."""
     for name in reversed(HOST_SERVICES):
         handle.twin.stop_service(name)
-    handle.twin.reap_children()
     state = TwinState.load(handle.twin.config.state_dir)
     state.config = dataclasses.replace(state.config, venv=venv)
     state.save()
     twin = Twin(state, said.append)
+    # The emulator (S3's stand-in) keeps running: the new object reaps it at the end.
+    twin._children.update(handle.twin._children)
     twin.start_service("mlflow")
     twin.run_post_start("mlflow")
     twin.start_service("prefect-server")
