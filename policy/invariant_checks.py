@@ -1,4 +1,4 @@
-"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45, 47-52 and 57-62
+"""The checks of the policy pack: SECURITY_INVARIANTS.md 1-31, 37-39, 43-45, 47-52, 57-62 and 72
 (those a policy can see) as plain functions.
 
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
