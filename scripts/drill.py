@@ -20,7 +20,9 @@ Any failing step stops the ones after it (but never the destroy); the command th
 ``pg_dump``/``pg_restore`` standing in for the snapshot (:mod:`scripts.twin.snapshot`):
 **snapshot** dumps the twin's databases; **create** brings up a second twin whose boot is
 followed by loading the dumps (before its migration steps and servers, as a restored stack
-boots); **artifacts** copies the bucket's ``mlflow/``; **smoke** as above; **champion** also
+boots); **artifacts** copies the bucket's ``mlflow/``; **smoke** as above; **inventory**
+compares the MLflow runs, model versions and aliases and the Prefect flow runs and deployments
+with the source's, which must be the same; **champion** also
 asks the source twin's champion, and the two must be the same version predicting the same
 values on the same rows; **destroy** takes the drill's twin down.
 """
@@ -40,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from scripts import backup, ephemeral
 from scripts.common import OpsError, stack_outputs, string_outputs
@@ -170,6 +174,15 @@ def restore_drill_twin(
     def smoke() -> str:
         return _smoke(created[0].env(), announce)
 
+    def inventory() -> str:
+        ours, theirs = twin_inventory(created[0].env()), twin_inventory(source.env())
+        differing = [kind for kind in theirs if ours[kind] != theirs[kind]]
+        if differing:
+            raise OpsError(
+                f"the restored twin differs from the source in its {', '.join(differing)}"
+            )
+        return ", ".join(f"{len(items)} {kind}" for kind, items in ours.items()) + ", as the source"
+
     def champions() -> str:
         ours = champion_predictions(created[0].env(), model_name)
         theirs = champion_predictions(source.env(), model_name)
@@ -189,6 +202,7 @@ def restore_drill_twin(
             ("create", create),
             ("artifacts", lambda: _copy_twin_artifacts(source, created[0])),
             ("smoke", smoke),
+            ("inventory", inventory),
             ("champion", champions),
         ]
         for step, action in steps:
@@ -197,7 +211,7 @@ def restore_drill_twin(
         return report
     finally:
         if created and not keep:
-            report.run("destroy", lambda: _down(drill_dir), announce)
+            report.run("destroy", lambda: _down(created[0]), announce)
         elif created:
             announce(f"kept twin {config.name}: `mlops twin down --state-dir {drill_dir}`")
 
@@ -215,11 +229,54 @@ def _copy_twin_artifacts(source: Any, drill: Any) -> str:
     return f"{copied} objects of s3://{bucket}/mlflow/ copied to the drill's emulator"
 
 
-def _down(state_dir: Path) -> str:
-    from scripts.twin import lifecycle
+def _down(twin: Any) -> str:
+    twin.tear_down()
+    twin.reap_children()
+    return f"drill twin {twin.config.name} down, its databases dropped"
 
-    lifecycle.down(state_dir)
-    return f"drill twin in {state_dir} down, its databases dropped"
+
+def twin_inventory(env: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
+    """What a restore must keep: MLflow runs, model versions and aliases, and the Prefect flow
+    runs that ran and deployments (the first 1000 of each)."""
+    from scripts.deploy import prefect_client
+
+    auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    with httpx.Client(base_url=env["MLFLOW_TRACKING_URI"], auth=auth, timeout=60) as http:
+
+        def call(method: str, path: str, **kwargs: Any) -> Any:
+            response = http.request(method, f"/api/2.0/mlflow/{path}", **kwargs)
+            if response.is_error:
+                raise OpsError(f"MLflow {path} answered {response.status_code}: {response.text}")
+            return response.json()
+
+        found = call("POST", "experiments/search", json={"max_results": 1000})
+        ids = [e["experiment_id"] for e in found.get("experiments", [])]
+        body = {"experiment_ids": ids, "max_results": 1000}
+        runs = call("POST", "runs/search", json=body).get("runs", []) if ids else []
+        models = call("GET", "registered-models/search", params={"max_results": 1000})
+        versions = call("GET", "model-versions/search", params={"max_results": 1000})
+    with prefect_client(env) as client:
+        flow_runs = client.read_flow_runs(limit=1000)
+        deployments = client.read_deployments(limit=1000)
+    return {
+        "runs": sorted((r["info"]["run_id"], r["info"]["status"]) for r in runs),
+        "model versions": sorted(
+            (v["name"], v["version"], v.get("run_id", ""))
+            for v in versions.get("model_versions", [])
+        ),
+        "aliases": sorted(
+            (m["name"], a["alias"], a["version"])
+            for m in models.get("registered_models", [])
+            for a in m.get("aliases", [])
+        ),
+        # Runs Prefect's scheduler makes ahead change with the clock, not with a restore.
+        "flow runs": sorted(
+            (str(f.id), str(f.state_type))
+            for f in flow_runs
+            if "SCHEDULED" not in str(f.state_type)
+        ),
+        "deployments": sorted((str(d.id), d.name) for d in deployments),
+    }
 
 
 def champion_predictions(env: dict[str, str], model_name: str) -> dict[str, Any]:
