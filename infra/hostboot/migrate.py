@@ -294,7 +294,7 @@ def shipped(with_revisions: bool = False) -> dict[str, dict[str, Any]]:
 
     from alembic.script import ScriptDirectory
 
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for database, (package, directory, versions, _) in MIGRATIONS.items():
         spec = util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:

@@ -24,7 +24,8 @@ import pytest
 from hostboot.cloudconfig import MIGRATE_SCRIPT
 from hostboot.units import BOOTSTRAP_UNIT
 from psycopg import sql
-from rendered_hosts import Rendered, parse_unit, unit_environment
+
+from tests.hosts.rendered_hosts import Rendered, parse_unit, unit_environment
 
 HOST, PORT, SUPERUSER = "127.0.0.1", 5432, "postgres"
 SETUP = Path(__file__).with_name("migration_setup.py")

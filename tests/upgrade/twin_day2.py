@@ -34,17 +34,13 @@ from typing import Any
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from previous_venv import previous_venv
-from twin_api import EXPERIMENT, MODEL_NAME, Mlflow, TwinHandle, metrics, mlops, train
-
 from scripts import drill, upgrade
 from scripts.common import OpsError
 from scripts.deploy import prefect_client
 from scripts.envfile import read_env_file
 from scripts.twin import Twin, TwinConfig, TwinState, lifecycle
+from tests.e2e.twin_api import EXPERIMENT, MODEL_NAME, Mlflow, TwinHandle, metrics, mlops, train
+from tests.upgrade.previous_venv import previous_venv
 
 MONTHS = ("2023-01", "2023-02")
 HOST_SERVICES = ("mlflow", "prefect-server", "prefect-worker")  # what stops with the hosts
@@ -199,7 +195,7 @@ def test_a_failed_migration_keeps_mlflow_stopped_naming_the_database(twin: TwinH
         message = str(refused.value)
         assert f"the MLflow tracking database '{name}' from revision 0badc0ffee00" in message
         assert "mlflow will not start" in message
-        assert twin.twin.pid("mlflow") is None  # refused, not crash-looping
+        assert twin.twin.running_process("mlflow") is None  # refused, not crash-looping
     finally:
         with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as c:
             c.execute("UPDATE alembic_version SET version_num = %s", (head,))
