@@ -89,6 +89,8 @@ def sync_url(url: str, environment: dict[str, str]) -> str:
     checks are added as libpq's (verify-full against the same CA file).
     """
     scheme, _, rest = url.partition("://")
+    if scheme == "sqlite+aiosqlite":  # a test's stand-in for Prefect's database
+        return f"sqlite://{rest}"
     if scheme.endswith("+asyncpg"):
         url = f"postgresql+psycopg://{rest}"
         prefix = "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_"
