@@ -238,7 +238,7 @@ def _down(twin: Any) -> str:
 
 def twin_inventory(env: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
     """What a restore must keep: MLflow runs, model versions and aliases, and the Prefect flow
-    runs that ran and deployments (the first 1000 of each)."""
+    runs that ran and deployments (the first 1000 of each in MLflow, 200 in Prefect)."""
     from scripts.deploy import prefect_client
 
     auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
@@ -256,9 +256,12 @@ def twin_inventory(env: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
         runs = call("POST", "runs/search", json=body).get("runs", []) if ids else []
         models = call("GET", "registered-models/search", params={"max_results": 1000})
         versions = call("GET", "model-versions/search", params={"max_results": 1000})
-    with prefect_client(env) as client:
-        flow_runs = client.read_flow_runs(limit=1000)
-        deployments = client.read_deployments(limit=1000)
+    try:
+        with prefect_client(env) as client:  # the server answers at most 200 a call
+            flow_runs = client.read_flow_runs(limit=200)
+            deployments = client.read_deployments(limit=200)
+    except httpx.HTTPError as exc:
+        raise OpsError(f"Prefect did not list its flow runs and deployments: {exc}") from exc
     return {
         "runs": sorted((r["info"]["run_id"], r["info"]["status"]) for r in runs),
         "model versions": sorted(
