@@ -20,9 +20,10 @@ Any failing step stops the ones after it (but never the destroy); the command th
 ``pg_dump``/``pg_restore`` standing in for the snapshot (:mod:`scripts.twin.snapshot`):
 **snapshot** dumps the twin's databases; **create** brings up a second twin whose boot is
 followed by loading the dumps (before its migration steps and servers, as a restored stack
-boots); **artifacts** copies the bucket's ``mlflow/``; **smoke** as above; **inventory**
-compares the MLflow runs, model versions and aliases and the Prefect flow runs and deployments
-with the source's, which must be the same; **champion** also
+boots); **artifacts** copies the bucket's ``mlflow/``; **inventory** compares the MLflow runs,
+model versions and aliases and the Prefect flow runs and deployments with the source's, which
+must be the same (before the smoke test writes a run of its own); **smoke** as above;
+**champion** also
 asks the source twin's champion, and the two must be the same version predicting the same
 values on the same rows; **destroy** takes the drill's twin down.
 """
@@ -202,8 +203,9 @@ def restore_drill_twin(
             ),
             ("create", create),
             ("artifacts", lambda: _copy_twin_artifacts(source, created[0])),
-            ("smoke", smoke),
+            # Before the smoke test, which writes a run of its own.
             ("inventory", inventory),
+            ("smoke", smoke),
             ("champion", champions),
         ]
         for step, action in steps:

@@ -213,7 +213,7 @@ def test_restore_drill_on_the_twin_keeps_runs_models_aliases_and_predictions(
     print("\n".join(said))
     assert report.passed, said
     assert [step.step for step in report.steps] == [
-        "snapshot", "create", "artifacts", "smoke", "inventory", "champion", "destroy",
+        "snapshot", "create", "artifacts", "inventory", "smoke", "champion", "destroy",
     ]  # fmt: skip
     (inventoried,) = [step for step in report.steps if step.step == "inventory"]
     assert "2 model versions" in inventoried.detail  # one before the upgrade, one after
