@@ -23,9 +23,8 @@ followed by loading the dumps (before its migration steps and servers, as a rest
 boots); **artifacts** copies the bucket's ``mlflow/``; **inventory** compares the MLflow runs,
 model versions and aliases and the Prefect flow runs and deployments with the source's, which
 must be the same (before the smoke test writes a run of its own); **smoke** as above;
-**champion** also
-asks the source twin's champion, and the two must be the same version predicting the same
-values on the same rows; **destroy** takes the drill's twin down.
+**champion** also asks the source twin's champion, and the two must be the same version
+predicting the same values on the same rows; **destroy** takes the drill's twin down.
 """
 
 from __future__ import annotations
