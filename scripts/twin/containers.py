@@ -170,6 +170,10 @@ def boot(spec: ContainerSpec, root: Path, log: Path) -> subprocess.Popen[bytes]:
         f"--machine={spec.machine}",
         f"--directory={root}",
         f"--network-namespace-path=/run/netns/{spec.machine}",
+        # Root on an instance may change its own firewall: the units load an nftables
+        # table keeping some service users from the instance metadata (ExecStartPre=+nft).
+        # nspawn drops CAP_NET_ADMIN unless asked; the namespace is the host's own.
+        "--capability=CAP_NET_ADMIN",
         "--boot",
     ]
     with log.open("ab") as output:
