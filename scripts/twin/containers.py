@@ -39,7 +39,7 @@ SHIMS = {
     "/etc/cloud/cloud.cfg.d/90-mlt-twin.cfg": (
         "NoCloud is the only datasource (no EC2 metadata crawl), and the"
         " package-update-upgrade-install module is skipped: the user data asks dnf for"
-        " python3.11 and python3.11-pip; the Debian tree has python3.11 with ensurepip, and"
+        " python3.11 and nftables; the Debian tree has both (python3.11 with ensurepip), and"
         " apt has no mirror in the twin's network. The locale is C.UTF-8 (AL2023's): Debian's"
         " default en_US.UTF-8 is not generated on the tree and fails the locale module"
     ),
@@ -50,6 +50,10 @@ SHIMS = {
     "/etc/pip.conf": (
         "pip's index is the package-index stand-in (a wheelhouse of the host packages), as"
         " PyPI is out of the twin's network"
+    ),
+    "systemd-nspawn --capability=CAP_NET_ADMIN": (
+        "not a file: nspawn drops CAP_NET_ADMIN, which root has on an instance; the services"
+        " load an nftables table (ExecStartPre=+nft) keeping some users from the metadata"
     ),
     "/etc/systemd/system/<unit> -> /dev/null": (
         "the machine's enabled services (PostgreSQL, Redis, ...) are masked: a fresh AL2023"
@@ -187,12 +191,13 @@ def boot(spec: ContainerSpec, root: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def leader(nspawn_pid: int) -> int | None:
-    """The container's PID 1 as seen from the machine (systemd, child of systemd-nspawn)."""
+    """The container's PID 1 as seen from the machine (systemd, child of systemd-nspawn);
+    None until nspawn's child has become systemd, or once it exited."""
     try:
         children = psutil.Process(nspawn_pid).children()
+        return next((child.pid for child in children if child.name() == "systemd"), None)
     except psutil.NoSuchProcess:
         return None
-    return children[0].pid if children else None
 
 
 def nspawn_processes() -> dict[str, psutil.Process]:
