@@ -20,7 +20,11 @@ HOST_LOCK := infra/hostboot/host-lock.txt
 UV_COMPILE := $(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	--custom-compile-command 'make lock'
 
-.PHONY: help venv lock train test lint bench twin twin-down test-twin mutate
+.PHONY: help venv machine lock train test test-fast lint bench twin twin-down test-twin mutate
+
+# Nothing the tests, the twin or the bench start may report usage data off this machine.
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,8 +47,14 @@ lock: venv ## regenerate the hashed locks (constraints.txt, the host lock) from 
 train: venv ## train and register a model on the embedded default (months read from PIPELINE_DATA_DIR, default ./data)
 	$(BIN)/python -m pipeline train --train-month $(TRAIN_MONTH) --val-month $(VAL_MONTH) --color $(COLOR)
 
-test: venv ## run the whole test suite (PIPELINE_DATA_DIR must hold green 2023-01 and 2023-02)
+machine: ## install what the tests need from the machine (Debian packages, PostgreSQL started); idempotent
+	.ci/setup-machine
+
+test: machine venv ## run the whole test suite (PIPELINE_DATA_DIR must hold green 2023-01 and 2023-02)
 	$(BIN)/pytest
+
+test-fast: venv ## everything but the end-to-end tests (the twin, a browser, the booted hosts): the edit loop
+	$(BIN)/pytest -m 'not e2e and not hosts'
 
 twin: venv ## start the local twin on loopback (PostgreSQL on 127.0.0.1:5432 needed); writes mlops.env
 	$(BIN)/mlops twin up
@@ -63,10 +73,13 @@ mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part
 	PYTHONPATH=$(CURDIR)/mutants $(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/python -m bench.mutation_scores mutants
 
+# mypy cannot follow the editable install's import hook, so MYPYPATH names infra/ (hostboot, and
+# the program's modules the tests import) and policy/ (the pack's modules the tests import).
 lint: venv ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pipeline scripts bench
+	MYPYPATH=infra $(BIN)/mypy pipeline scripts bench
+	MYPYPATH=infra:policy $(BIN)/mypy tests
 	cd infra && ../$(BIN)/mypy .
 	cd policy && ../$(BIN)/mypy .
 

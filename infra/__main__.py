@@ -2,7 +2,7 @@
 Prefect on a control host, Prefect workers; secrets generated and kept in Secrets Manager.
 
 Read the stack configuration (validated before anything is created), build the components,
-export the outputs scripts/ turns into the environment variables of ARCHITECTURE.md.
+export the outputs scripts/ turns into the environment variables of docs/architecture.md.
 """
 
 import hostboot
@@ -13,14 +13,13 @@ from config import load
 from control_host import ControlHost, ControlHostArgs
 from credentials import Credentials, CredentialsArgs
 from database import Database, DatabaseArgs
-from firewall import MLFLOW_PORT, PREFECT_PORT, Firewall, FirewallArgs
+from firewall import Firewall, FirewallArgs
 from guardrails import Guardrails, GuardrailsArgs
+from hostboot.names import MLFLOW_ADMIN_USERNAME, MLFLOW_PORT, PREFECT_PORT, WORK_POOL
 from hosts import HostContext, resolve_ami, upload_boot_objects
 from network import Network, NetworkArgs
 from workers import Workers, WorkersArgs
 
-WORK_POOL = "training"
-MLFLOW_ADMIN_USERNAME = "admin"
 MLFLOW_WORKER_USERNAME = "worker"
 
 cfg = load()

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+from hostboot.names import POSTGRES_PORT
 
 ENGINE = "postgres"
 ENGINE_VERSION = "16"  # the newest 16.x; minor upgrades follow in the maintenance window
 PARAMETER_GROUP_FAMILY = "postgres16"
-PORT = 5432
 MASTER_USERNAME = "mlops"
 INITIAL_DATABASE = "mlflow"
 STORAGE_GROWTH_FACTOR = 4  # storage autoscaling may grow the volume up to 4x its initial size
@@ -97,7 +97,7 @@ class Database(pulumi.ComponentResource):
             db_name=None if args.restore_from_snapshot else INITIAL_DATABASE,
             username=None if args.restore_from_snapshot else MASTER_USERNAME,
             password=args.password,
-            port=PORT,
+            port=POSTGRES_PORT,
             db_subnet_group_name=subnets.name,
             parameter_group_name=parameters.name,
             vpc_security_group_ids=[args.security_group_id],

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from hostboot.names import MLFLOW_PORT, POSTGRES_PORT, PREFECT_PORT
 
-POSTGRES_PORT = 5432
-MLFLOW_PORT = 5000
-PREFECT_PORT = 4200
 HTTPS_PORT = 443
 HTTPS_EGRESS = "HTTPS to AWS APIs (SSM, Secrets Manager, S3), dnf repositories and PyPI"
 SERVICES = {"mlflow": MLFLOW_PORT, "prefect": PREFECT_PORT}

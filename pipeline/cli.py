@@ -20,7 +20,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from pipeline import ephemeral_api
+from pipeline import temporary_server
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
@@ -108,11 +108,11 @@ def train(
     typer.echo(summary.model_dump_json())
 
 
-def _start_temporary_api() -> ephemeral_api.TemporaryServer | None:
+def _start_temporary_api() -> temporary_server.TemporaryServer | None:
     """Start Prefect's temporary API server now, unless PREFECT_API_URL names a server.
 
     Prefect would start it on the flow's first API call, after the pipeline's imports; started
-    here, it boots while they run (see :mod:`pipeline.ephemeral_api`).
+    here, it boots while they run (see :mod:`pipeline.temporary_server`).
     """
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.settings import PREFECT_API_URL, get_current_settings
@@ -121,11 +121,11 @@ def _start_temporary_api() -> ephemeral_api.TemporaryServer | None:
         return None
     ensure_logging_setup()  # as importing the flow would: the server logs where it starts
     settings = get_current_settings().to_environment_variables(exclude_unset=True)
-    return ephemeral_api.start(settings)
+    return temporary_server.start(settings)
 
 
 @contextmanager
-def _api(server: ephemeral_api.TemporaryServer | None) -> Iterator[None]:
+def _api(server: temporary_server.TemporaryServer | None) -> Iterator[None]:
     """Point the flow at ``server`` once it answers; at the configured API without one."""
     if server is None:
         yield

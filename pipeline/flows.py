@@ -70,6 +70,7 @@ from pipeline.train import TrainConfig, train_model
 
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
+# hostboot.names holds the same key for `mlops run` (a worker has no hostboot to import).
 METRICS_ARTIFACT_KEY = "training-metrics"
 # A promotion takes seconds (a re-scoring at most); a run waiting longer fails and is retried.
 PROMOTION_LOCK_TIMEOUT_SECONDS = 600

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from hostboot.names import WORK_POOL
 from typer.core import TyperGroup
 
 from scripts import backup, cost, deploy, drill, ephemeral
@@ -104,7 +105,7 @@ def smoke(
     env_file: EnvFileOption = DEFAULT_ENV_FILE,
     work_pool: Annotated[
         str, typer.Option("--work-pool", help="Prefect work pool to check.")
-    ] = "training",
+    ] = WORK_POOL,
     wait: Annotated[
         float,
         typer.Option("--wait", min=0, help="Retry failing checks for up to this many seconds."),

@@ -2,11 +2,11 @@
 
 The estimate reads the stack's settings the way Pulumi does (``Pulumi.yaml``'s defaults under
 ``Pulumi.<stack>.yaml``'s values), so it needs neither the CLI nor an AWS account, and it
-prints the price table it used: the README's figures are this module's output. What it counts:
-the hosts (on-demand, for the hours ``hostSchedule`` lets them run), their root volumes and
-public addresses, the database (its instance, doubled when multi-AZ, and storage), prod's NAT
-gateway and the stack's secrets. Data transfer, S3 storage and requests are usage, not size,
-and are left out (the output says so).
+prints the price table it used: the figures in docs/infrastructure.md are this module's output.
+What it counts: the hosts (on-demand, for the hours ``hostSchedule`` lets them run), their root
+volumes and public addresses, the database (its instance, doubled when multi-AZ, and storage),
+prod's NAT gateway and the stack's secrets. Data transfer, S3 storage and requests are usage,
+not size, and are left out (the output says so).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from uuid import UUID
 
 import httpx
 import typer
+from hostboot.names import METRICS_ARTIFACT_KEY
 
 from scripts.common import DEFAULT_ENV_FILE, REPO_ROOT, EnvFileOption, OpsError, load_env
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 PREFECT_KEYS = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING")
 DEFAULT_DEPLOYMENT = "training/training"
-METRICS_ARTIFACT_KEY = "training-metrics"  # published by pipeline/flows.py
 FLOW_PACKAGE = "pipeline"
 DEPLOY_FILES = ("prefect.yaml", ".prefectignore")
 _POLL_SECONDS = 2.0

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from hostboot.names import WORK_POOL
+
 from scripts import backup, ephemeral
 from scripts.common import OpsError, stack_outputs, string_outputs
 from scripts.env import ENV_OUTPUTS, env_from_outputs
@@ -213,7 +215,7 @@ def _accepts(port: int) -> bool:
 
 
 def _smoke(env: dict[str, str], announce: Callable[[str], None]) -> str:
-    verdicts = smoke_until(env, "training", SMOKE_WAIT_SECONDS, announce)
+    verdicts = smoke_until(env, WORK_POOL, SMOKE_WAIT_SECONDS, announce)
     if failures(verdicts):
         raise OpsError(f"smoke test failed: {', '.join(failures(verdicts))}")
     return f"{len(verdicts)} checks passed"

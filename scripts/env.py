@@ -16,7 +16,7 @@ from scripts.common import OpsError, stack_outputs, string_outputs
 from scripts.envfile import write_env_file
 from scripts.tunnel import LocalPorts
 
-# The stack outputs (ARCHITECTURE.md) the variables are made of.
+# The stack outputs (docs/architecture.md) the variables are made of.
 ENV_OUTPUTS = (
     "region",
     "artifact_bucket",

@@ -31,11 +31,16 @@ def format_env(values: Mapping[str, str]) -> str:
 
 def write_env_file(path: Path, values: Mapping[str, str]) -> None:
     """Write ``values`` to ``path`` atomically with mode 0600 (never world- or group-readable)."""
-    text = format_env(values)
+    write_private(path, format_env(values))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600: readers see the old file or the
+    whole new one, and no one but the owner ever sees either."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, 0o600)  # a stale temp file keeps its mode through O_CREAT
         os.write(fd, text.encode())
     finally:
         os.close(fd)

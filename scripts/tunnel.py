@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from hostboot.names import MLFLOW_PORT, PREFECT_PORT
+
 from scripts.common import OpsError, require_tool, stack_outputs, string_outputs
 
 TUNNEL_OUTPUTS = ("control_instance_id", "region", "mlflow_tracking_uri", "prefect_api_url")
@@ -30,8 +32,8 @@ _POLL_SECONDS = 0.5
 class LocalPorts:
     """The tunnel's local ends (change them when a port is taken, e.g. 5000 by macOS AirPlay)."""
 
-    mlflow: int = 5000
-    prefect: int = 4200
+    mlflow: int = MLFLOW_PORT
+    prefect: int = PREFECT_PORT
 
 
 @dataclass(frozen=True, kw_only=True)

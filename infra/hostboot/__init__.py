@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hostboot.cloudconfig import boot_objects, render_user_data
+from hostboot.names import MLFLOW_PORT, PREFECT_PORT, WORK_POOL
 from hostboot.services import (
     HOST_LAYOUT,
     BootConfig,
@@ -80,7 +81,7 @@ class ControlHostSettings:
     mlflow_worker_password_secret_arn: str
     mlflow_flask_secret_key_secret_arn: str
     prefect_auth_string_secret_arn: str
-    work_pool: str = "training"
+    work_pool: str = WORK_POOL
     instance_type: str = "t3.medium"  # used to size the MLflow server's workers
     # libpq sslmode. RDS forces TLS (rds.force_ssl) and hosts verify the server's certificate
     # and name against db_ca_file; the local twin's PostgreSQL has no TLS ("disable").
@@ -90,8 +91,8 @@ class ControlHostSettings:
     db_ca_bundle_sha256: str | None = None
     # All interfaces: the security groups decide who reaches the ports (S104 is the point).
     bind_address: str = "0.0.0.0"  # noqa: S104
-    mlflow_port: int = 5000
-    prefect_port: int = 4200
+    mlflow_port: int = MLFLOW_PORT
+    prefect_port: int = PREFECT_PORT
     maintenance_db: str = "postgres"  # where the boot step connects as the master user
     mlflow_db: str = "mlflow"  # created by RDS (the master user's); its owner changed at boot
     mlflow_auth_db: str = "mlflow_auth"  # created at boot
@@ -117,8 +118,8 @@ class WorkerHostSettings:
     mlflow_worker_username: str
     mlflow_worker_password_secret_arn: str
     prefect_auth_string_secret_arn: str
-    control_mlflow_port: int = 5000
-    control_prefect_port: int = 4200
+    control_mlflow_port: int = MLFLOW_PORT
+    control_prefect_port: int = PREFECT_PORT
 
 
 def render_control_user_data(settings: ControlHostSettings) -> str:

@@ -4,8 +4,8 @@ Each host is ``systemd-nspawn -b`` (systemd as PID 1) over an overlay of ``/`` w
 layer is the host's own directory in the state dir, so the user data can create users and
 write /etc and /opt without touching the machine. cloud-init runs for real from a NoCloud
 seed holding the rendered user data. Where the machine's Debian tree differs from a fresh
-Amazon Linux 2023, a shim says so (:data:`SHIMS`, listed in the README); nothing else of the
-user data is changed.
+Amazon Linux 2023, a shim says so (:data:`SHIMS`, listed in docs/local-twin.md); nothing else
+of the user data is changed.
 
 Containers are named ``mlt-<host>`` (``-M``) and so are their overlay mounts (the mount's
 source), so that ``down`` finds them after a crash.
@@ -33,8 +33,8 @@ _KEPT_UNIT_PREFIXES = ("cloud-", "systemd-", "dbus", "getty", "console-getty")
 _WANTS_DIRS = ("multi-user.target.wants", "sockets.target.wants", "timers.target.wants")
 _STOP_SECONDS = 30.0
 
-# Every difference between the container and an AL2023 host, with its reason (the README
-# lists the same). Keys name the file each shim writes in the container.
+# Every difference between the container and an AL2023 host, with its reason (docs/local-twin.md
+# lists the same). Keys name the file each shim writes in the container, or the nspawn option.
 SHIMS = {
     "/etc/cloud/cloud.cfg.d/90-mlt-twin.cfg": (
         "NoCloud is the only datasource (no EC2 metadata crawl), and the"

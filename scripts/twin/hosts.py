@@ -43,6 +43,8 @@ import hostboot
 import hostboot.locks
 import httpx
 import yaml
+from hostboot.names import MLFLOW_ADMIN_USERNAME as ADMIN_USERNAME
+from hostboot.names import POSTGRES_PORT, WORK_POOL
 
 from scripts.common import REPO_ROOT, OpsError
 from scripts.env import env_from_outputs
@@ -50,9 +52,7 @@ from scripts.envfile import write_env_file
 from scripts.twin import containers, hostnet, standins, supervisor
 from scripts.twin.hostnet import Ingress, Node
 from scripts.twin.settings import (
-    ADMIN_USERNAME,
     DUMMY_AWS_CREDENTIALS,
-    WORK_POOL,
     WORKER_USERNAME,
     TwinConfig,
     control_secret_arns,
@@ -63,7 +63,6 @@ DEFAULT_HOSTS_STATE_DIR = REPO_ROOT / ".twin-hosts"
 DEFAULT_WHEELHOUSE = Path.home() / ".cache" / "mlops-twin" / "wheelhouse"
 MOTO_PORT = 4566
 INDEX_PORT = 8080
-POSTGRES_PORT = 5432
 STANDINS = "aws"
 DATABASE = "db"
 OPERATOR = "operator"

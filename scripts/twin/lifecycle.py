@@ -50,23 +50,23 @@ from hostboot import (
     worker_plan,
 )
 from hostboot.cloudconfig import BOOT_SCRIPT
+from hostboot.names import MLFLOW_ADMIN_USERNAME as ADMIN_USERNAME
+from hostboot.names import WORK_POOL
 
+from pipeline.ports import free_port
 from scripts.common import OpsError
 from scripts.env import env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
 from scripts.twin import standins, supervisor
 from scripts.twin.settings import (
-    ADMIN_USERNAME,
     DUMMY_AWS_CREDENTIALS,
     LOOPBACK,
     SERVICES,
-    WORK_POOL,
     WORKER_USERNAME,
     TwinConfig,
     TwinState,
     check_service,
     control_secret_arns,
-    free_port,
     write_private_json,
 )
 from scripts.twin.supervisor import Process, StopPolicy, tree_rss_bytes, wait_for
@@ -213,7 +213,7 @@ class Twin:
         """The last lines of service ``name``'s log, for error messages."""
         return supervisor.log_tail(self.log_path(name))
 
-    def pid(self, name: str) -> psutil.Process | None:
+    def running_process(self, name: str) -> psutil.Process | None:
         """The recorded, still running process of service ``name`` (never a recycled pid)."""
         child = self._children.get(name)
         if child is not None and child.poll() is not None:
@@ -235,7 +235,7 @@ class Twin:
         """
         check_service(name)
         since = 0.0
-        if self.pid(name) is None:
+        if self.running_process(name) is None:
             since = time.time()
             self.launch(name)
         self.wait_ready(name, since)
@@ -246,7 +246,7 @@ class Twin:
         """Wait until service ``name`` answers, failing early with its log if it exits."""
 
         def alive() -> str:
-            if self.pid(name) is None:
+            if self.running_process(name) is None:
                 return (
                     f"the process exited; the end of {self.log_path(name)}:\n{self.log_tail(name)}"
                 )
@@ -304,7 +304,7 @@ class Twin:
     def stop_service(self, name: str) -> None:
         """Stop service ``name`` with its unit's signals; SIGKILL what is left after the timeout."""
         check_service(name)
-        process = self.pid(name)
+        process = self.running_process(name)
         if process is None:
             self.state.processes.pop(name, None)
             return
@@ -491,7 +491,7 @@ class Twin:
         """(service, state, detail) for each service; memory is the process tree's RSS."""
         rows = []
         for name in SERVICES:
-            process = self.pid(name)
+            process = self.running_process(name)
             if process is None:
                 rows.append((name, "down", "not running"))
                 continue

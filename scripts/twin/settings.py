@@ -7,22 +7,21 @@ Shared by both modes: the process twin (services on loopback, for laptops) and t
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import socket
 import string
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from scripts.common import REPO_ROOT, OpsError
+from scripts.envfile import write_private
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
 DEFAULT_NAME = "mlops_twin"
 SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
-WORK_POOL = "training"
-ADMIN_USERNAME = "admin"
 WORKER_USERNAME = "worker"  # the workers' MLflow user (never the admin)
 LOOPBACK = "127.0.0.1"
 # The emulator accepts any credentials; these dummies stand in for the instance profile.
@@ -97,40 +96,39 @@ class TwinState:
         return cls(config=TwinConfig(**config), **data)
 
 
-# The secrets a control host's boot step fetches, by the name the settings' ``<name>_secret_arn``
-# fields use; both twin modes fill them from the ARNs their emulator created.
-CONTROL_SECRETS = (
-    "db_password",
-    "mlflow_db_password",
-    "mlflow_auth_db_password",
-    "prefect_db_password",
-    "mlflow_admin_password",
-    "mlflow_worker_password",
-    "mlflow_flask_secret_key",
-    "prefect_auth_string",
-)
+class ControlSecretArns(TypedDict):
+    """The control host settings' ``<name>_secret_arn`` fields: the secrets its boot step
+    fetches, which both twin modes fill from the ARNs their emulator created. A TypedDict, so
+    that ``ControlHostSettings(..., **control_secret_arns(arns))`` is type-checked by field."""
+
+    db_password_secret_arn: str
+    mlflow_db_password_secret_arn: str
+    mlflow_auth_db_password_secret_arn: str
+    prefect_db_password_secret_arn: str
+    mlflow_admin_password_secret_arn: str
+    mlflow_worker_password_secret_arn: str
+    mlflow_flask_secret_key_secret_arn: str
+    prefect_auth_string_secret_arn: str
 
 
-def control_secret_arns(arns: dict[str, str]) -> dict[str, str]:
-    """The control host settings' ``<name>_secret_arn`` fields from the emulator's ARNs."""
-    return {f"{name}_secret_arn": arns.get(name, "") for name in CONTROL_SECRETS}
+def control_secret_arns(arns: Mapping[str, str]) -> ControlSecretArns:
+    """The control host settings' secret ARN fields from the emulator's ARNs (keyed by the
+    secret's name: ``db_password``, ...; one not created is an empty ARN)."""
+    return ControlSecretArns(
+        db_password_secret_arn=arns.get("db_password", ""),
+        mlflow_db_password_secret_arn=arns.get("mlflow_db_password", ""),
+        mlflow_auth_db_password_secret_arn=arns.get("mlflow_auth_db_password", ""),
+        prefect_db_password_secret_arn=arns.get("prefect_db_password", ""),
+        mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
+        mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
+        mlflow_flask_secret_key_secret_arn=arns.get("mlflow_flask_secret_key", ""),
+        prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
+    )
 
 
 def write_private_json(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` atomically with mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a stale temp file keeps its mode through O_CREAT
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+    write_private(path, json.dumps(data, indent=1))
 
 
 def new_secret() -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 from hostboot import render_unit
-from twin_api import TwinHandle, mlops
 
 from scripts.twin import SERVICES
+from tests.e2e.twin_api import TwinHandle, mlops
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def unit_lines(text: str, key: str) -> list[str]:
 def test_twin_process_runs_the_rendered_unit(twin: TwinHandle, name: str) -> None:
     spec = twin.twin.specs()[name]
     unit = render_unit(spec)
-    process = twin.twin.pid(name)
+    process = twin.twin.running_process(name)
     assert process is not None, f"{name} is not running"
     # The command line, read back from the unit text, is the process's (after its interpreter).
     (exec_start,) = unit_lines(unit, "ExecStart")

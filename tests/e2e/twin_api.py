@@ -48,12 +48,12 @@ class TwinHandle:
 
     def running(self, name: str) -> bool:
         """Whether the twin's process of ``name`` runs."""
-        return self.twin.pid(name) is not None
+        return self.twin.running_process(name) is not None
 
     def _remember(self) -> None:
         """Note every process of the twin now running, for the final check."""
         for name in SERVICES:
-            process = self.twin.pid(name)
+            process = self.twin.running_process(name)
             if process is not None:
                 self.started_pids.update(member.pid for member in tree(process))
 

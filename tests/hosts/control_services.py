@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import hostboot
 import httpx
 from hostboot.cloudconfig import BOOT_SCRIPT
 from hostboot.services import HostPlan, ServiceSpec
-from rendered_hosts import CONTROL, CONTROL_IP
+
+from tests.hosts.rendered_hosts import CONTROL, CONTROL_IP
 
 LOOPBACK = "127.0.0.1"
 SECRETS = {
@@ -40,13 +40,6 @@ SECRETS = {
         "prefect_auth_string",
     )
 }
-
-
-def free_port() -> int:
-    """A TCP port on loopback nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
 
 
 def local_plan(root: Path, mlflow_port: int = 5000, prefect_port: int = 4200) -> HostPlan:

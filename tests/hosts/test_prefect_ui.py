@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from control_services import (
+
+from pipeline.ports import free_port
+from tests.hosts.control_services import (
     answers,
-    free_port,
     local_plan,
     running,
     service_environment,

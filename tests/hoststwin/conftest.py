@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
-# The e2e tests' helpers (twin_api, twin_ui) and browser tests are written for any twin.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from hoststwin_api import MLOPS, MONTHS, HostsHandle, leftovers
-from twin_api import TrainingRun
-from twin_ui import TwinUrls
-
 from scripts.envfile import read_env_file
 from scripts.twin.hosts import load
+from tests.e2e.twin_api import TrainingRun
+from tests.e2e.twin_ui import TwinUrls
+from tests.hoststwin.hoststwin_api import MLOPS, MONTHS, HostsHandle, leftovers
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from twin_api import TrainingRun, train
-
 from scripts.twin import containers, hostnet
 from scripts.twin.hosts import OPERATOR, HostsTwin
+from tests.e2e.twin_api import TrainingRun, train
 
 MLOPS = str(Path(sys.executable).with_name("mlops"))
 MONTHS = ("2023-01", "2023-02")

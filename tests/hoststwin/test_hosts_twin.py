@@ -8,10 +8,10 @@ import socket
 import time
 
 import pytest
-from hoststwin_api import HostsHandle
 
 from scripts.twin import hostnet
 from scripts.twin.hosts import DATABASE, POSTGRES_PORT
+from tests.hoststwin.hoststwin_api import HostsHandle
 
 pytestmark = pytest.mark.hosts
 VENV = "/opt/mlops/venv"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from hoststwin_api import HostsHandle
+
+from tests.hoststwin.hoststwin_api import HostsHandle
 
 pytestmark = pytest.mark.hosts
 BOOTSTRAP = "mlops-bootstrap.service"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hoststwin_api import OPERATOR_NAMESPACE
 from playwright.sync_api import Browser, expect, sync_playwright
-from test_twin_ui import (  # the same tests, with this directory's twin_urls
+
+from scripts.twin import hostnet
+from tests.e2e.test_twin_ui import (  # the same tests, with this directory's twin_urls
     mlflow_page,
     prefect_page,
     test_mlflow_ui_shows_the_registered_model_with_its_aliases,
@@ -19,9 +20,8 @@ from test_twin_ui import (  # the same tests, with this directory's twin_urls
     test_prefect_ui_logs_in_and_shows_the_training_run_its_tasks_and_metrics,
     test_prefect_ui_refuses_a_wrong_auth_string,
 )
-from twin_ui import CHROMIUM, UI_TIMEOUT_MS
-
-from scripts.twin import hostnet
+from tests.e2e.twin_ui import CHROMIUM, UI_TIMEOUT_MS
+from tests.hoststwin.hoststwin_api import OPERATOR_NAMESPACE
 
 pytestmark = pytest.mark.hosts
 __all__ = [

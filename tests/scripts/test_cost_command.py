@@ -39,8 +39,8 @@ def test_prod_pays_for_multi_az_and_the_nat_gateway_around_the_clock() -> None:
     assert total("prod") == round(expected, 2) == 311.42
 
 
-def test_the_readme_quotes_the_estimates() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+def test_the_infrastructure_page_quotes_the_estimates() -> None:
+    readme = (REPO_ROOT / "docs" / "infrastructure.md").read_text()
     quoted = {int(n) for n in re.findall(r"about \$(\d+) a month", readme)}
     assert {round(total("dev", hostSchedule="always")), round(total("prod"))} <= quoted
     assert round(total("dev")) in quoted

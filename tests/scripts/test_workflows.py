@@ -294,10 +294,10 @@ def preview_problems(workflows: Workflows) -> list[str]:
 
 
 def trust_problems(readme: str) -> list[str]:
-    """Invariant 40: the README's deploy-role trust policy admits one environment's subject."""
+    """Invariant 40: docs/ci.md's deploy-role trust policy admits one environment's subject."""
     found = TRUST_POLICY.search(readme)
     if found is None:
-        return ["the README has no deploy-role trust policy"]
+        return ["docs/ci.md has no deploy-role trust policy"]
     problems = []
     for statement in json.loads(found.group(1))["Statement"]:
         condition = statement.get("Condition") or {}
@@ -322,7 +322,7 @@ def trust_problems(readme: str) -> list[str]:
 
 def test_40_to_42_the_workflows_and_the_trust_recipe_hold() -> None:
     workflows = _all_workflows()
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "ci.md").read_text()
 
     assert deploy_role_problems(workflows) == []
     assert token_problems(workflows) == []
@@ -474,7 +474,7 @@ def test_40_to_42_a_broken_workflow_is_caught(check: str, breakage: Breakage) ->
     ],
 )
 def test_40_a_broken_trust_recipe_is_caught(old: str, new: str) -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "ci.md").read_text()
     assert old in readme
 
     assert trust_problems(readme.replace(old, new, 1)) != []

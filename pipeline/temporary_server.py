@@ -16,7 +16,6 @@ import atexit
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.errors import PipelineError
+from pipeline.ports import free_port
 
 # What SubprocessASGIServer sets for its server: no UI, and the server knows it is ephemeral.
 _SERVER_ENV = {
@@ -43,7 +43,7 @@ _NO_BLOCK_REGISTRATION = {
 _STOP_SECONDS = 10.0
 _POLL_SECONDS = 0.1
 
-logger = logging.getLogger("prefect.pipeline.ephemeral_api")
+logger = logging.getLogger("prefect.pipeline.temporary_server")
 
 
 @dataclass
@@ -99,7 +99,7 @@ def start(settings_environment: dict[str, str]) -> TemporaryServer:
     ``settings_environment`` holds the Prefect settings this process resolved (environment and
     profile), as SubprocessASGIServer passes them on.
     """
-    port = _free_port()
+    port = free_port()
     logger.info("Starting temporary server on http://127.0.0.1:%d", port)
     # fmt: off
     command = [
@@ -119,13 +119,6 @@ def start(settings_environment: dict[str, str]) -> TemporaryServer:
     # flow (their exit handlers run before this one), still send what they hold to the server.
     atexit.register(server.stop)
     return server
-
-
-def _free_port() -> int:
-    """A loopback port nothing listens on (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _site_packages() -> Path:

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline import ephemeral_api
+from pipeline import temporary_server
 from pipeline.errors import PipelineError
 
 
 def test_the_server_answers_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
-    server = ephemeral_api.start({})
+    server = temporary_server.start({})
     try:
         server.wait_until_ready(timeout_seconds=180)
         assert httpx.get(f"{server.api_url}/health").json() is True
@@ -25,10 +25,10 @@ def test_the_server_answers_and_stops(tmp_path: Path, monkeypatch: pytest.Monkey
     server.stop()  # a second stop (the exit handler's) is harmless
 
 
-def never_listening(tmp_path: Path, code: str) -> ephemeral_api.TemporaryServer:
+def never_listening(tmp_path: Path, code: str) -> temporary_server.TemporaryServer:
     """A stand-in server process running ``code``; port 9 (discard) has no HTTP server."""
     process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
-    return ephemeral_api.TemporaryServer(process=process, port=9)
+    return temporary_server.TemporaryServer(process=process, port=9)
 
 
 def test_a_server_that_exits_is_an_error_naming_its_status(tmp_path: Path) -> None:
