@@ -215,6 +215,8 @@ def _training_frame(
     from distributed import wait
 
     run = uuid.uuid4().hex[:8]  # keys of this run's months, never shared with another run's
+    workers = _workers(client)
+    # Month i is read by worker i mod n: the window is spread at once, none of it moves.
     loaded = [
         client.submit(
             load_month,
@@ -224,8 +226,10 @@ def _training_frame(
             base_url=base_url,
             allow_insecure_mirror=allow_insecure_mirror,
             key=f"load-month-{color}-{month}-{run}",
+            workers=[workers[i % len(workers)]],
+            allow_other_workers=False,
         )
-        for month in months
+        for i, month in enumerate(months)
     ]
     summaries = client.gather(client.map(MonthSummary.of, loaded, key=f"summary-{run}"))
     trips = [
@@ -234,12 +238,12 @@ def _training_frame(
     meta = client.submit(_empty_like, trips[0], key=f"meta-{run}").result()
     raw = dd.from_delayed(trips, meta=meta, verify_meta=False)
     labeled = raw.map_partitions(_labeled, tuple(months), meta=_labeled_meta(meta))
-    workers = _workers(client)
     # At least one partition per worker: xgboost.dask refuses a worker without rows when
     # features are categorical (it cannot infer their categories from nothing).
     labeled = labeled.repartition(npartitions=max(len(months), len(workers)))
     computed = client.persist(labeled)
     wait(computed)
+    del raw, trips, loaded  # the raw months are released: only their features stay
     placed = [
         client.compute(
             delayed(_own_copy)(part), workers=[workers[i % len(workers)]], allow_other_workers=False
@@ -247,7 +251,7 @@ def _training_frame(
         for i, part in enumerate(computed.to_delayed())
     ]
     wait(placed)
-    del raw, trips, loaded, computed  # the raw months and unplaced partitions are released
+    del computed  # the parts not yet placed are released
     return _Pinned.of(client, placed, labeled._meta), list(summaries)
 
 

@@ -24,8 +24,14 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
 - ``engine``: ``local`` (default) or ``dask`` with ``dask_address`` or ``dask_workers``
   (and ``dask_memory_limit``): see :mod:`pipeline.distributed` and docs/dask.md
 
-It returns a :class:`pipeline.parameters.TrainingSummary` and publishes a markdown artifact
-``training-metrics`` with the metrics and a link to the MLflow run. MLflow and Prefect are
+The second flow, ``tuning`` (entrypoint ``pipeline/flows.py:tuning_flow``), searches the
+hyperparameters: seeded Optuna trials (:mod:`pipeline.tuning`) as ``trial`` tasks on
+prefect-dask's ``DaskTaskRunner``, each an MLflow run nested under the search's, the best
+configuration logged on the search's run (docs/dask.md).
+
+The training flow returns a :class:`pipeline.parameters.TrainingSummary` and publishes a
+markdown artifact ``training-metrics`` with the metrics and a link to the MLflow run. MLflow
+and Prefect are
 found through the usual environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``); without
 them it uses a SQLite store in the working directory and Prefect's ephemeral API. Nothing
 depends on the working directory beyond importing ``pipeline``.
