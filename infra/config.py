@@ -47,7 +47,7 @@ PROD_MIN_BACKUP_DAYS = 7
 # The only networks MLflow and Prefect may admit besides the workers (invariant 37): RFC 1918
 # private space and RFC 6598 carrier-grade NAT space, which VPNs and peered VPCs use. Anything
 # else, however it is split (0.0.0.0/1 plus 128.0.0.0/1 is the whole internet), is refused.
-# policy/invariant_checks.py holds the same list; tests/policy checks they agree.
+# policy/sg_checks.py holds the same list for the pack; tests/policy checks they agree.
 PRIVATE_INGRESS_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 
 _REGION = re.compile(r"^(?!cn-)[a-z]{2}-[a-z]+-\d{1,2}$")

@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -33,10 +34,10 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
 from pipeline.model import log_model
-from pipeline.plots import feature_importance, predicted_vs_actual
 from pipeline.urls import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_MODELS_SCHEME = "models:/"
 CODE_VERSION_TAG = "code_version"
 ERROR_TAG = "error"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -135,26 +136,42 @@ def log_training(
 ) -> str:
     """Log parameters, metrics, datasets (with their context), plots and the model.
 
-    Returns the logged model's URI.
+    Returns the logged model's URI. Against a tracking server each client call below is a
+    request (the model: a few, and one per file): the parameters go first (the logged model
+    copies the run's), the metrics last, in one batch that records them on the run and on the
+    logged model (else MLflow reads each metric's history back to link it to the model); the
+    plots are drawn while the model uploads.
     """
     client = MlflowClient()
     now = int(time.time() * 1000)
     metrics = {**evaluation.metrics(), "trees": booster.num_boosted_rounds()}
-    client.log_batch(
-        run_id,
-        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
-        params=[Param(key, str(value)) for key, value in params.items()],
-    )
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
     client.log_inputs(
         run_id, datasets=[_dataset_input(month, context) for month, context in months]
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        feature_importance(booster).savefig(Path(scratch, "feature_importance.png"))
-        predicted_vs_actual(val.target, evaluation.predictions).savefig(
-            Path(scratch, "predicted_vs_actual.png")
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(1) as drawing:
+        plots = drawing.submit(_draw_plots, Path(scratch), booster, val, evaluation)
+        model_uri = log_model(run_id, booster, val.trips)
+        model_id = model_uri.removeprefix(_MODELS_SCHEME)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()],
         )
+        plots.result()
         client.log_artifacts(run_id, scratch, artifact_path="plots")
-    return log_model(run_id, booster, val.trips)
+    return model_uri
+
+
+def _draw_plots(
+    directory: Path, booster: xgb.Booster, val: LabeledSet, evaluation: Evaluation
+) -> None:
+    """Save the run's plots in ``directory`` (matplotlib is imported here, when first needed)."""
+    from pipeline.plots import feature_importance, predicted_vs_actual
+
+    feature_importance(booster).savefig(directory / "feature_importance.png")
+    predicted_vs_actual(val.target, evaluation.predictions).savefig(
+        directory / "predicted_vs_actual.png"
+    )
 
 
 def _dataset_input(month: MonthSummary, context: str) -> DatasetInput:

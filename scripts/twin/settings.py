@@ -11,8 +11,10 @@ import re
 import secrets
 import string
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from scripts.common import REPO_ROOT, OpsError
 from scripts.envfile import write_private
@@ -94,23 +96,34 @@ class TwinState:
         return cls(config=TwinConfig(**config), **data)
 
 
-# The secrets a control host's boot step fetches, by the name the settings' ``<name>_secret_arn``
-# fields use; both twin modes fill them from the ARNs their emulator created.
-CONTROL_SECRETS = (
-    "db_password",
-    "mlflow_db_password",
-    "mlflow_auth_db_password",
-    "prefect_db_password",
-    "mlflow_admin_password",
-    "mlflow_worker_password",
-    "mlflow_flask_secret_key",
-    "prefect_auth_string",
-)
+class ControlSecretArns(TypedDict):
+    """The control host settings' ``<name>_secret_arn`` fields: the secrets its boot step
+    fetches, which both twin modes fill from the ARNs their emulator created. A TypedDict, so
+    that ``ControlHostSettings(..., **control_secret_arns(arns))`` is type-checked by field."""
+
+    db_password_secret_arn: str
+    mlflow_db_password_secret_arn: str
+    mlflow_auth_db_password_secret_arn: str
+    prefect_db_password_secret_arn: str
+    mlflow_admin_password_secret_arn: str
+    mlflow_worker_password_secret_arn: str
+    mlflow_flask_secret_key_secret_arn: str
+    prefect_auth_string_secret_arn: str
 
 
-def control_secret_arns(arns: dict[str, str]) -> dict[str, str]:
-    """The control host settings' ``<name>_secret_arn`` fields from the emulator's ARNs."""
-    return {f"{name}_secret_arn": arns.get(name, "") for name in CONTROL_SECRETS}
+def control_secret_arns(arns: Mapping[str, str]) -> ControlSecretArns:
+    """The control host settings' secret ARN fields from the emulator's ARNs (keyed by the
+    secret's name: ``db_password``, ...; one not created is an empty ARN)."""
+    return ControlSecretArns(
+        db_password_secret_arn=arns.get("db_password", ""),
+        mlflow_db_password_secret_arn=arns.get("mlflow_db_password", ""),
+        mlflow_auth_db_password_secret_arn=arns.get("mlflow_auth_db_password", ""),
+        prefect_db_password_secret_arn=arns.get("prefect_db_password", ""),
+        mlflow_admin_password_secret_arn=arns.get("mlflow_admin_password", ""),
+        mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
+        mlflow_flask_secret_key_secret_arn=arns.get("mlflow_flask_secret_key", ""),
+        prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
+    )
 
 
 def write_private_json(path: Path, data: object) -> None:

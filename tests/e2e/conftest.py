@@ -17,11 +17,11 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from twin_api import TrainingRun, TwinHandle, bucket_keys, mlops, still_running, train
-from twin_ui import TwinUrls
 
 from scripts.envfile import read_env_file
 from scripts.twin import load
+from tests.e2e.twin_api import TrainingRun, TwinHandle, bucket_keys, mlops, still_running, train
+from tests.e2e.twin_ui import TwinUrls
 
 MONTHS = ("2023-01", "2023-02")
 

@@ -10,7 +10,11 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from twin_api import (
+
+from scripts.deploy import DEFAULT_DEPLOYMENT, prefect_client, start_run
+from scripts.envfile import read_env_file, write_env_file
+from scripts.twin import running
+from tests.e2e.twin_api import (
     Mlflow,
     TwinHandle,
     flow_run_logs,
@@ -19,10 +23,6 @@ from twin_api import (
     task_states,
     wait_until,
 )
-
-from scripts.deploy import DEFAULT_DEPLOYMENT, prefect_client, start_run
-from scripts.envfile import read_env_file, write_env_file
-from scripts.twin import running
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 from hostboot import render_unit
-from twin_api import TwinHandle, mlops
 
 from scripts.twin import SERVICES
+from tests.e2e.twin_api import TwinHandle, mlops
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from twin_api import (
+
+from scripts.deploy import prefect_client
+from tests.e2e.twin_api import (
     MODEL_NAME,
     TrainingRun,
     TwinHandle,
@@ -18,8 +20,6 @@ from twin_api import (
     flow_run_state,
     metrics,
 )
-
-from scripts.deploy import prefect_client
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,9 @@ def test_training_runs_through_the_worker_and_lands_in_postgres_and_the_bucket(
     assert "Executing deployment step: pull_from_s3" in logs
     assert "Deployment step 'pull_from_s3' completed successfully" in logs
     with prefect_client(twin.env) as client:
-        deployment = client.read_deployment(client.read_flow_run(flow_run_id).deployment_id)
+        deployment_id = client.read_flow_run(flow_run_id).deployment_id
+        assert deployment_id is not None
+        deployment = client.read_deployment(deployment_id)
     (pull,) = deployment.pull_steps or []
     assert pull["prefect_aws.deployments.steps.pull_from_s3"]["bucket"] == twin.twin.config.bucket
     assert pull["prefect_aws.deployments.steps.pull_from_s3"]["folder"] == "flow-code"

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from twin_api import MODEL_NAME, metrics
-from twin_ui import CHROMIUM, UI_TIMEOUT_MS, TwinUrls, refusals_named, screenshot
+
+from tests.e2e.twin_api import MODEL_NAME, metrics
+from tests.e2e.twin_ui import CHROMIUM, UI_TIMEOUT_MS, TwinUrls, refusals_named, screenshot
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playwright.sync_api import Page, Request, Response
-from twin_api import TrainingRun
+
+from tests.e2e.twin_api import TrainingRun
 
 # Debian's package, installed by .ci/run; Playwright drives it over CDP.
 CHROMIUM = Path("/usr/bin/chromium")

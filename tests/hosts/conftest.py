@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hostboot
 import pytest
-from rendered_hosts import CONTROL, WORKER, Rendered, take_apart
+
+from tests.hosts.rendered_hosts import CONTROL, WORKER, Rendered, take_apart
 
 
 @pytest.fixture(scope="session")

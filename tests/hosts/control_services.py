@@ -23,7 +23,8 @@ import hostboot
 import httpx
 from hostboot.cloudconfig import BOOT_SCRIPT
 from hostboot.services import HostPlan, ServiceSpec
-from rendered_hosts import CONTROL, CONTROL_IP
+
+from tests.hosts.rendered_hosts import CONTROL, CONTROL_IP
 
 LOOPBACK = "127.0.0.1"
 SECRETS = {

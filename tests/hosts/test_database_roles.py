@@ -32,7 +32,9 @@ import pytest
 from hostboot import ControlHostSettings, boot
 from hostboot.services import ServiceDatabase, libpq_tls_query, prefect_tls_environment
 from psycopg import sql
-from rendered_hosts import CONTROL, Rendered
+from psycopg.conninfo import make_conninfo
+
+from tests.hosts.rendered_hosts import CONTROL, Rendered
 
 HOST, PORT, SUPERUSER = "127.0.0.1", 5432, "postgres"
 
@@ -115,9 +117,10 @@ def password_is(role: str, password: str) -> bool:
     password: the verifier in ``pg_authid`` is checked instead (RFC 5802's StoredKey).
     """
     with superuser() as conn:
-        (verifier,) = conn.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
-        ).fetchone()
+        query = "SELECT rolpassword FROM pg_authid WHERE rolname = %s"
+        row = conn.execute(query, (role,)).fetchone()
+    assert row is not None, f"no role {role}"
+    (verifier,) = row
     mechanism, rest = verifier.split("$", 1)
     assert mechanism == "SCRAM-SHA-256", verifier[:16]
     parameters, keys = rest.split("$")
@@ -296,7 +299,7 @@ def test_invariant_50_libpq_verifies_the_server_certificate_and_name(tls_server:
         conninfo = (
             f"host={settings.db_host} port={settings.db_port} user={SUPERUSER} dbname=postgres"
         )
-        psycopg.connect(conninfo, connect_timeout=10, **query).close()
+        psycopg.connect(make_conninfo(conninfo, **query), connect_timeout=10).close()
 
     connect(tls_settings(tls_server, tls_server.ca))  # the rendered parameters work
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
@@ -308,7 +311,9 @@ def test_invariant_50_libpq_verifies_the_server_certificate_and_name(tls_server:
 def test_invariant_50_boot_step_connects_with_verify_full(tls_server: TlsServer) -> None:
     plan = hostboot.control_plan(tls_settings(tls_server, tls_server.ca))
     assert plan.boot.database is not None
-    database = {**plan.boot.to_json_dict(service_groups=False)["database"]}  # type: ignore[dict-item]
+    rendered = plan.boot.to_json_dict(service_groups=False)["database"]
+    assert isinstance(rendered, dict)
+    database: dict[str, Any] = {**rendered}
     assert (database["sslmode"], database["sslrootcert"]) == ("verify-full", str(tls_server.ca))
     prefix = f"svcsec_{secrets.token_hex(4)}"
     database.update(

@@ -22,7 +22,8 @@ from hostboot.cloudconfig import BOOTSTRAP_SCRIPT, INSTALL_DIR
 from hostboot.locks import FETCH_PACKAGES, PIP, host_lock, lock_entries
 from hostboot.units import BOOTSTRAP_UNIT
 from moto import mock_aws
-from rendered_hosts import Rendered, parse_unit, unit_environment
+
+from tests.hosts.rendered_hosts import Rendered, parse_unit, unit_environment
 
 # A python3.11 stand-in: `-m venv DIR` makes DIR/bin/python (itself); every call is logged;
 # `-m pip` fails while the counter in $FAIL_PIP_FILE is above zero.

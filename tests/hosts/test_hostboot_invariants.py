@@ -7,7 +7,8 @@ import re
 import shlex
 
 from hostboot.units import BOOTSTRAP_UNIT
-from rendered_hosts import (
+
+from tests.hosts.rendered_hosts import (
     CONTROL_IP,
     Rendered,
     env_file_keys,

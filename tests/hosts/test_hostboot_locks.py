@@ -83,7 +83,7 @@ RENDER = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import hostboot
-from rendered_hosts import CONTROL, WORKER
+from tests.hosts.rendered_hosts import CONTROL, WORKER
 print(hostboot.render_control_user_data(CONTROL) + hostboot.render_worker_user_data(WORKER))
 """
 

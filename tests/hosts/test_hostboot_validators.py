@@ -25,7 +25,8 @@ from hostboot.cloudconfig import (
     USER_DATA_LIMIT_BYTES,
     gzip_user_data,
 )
-from rendered_hosts import Rendered, parse_unit, unit_environment
+
+from tests.hosts.rendered_hosts import Rendered, parse_unit, unit_environment
 
 SYSTEM_UNITS = Path("/lib/systemd/system")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from hostboot.services import IMDS_ADDRESSES, imds_ruleset
-from rendered_hosts import Rendered, parse_unit
+
+from tests.hosts.rendered_hosts import Rendered, parse_unit
 
 BLOCKED_UID, OTHER_UID = 64510, 64511
 PASSWD = "".join(

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from control_services import (
+from hostboot.services import ServiceSpec
+
+from pipeline.ports import free_port
+from tests.hosts.control_services import (
     CONTROL_IP,
     SECRETS,
     answers,
@@ -23,10 +26,13 @@ from control_services import (
     service_environment,
     write_secret_files,
 )
-from hostboot.services import ServiceSpec
-from rendered_hosts import CONTROL, Rendered, env_file_keys, parse_unit, unit_environment
-
-from pipeline.ports import free_port
+from tests.hosts.rendered_hosts import (
+    CONTROL,
+    Rendered,
+    env_file_keys,
+    parse_unit,
+    unit_environment,
+)
 
 ADMIN = (CONTROL.mlflow_admin_username, SECRETS["mlflow_admin_password"])
 WORKER = (CONTROL.mlflow_worker_username, SECRETS["mlflow_worker_password"])

@@ -13,15 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from control_services import (
+
+from pipeline.ports import free_port
+from tests.hosts.control_services import (
     answers,
     local_plan,
     running,
     service_environment,
     write_secret_files,
 )
-
-from pipeline.ports import free_port
 
 SITE_PACKAGES = Path(httpx.__file__).resolve().parent.parent
 # Mount site-packages read-only over itself, in a mount namespace of the server's own.

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MONTHS, HostsHandle
 
 from scripts.twin import hostnet
 from scripts.twin.hosts import DATABASE, POSTGRES_PORT
+from tests.hoststwin.conftest import MONTHS, HostsHandle
 
 pytestmark = pytest.mark.hosts
 VENV = "/opt/mlops/venv"

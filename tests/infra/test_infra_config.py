@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pulumi
 import pytest
 import yaml
 from config import KEYS, NAMESPACE, ConfigError, StackConfig, parse
 
-if TYPE_CHECKING:
-    from conftest import Harness
+from tests.support.program import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ("dev", "prod", "ephemeral")

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-import test_infra_invariants as invariants
-from test_infra_program import run_with
+from resource_types import (
+    AWS_PROVIDER,
+    BUDGET,
+    DB,
+    INSTANCE,
+    RANDOM_PASSWORD,
+    ROLE,
+    ROLE_POLICY,
+    SCHEDULE,
+    SUBSCRIPTION,
+    TOPIC,
+    TOPIC_POLICY,
+)
 
-if TYPE_CHECKING:
-    from conftest import Harness, ProgramRun, Registered
-
-SCHEDULE = "aws:scheduler/schedule:Schedule"
-BUDGET = "aws:budgets/budget:Budget"
-TOPIC = "aws:sns/topic:Topic"
-TOPIC_POLICY = "aws:sns/topicPolicy:TopicPolicy"
-SUBSCRIPTION = "aws:sns/topicSubscription:TopicSubscription"
+from tests.infra.test_infra_program import run_with
+from tests.support.program import Harness, ProgramRun
+from tests.support.pulumi_mocks import Registered
 
 
 def registered(run: ProgramRun, resource_type: str) -> list[Registered]:
@@ -45,7 +51,7 @@ def test_throwaway_stacks_sleep_outside_working_hours_by_default(
     assert {s["scheduleExpressionTimezone"] for s in found.values()} == {"UTC"}
     assert found["start"]["target"]["arn"] == "arn:aws:scheduler:::aws-sdk:ec2:startInstances"
     assert found["stop"]["target"]["arn"] == "arn:aws:scheduler:::aws-sdk:ec2:stopInstances"
-    hosts = sorted(i.id for i in run.of_type(invariants.INSTANCE))
+    hosts = sorted(i.id for i in run.of_type(INSTANCE))
     for schedule in found.values():
         assert sorted(json.loads(schedule["target"]["input"])["InstanceIds"]) == hosts
         assert schedule["flexibleTimeWindow"] == {"mode": "OFF"}
@@ -62,17 +68,17 @@ def test_prod_hosts_never_stop_unless_asked(harness: Harness) -> None:
 def test_always_turns_the_schedule_off(harness: Harness) -> None:
     run = run_with(harness, "dev", hostSchedule="always")
     assert schedules(run) == {}
-    assert not [r for r in registered(run, invariants.ROLE) if r.name.endswith("-scheduler")]
+    assert not [r for r in registered(run, ROLE) if r.name.endswith("-scheduler")]
 
 
 def test_the_scheduler_may_only_start_and_stop_the_stacks_hosts(harness: Harness) -> None:
     run = harness.run("dev")
-    (policy,) = [p for p in run.of_type(invariants.ROLE_POLICY) if "scheduler" in p.name]
+    (policy,) = [p for p in run.of_type(ROLE_POLICY) if "scheduler" in p.name]
     (statement,) = json.loads(policy.get("policy"))["Statement"]
     assert statement["Action"] == ["ec2:StartInstances", "ec2:StopInstances"]
-    arns = sorted(i.state["arn"] for i in run.of_type(invariants.INSTANCE))
+    arns = sorted(i.state["arn"] for i in run.of_type(INSTANCE))
     assert sorted(statement["Resource"]) == arns
-    (role,) = [r for r in run.of_type(invariants.ROLE) if r.name.endswith("-scheduler")]
+    (role,) = [r for r in run.of_type(ROLE) if r.name.endswith("-scheduler")]
     assert policy.get("role") == role.id
     for schedule in run.of_type(SCHEDULE):
         assert schedule.state["target"]["roleArn"] == role.state["arn"]
@@ -112,13 +118,13 @@ def test_no_budget_when_zero_and_no_subscription_without_an_address(harness: Har
 
 def test_cost_allocation_tag_is_on_every_resource(harness: Harness) -> None:
     run = harness.run("dev")
-    tags = json.loads(run.one("pulumi:providers:aws").get("defaultTags"))["tags"]
+    tags = json.loads(run.one(AWS_PROVIDER).get("defaultTags"))["tags"]
     assert tags["Stack"] == "dev"
 
 
 def test_an_ephemeral_stack_carries_its_expiry(harness: Harness) -> None:
     run = harness.run("ephemeral")
-    tags = json.loads(run.one("pulumi:providers:aws").get("defaultTags"))["tags"]
+    tags = json.loads(run.one(AWS_PROVIDER).get("defaultTags"))["tags"]
     assert tags["ExpiresAt"] == "2026-12-01T09:00:00Z"
     assert run.outputs["expires_at"] == "2026-12-01T09:00:00Z"
     assert "expires_at" not in harness.run("dev").outputs
@@ -128,19 +134,15 @@ def test_a_database_restored_from_a_snapshot_keeps_its_names_and_gets_our_passwo
     harness: Harness,
 ) -> None:
     run = run_with(harness, "ephemeral", restoreFromSnapshot="prod-backup-20261129-0900")
-    db = run.one(invariants.DB)
+    db = run.one(DB)
     assert db.get("snapshotIdentifier") == "prod-backup-20261129-0900"
     # The snapshot brings the databases and the master user; setting them would be refused.
     assert db.get("dbName") is None
     assert db.get("username") is None
     # The stack's generated master password is set on the restored instance (the boot step
     # uses it; each service has its own role's password besides).
-    (password,) = [
-        p
-        for p in run.of_type("random:index/randomPassword:RandomPassword")
-        if p.name.endswith("-db-password")
-    ]
+    (password,) = [p for p in run.of_type(RANDOM_PASSWORD) if p.name.endswith("-db-password")]
     assert db.state["password"] == password.state["result"]
-    fresh = harness.run("ephemeral").one(invariants.DB)
+    fresh = harness.run("ephemeral").one(DB)
     assert fresh.get("snapshotIdentifier") is None
     assert (fresh.get("dbName"), fresh.get("username")) == ("mlflow", "mlops")

@@ -15,47 +15,52 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hostboot
 import pytest
 import yaml
 from hostboot.cloudconfig import read_user_data_base64
-
-if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
-    from conftest import ProgramRun, Registered
-
-BUCKET = "aws:s3/bucket:Bucket"
-PUBLIC_ACCESS = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
-ENCRYPTION = (
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+from resource_types import (
+    ASSOCIATION,
+    AWS_PROVIDER,
+    BUCKET,
+    BUCKET_OBJECT,
+    BUCKET_POLICY,
+    DB,
+    DB_PARAMS,
+    DB_SUBNETS,
+    DEFAULT_GROUP,
+    EGRESS_RULE,
+    ENCRYPTION,
+    GROUP,
+    INGRESS_RULE,
+    INSTANCE,
+    INSTANCE_PROFILE,
+    LIFECYCLE,
+    NAT,
+    OWNERSHIP,
+    PUBLIC_ACCESS,
+    RANDOM_PASSWORD,
+    ROLE,
+    ROLE_POLICY,
+    ROLE_POLICY_ATTACHMENT,
+    ROUTE,
+    SECRET,
+    SECRET_VERSION,
+    SUBNET,
+    SUBNET_RESERVATION,
+    TOPIC,
+    VERSIONING,
+    VOLUME,
+    VPC,
 )
-VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
-LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
-BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
-OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
-DB = "aws:rds/instance:Instance"
-DB_SUBNETS = "aws:rds/subnetGroup:SubnetGroup"
-DB_PARAMS = "aws:rds/parameterGroup:ParameterGroup"
-INSTANCE = "aws:ec2/instance:Instance"
-SUBNET = "aws:ec2/subnet:Subnet"
-ROUTE = "aws:ec2/route:Route"
-ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
-NAT = "aws:ec2/natGateway:NatGateway"
-GROUP = "aws:ec2/securityGroup:SecurityGroup"
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-ROLE = "aws:iam/role:Role"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
-PROFILE = "aws:iam/instanceProfile:InstanceProfile"
-PASSWORD = "random:index/randomPassword:RandomPassword"
-SECRET = "aws:secretsmanager/secret:Secret"
-SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+
+from tests.support.program import ProgramRun
+from tests.support.pulumi_mocks import Registered
+
 SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
-DEFAULT_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
-VPC = "aws:ec2/vpc:Vpc"
 # The only actions a host may take on the bucket itself (not its objects): reading its
 # listing and region. Nothing that changes or deletes its configuration (invariant 45).
 BUCKET_LEVEL_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation"}
@@ -139,7 +144,7 @@ def as_list(value: Any) -> list[Any]:
 
 def secret_values(run: ProgramRun) -> list[str]:
     """Every generated secret value (the mocked random passwords)."""
-    return [p.state["result"] for p in run.of_type(PASSWORD)]
+    return [p.state["result"] for p in run.of_type(RANDOM_PASSWORD)]
 
 
 def stored_secret(run: ProgramRun, name_part: str) -> Registered:
@@ -289,7 +294,7 @@ def test_12_database_final_snapshot(run: ProgramRun) -> None:
 def test_13_database_password_generated_and_secret(run: ProgramRun) -> None:
     db = run.one(DB)
     assert db.is_secret("password")
-    (generated,) = [p for p in run.of_type(PASSWORD) if "db-password" in p.name]
+    (generated,) = [p for p in run.of_type(RANDOM_PASSWORD) if "db-password" in p.name]
     assert db.get("password") == generated.state["result"]
     assert generated.get("special") is False
     assert generated.get("length") >= 16
@@ -301,7 +306,7 @@ def test_13_database_password_generated_and_secret(run: ProgramRun) -> None:
 
 def test_14_database_admits_postgres_only_from_control_group(run: ProgramRun) -> None:
     db_group = database_group(run)
-    admitted = [r for r in rules(run, INGRESS) if r.group == db_group]
+    admitted = [r for r in rules(run, INGRESS_RULE) if r.group == db_group]
     assert admitted == [
         Rule(
             db_group,
@@ -374,18 +379,18 @@ def test_17_public_address_only_where_hosts_egress_publicly(run: ProgramRun) -> 
         assert nat.get("subnetId") in public_subnet_ids(run)
         assert any(r.get("natGatewayId") == nat.id for r in run.of_type(ROUTE))
     host_groups = {group_of(run, h) for h in run.of_type(INSTANCE)}
-    assert not [r for r in rules(run, INGRESS) if r.group in host_groups and r.cidr]
+    assert not [r for r in rules(run, INGRESS_RULE) if r.group in host_groups and r.cidr]
 
 
 def test_18_volumes_encrypted(run: ProgramRun) -> None:
     for host in run.of_type(INSTANCE):
         assert host.get("rootBlockDevice")["encrypted"] is True, host.name
         assert all(v["encrypted"] for v in host.get("ebsBlockDevices", [])), host.name
-    assert not [r for r in run.resources if r.type == "aws:ebs/volume:Volume"]
+    assert not [r for r in run.resources if r.type == VOLUME]
 
 
 def test_19_hosts_have_instance_profile_and_no_key(run: ProgramRun) -> None:
-    profiles = {p.id for p in run.of_type(PROFILE)}
+    profiles = {p.id for p in run.of_type(INSTANCE_PROFILE)}
     for host in run.of_type(INSTANCE):
         assert host.get("iamInstanceProfile") in profiles, host.name
         assert host.get("keyName") is None, host.name
@@ -432,7 +437,7 @@ def test_21_prod_control_host_termination_protected(run: ProgramRun) -> None:
 
 
 def test_22_no_ingress_from_anywhere(run: ProgramRun) -> None:
-    for rule in rules(run, INGRESS):
+    for rule in rules(run, INGRESS_RULE):
         assert rule.cidr not in ("0.0.0.0/0", "::/0"), rule
         assert not (rule.protocol == "-1" and rule.cidr), rule
         if rule.cidr:
@@ -441,7 +446,7 @@ def test_22_no_ingress_from_anywhere(run: ProgramRun) -> None:
 
 
 def test_23_no_ssh_ingress(run: ProgramRun) -> None:
-    for rule in rules(run, INGRESS):
+    for rule in rules(run, INGRESS_RULE):
         assert rule.protocol != "-1", rule
         assert not rule.port[0] <= 22 <= rule.port[1], rule
 
@@ -450,7 +455,7 @@ def test_24_service_ports_admit_only_workers_and_configured_cidrs(run: ProgramRu
     worker_group = group_of(run, workers(run)[0])
     configured = set(json.loads(run.config["mlops-platform:serviceIngressCidrs"]))
     for port in (5000, 4200):
-        admitted = [r for r in rules(run, INGRESS) if r.port[0] <= port <= r.port[1]]
+        admitted = [r for r in rules(run, INGRESS_RULE) if r.port[0] <= port <= r.port[1]]
         assert {r.peer for r in admitted if r.peer} == {worker_group}
         assert {r.cidr for r in admitted if r.cidr} == configured
 
@@ -458,12 +463,12 @@ def test_24_service_ports_admit_only_workers_and_configured_cidrs(run: ProgramRu
 def test_25_every_group_and_rule_described(run: ProgramRun) -> None:
     for group in run.of_type(GROUP):
         assert group.get("description", "").strip() not in ("", "Managed by Pulumi"), group.name
-    for rule in rules(run, INGRESS) + rules(run, EGRESS):
+    for rule in rules(run, INGRESS_RULE) + rules(run, EGRESS_RULE):
         assert rule.description.strip(), rule
 
 
 def test_26_no_group_mixes_inline_and_separate_rules(run: ProgramRun) -> None:
-    targeted = {r.group for r in rules(run, INGRESS) + rules(run, EGRESS)}
+    targeted = {r.group for r in rules(run, INGRESS_RULE) + rules(run, EGRESS_RULE)}
     inline = {g.id for g in run.of_type(GROUP) if g.get("ingress") or g.get("egress")}
     assert not targeted & inline
 
@@ -471,7 +476,7 @@ def test_26_no_group_mixes_inline_and_separate_rules(run: ProgramRun) -> None:
 def test_27_egress_limited_to_what_hosts_need(run: ProgramRun) -> None:
     control_group, worker_group = group_of(run, control(run)), group_of(run, workers(run)[0])
     db_group = database_group(run)
-    egress = {(r.group, r.port, r.protocol, r.cidr, r.peer) for r in rules(run, EGRESS)}
+    egress = {(r.group, r.port, r.protocol, r.cidr, r.peer) for r in rules(run, EGRESS_RULE)}
     assert egress == {
         (control_group, (443, 443), "tcp", "0.0.0.0/0", None),
         (control_group, (5432, 5432), "tcp", None, db_group),
@@ -524,9 +529,9 @@ def test_29_roles_trust_only_ec2(run: ProgramRun) -> None:
 def test_30_no_users_or_keys_no_admin_ssm_core_everywhere(run: ProgramRun) -> None:
     forbidden = ("aws:iam/user:", "aws:iam/accessKey:", "aws:iam/userLoginProfile:")
     assert not [r for r in run.resources if r.type.startswith(forbidden)]
-    attachments = run.of_type(ATTACHMENT)
+    attachments = run.of_type(ROLE_POLICY_ATTACHMENT)
     assert not [a for a in attachments if a.get("policyArn").endswith("/AdministratorAccess")]
-    profiled_roles = {p.get("role") for p in run.of_type(PROFILE)}
+    profiled_roles = {p.get("role") for p in run.of_type(INSTANCE_PROFILE)}
     with_ssm = {a.get("role") for a in attachments if a.get("policyArn") == SSM_CORE}
     assert profiled_roles
     assert profiled_roles <= with_ssm
@@ -572,7 +577,7 @@ def test_45_hosts_only_read_the_bucket_itself(run: ProgramRun) -> None:
 def test_33_every_generated_secret_is_long_and_alphanumeric(run: ProgramRun) -> None:
     """credentials.py: letters and digits only (they sit unescaped in connection strings and
     environment files), and long: the MLflow admin password needs 12 (invariant 33)."""
-    generated = run.of_type(PASSWORD)
+    generated = run.of_type(RANDOM_PASSWORD)
     assert len(generated) >= 4
     for password in generated:
         assert password.get("special") is False, password.name
@@ -608,7 +613,7 @@ def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
         "mlflow_admin_password": outputs["mlflow_admin_password"],
         "prefect_api_auth_string": outputs["prefect_api_auth_string"],
         # Cost guardrails: the budget's alert topic (a budget by default), an ephemeral expiry.
-        "budget_alert_topic_arn": run.one("aws:sns/topic:Topic").state["arn"],
+        "budget_alert_topic_arn": run.one(TOPIC).state["arn"],
         **({"expires_at": "2026-12-01T09:00:00Z"} if run.environment == "ephemeral" else {}),
     }
     assert len(outputs["worker_instance_ids"]) == int(run.config["mlops-platform:workerCount"])
@@ -657,7 +662,9 @@ def test_hosts_boot_with_the_stack_settings(run: ProgramRun) -> None:
 def test_roles_grant_the_bucket_prefixes_the_services_use(run: ProgramRun) -> None:
     bucket = run.one(BUCKET)
     for host in run.of_type(INSTANCE):
-        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        (profile,) = [
+            p for p in run.of_type(INSTANCE_PROFILE) if p.id == host.get("iamInstanceProfile")
+        ]
         granted = {
             resource
             for policy in run.of_type(ROLE_POLICY)
@@ -687,7 +694,7 @@ def test_stateful_resources_protected_with_deletion_protection(run: ProgramRun) 
 
 
 def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
-    provider = run.one("pulumi:providers:aws")
+    provider = run.one(AWS_PROVIDER)
     tags = json.loads(provider.get("defaultTags"))["tags"]
     assert tags["Environment"] == run.environment
     assert tags["Project"] == "mlops-platform"
@@ -701,9 +708,9 @@ def test_every_aws_resource_uses_the_tagging_provider(run: ProgramRun) -> None:
         (BUCKET, 1),
         (DB, 1),
         (SECRET, 8),
-        (PASSWORD, 8),
+        (RANDOM_PASSWORD, 8),
         (GROUP, 3),
-        (PROFILE, 2),
+        (INSTANCE_PROFILE, 2),
         (SUBNET, 4),
     ],
 )
@@ -715,9 +722,6 @@ def test_registered_inventory(run: ProgramRun, resource_type: str, count: int) -
 
 
 # -- host boot and supply chain (57-62) ---------------------------------------------------------
-
-RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
-BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 
 
 def waits_for(run: ProgramRun, host: Registered) -> list[Registered]:
@@ -746,7 +750,9 @@ def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None
             assert environment[f"MLOPS_{what}_SHA256"] == digest
         for upload in uploads:
             assert upload in waits_for(run, host), (host.name, upload.name)
-        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        (profile,) = [
+            p for p in run.of_type(INSTANCE_PROFILE) if p.id == host.get("iamInstanceProfile")
+        ]
         granted = [
             statement
             for policy in run.of_type(ROLE_POLICY)
@@ -762,7 +768,7 @@ def test_57_hosts_read_the_uploaded_host_lock_by_digest(run: ProgramRun) -> None
 
 def test_59_control_address_reserved_before_anything_takes_it(run: ProgramRun) -> None:
     host = control(run)
-    (reservation,) = run.of_type(RESERVATION)
+    (reservation,) = run.of_type(SUBNET_RESERVATION)
     assert reservation.get("reservationType") == "explicit"
     assert reservation.get("subnetId") == host.get("subnetId")
     assert reservation.get("cidrBlock") == f"{host.get('privateIp')}/32"
@@ -772,13 +778,15 @@ def test_59_control_address_reserved_before_anything_takes_it(run: ProgramRun) -
 
 def test_60_hosts_created_after_their_role_grants(run: ProgramRun) -> None:
     for host in run.of_type(INSTANCE):
-        (profile,) = [p for p in run.of_type(PROFILE) if p.id == host.get("iamInstanceProfile")]
+        (profile,) = [
+            p for p in run.of_type(INSTANCE_PROFILE) if p.id == host.get("iamInstanceProfile")
+        ]
         grants = [
             r
-            for r in (*run.of_type(ROLE_POLICY), *run.of_type(ATTACHMENT))
+            for r in (*run.of_type(ROLE_POLICY), *run.of_type(ROLE_POLICY_ATTACHMENT))
             if r.get("role") == profile.get("role")
         ]
-        assert {ATTACHMENT, ROLE_POLICY} == {g.type for g in grants}
+        assert {ROLE_POLICY_ATTACHMENT, ROLE_POLICY} == {g.type for g in grants}
         for grant in (profile, *grants):
             assert grant in waits_for(run, host), (host.name, grant.name)
 

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pulumi
 import pytest
-import test_infra_invariants as invariants
 from hostboot.cloudconfig import read_user_data_base64, user_data_base64
+from resource_types import (
+    BUCKET,
+    DB,
+    EGRESS_RULE,
+    INGRESS_RULE,
+    INSTANCE,
+    PUBLIC_ACCESS,
+    ROLE_POLICY,
+    SUBNET,
+)
 
-if TYPE_CHECKING:
-    from conftest import Harness, Mocks, ProgramRun, Tamper
+from tests.infra import test_infra_invariants as invariants
+from tests.support.program import Harness, ProgramRun
+from tests.support.pulumi_mocks import Mocks, Tamper
 
 PROJECT = "mlops-platform"
 
@@ -32,7 +42,7 @@ def run_with(
 
 def test_zones_without_the_host_types_are_skipped(harness: Harness) -> None:
     run = run_with(harness, mocks=harness.mocks(unoffered_zones="a"))
-    zones = {s.get("availabilityZone") for s in run.of_type(invariants.SUBNET)}
+    zones = {s.get("availabilityZone") for s in run.of_type(SUBNET)}
     assert zones == {"us-east-1b", "us-east-1c"}
 
 
@@ -44,14 +54,14 @@ def test_a_region_without_two_zones_for_the_host_types_is_refused(harness: Harne
 def test_a_pinned_ami_is_used_and_replaces_hosts_when_changed(harness: Harness) -> None:
     run = run_with(harness, amiId="ami-0fedcba9876543210")
     assert not [c for c in run.mocks.calls if c.token == "aws:ec2/getAmi:getAmi"]
-    for host in run.of_type(invariants.INSTANCE):
+    for host in run.of_type(INSTANCE):
         assert host.get("ami") == "ami-0fedcba9876543210"
         assert host.engine.ignore_changes == ()
 
 
 def test_service_cidrs_open_only_the_service_ports(harness: Harness) -> None:
     run = run_with(harness, serviceIngressCidrs=["10.8.0.0/16"])
-    from_cidrs = [r for r in invariants.rules(run, invariants.INGRESS) if r.cidr]
+    from_cidrs = [r for r in invariants.rules(run, INGRESS_RULE) if r.cidr]
     assert sorted((r.cidr, r.port) for r in from_cidrs) == [
         ("10.8.0.0/16", (4200, 4200)),
         ("10.8.0.0/16", (5000, 5000)),
@@ -70,7 +80,7 @@ def test_workers_spread_over_both_zones(harness: Harness) -> None:
 def test_a_named_bucket_keeps_its_name(harness: Harness) -> None:
     run = run_with(harness, artifactBucketName="acme-mlops-artifacts")
     assert run.outputs["artifact_bucket"] == "acme-mlops-artifacts"
-    assert run.one(invariants.BUCKET).state["arn"] == "arn:aws:s3:::acme-mlops-artifacts"
+    assert run.one(BUCKET).state["arn"] == "arn:aws:s3:::acme-mlops-artifacts"
 
 
 # -- the checks catch what they are about -----------------------------------------------------
@@ -116,18 +126,18 @@ def with_admin_statement(inputs: dict[str, Any]) -> dict[str, Any]:
 BREAKAGES: list[tuple[str, Tamper, Callable[[ProgramRun], None]]] = [
     (
         "publicly accessible database",
-        set_inputs(invariants.DB, "mlops-db", {"publiclyAccessible": True}),
+        set_inputs(DB, "mlops-db", {"publiclyAccessible": True}),
         invariants.test_08_database_private,
     ),
     (
         "unencrypted database",
-        set_inputs(invariants.DB, "mlops-db", {"storageEncrypted": False}),
+        set_inputs(DB, "mlops-db", {"storageEncrypted": False}),
         invariants.test_09_database_storage_encrypted,
     ),
     (
         "SSH open to the world",
         set_inputs(
-            invariants.INGRESS,
+            INGRESS_RULE,
             "control-mlflow-from-workers",
             {
                 "fromPort": 22,
@@ -141,7 +151,7 @@ BREAKAGES: list[tuple[str, Tamper, Callable[[ProgramRun], None]]] = [
     (
         "ingress from the whole internet",
         set_inputs(
-            invariants.INGRESS,
+            INGRESS_RULE,
             "control-prefect-from-workers",
             {"cidrIpv4": "0.0.0.0/0", "referencedSecurityGroupId": None},
         ),
@@ -150,7 +160,7 @@ BREAKAGES: list[tuple[str, Tamper, Callable[[ProgramRun], None]]] = [
     (
         "IMDSv1 allowed",
         set_inputs(
-            invariants.INSTANCE,
+            INSTANCE,
             "worker",
             {"metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 2}},
         ),
@@ -158,24 +168,22 @@ BREAKAGES: list[tuple[str, Tamper, Callable[[ProgramRun], None]]] = [
     ),
     (
         "an access key in user data",
-        edit_inputs(invariants.INSTANCE, "control", with_leaked_key),
+        edit_inputs(INSTANCE, "control", with_leaked_key),
         invariants.test_20_user_data_holds_no_secret_and_replaces_on_change,
     ),
     (
         "a public bucket",
-        set_inputs(invariants.PUBLIC_ACCESS, "artifacts", {"restrictPublicBuckets": False}),
+        set_inputs(PUBLIC_ACCESS, "artifacts", {"restrictPublicBuckets": False}),
         invariants.test_01_bucket_public_access_fully_blocked,
     ),
     (
         "an administrator policy",
-        edit_inputs(invariants.ROLE_POLICY, "worker", with_admin_statement),
+        edit_inputs(ROLE_POLICY, "worker", with_admin_statement),
         invariants.test_28_no_wildcard_actions_and_s3_scoped_to_bucket,
     ),
     (
         "open egress",
-        set_inputs(
-            invariants.EGRESS, "worker-https", {"ipProtocol": "-1", "fromPort": -1, "toPort": -1}
-        ),
+        set_inputs(EGRESS_RULE, "worker-https", {"ipProtocol": "-1", "fromPort": -1, "toPort": -1}),
         invariants.test_27_egress_limited_to_what_hosts_need,
     ),
 ]

@@ -19,8 +19,8 @@ from pipeline.cli import _NoExpectedTracebacks, app
 from pipeline.data import file_name
 from pipeline.errors import PipelineError
 
-if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
-    from conftest import RefusingServer
+if TYPE_CHECKING:  # the type only: the server itself comes as a fixture
+    from tests.pipeline.conftest import RefusingServer
 
 MONTHS = ("--train-month", "2023-01", "--val-month", "2023-02")
 

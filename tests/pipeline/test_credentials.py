@@ -18,8 +18,8 @@ from pipeline.errors import PipelineError, TransientError
 from pipeline.flows import training
 from pipeline.parameters import TrainingParameters
 
-if TYPE_CHECKING:  # test modules never import conftest at run time (other folders have one)
-    from conftest import RefusingServer
+if TYPE_CHECKING:  # the type only: the server itself comes as a fixture
+    from tests.pipeline.conftest import RefusingServer
 
 PASSWORD = "not-the-password-0123456789"
 REJECTED = "rejected MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (HTTP 401)"

@@ -319,7 +319,7 @@ def test_io_tasks_retry_every_failure_but_bad_input(error: Exception, retried: b
 
     @prefect.flow(name="flaky-io")
     def with_flaky_io() -> str:
-        return flaky.with_options(retry_delay_seconds=0, retry_jitter_factor=None)()
+        return flaky.with_options(retry_delay_seconds=0, retry_jitter_factor=0)()  # 0: no jitter
 
     if retried:
         assert with_flaky_io() == "done"

@@ -1,9 +1,11 @@
-"""Fixtures of the policy pack tests (the machinery is in pack_harness.py)."""
+"""Fixtures of the policy pack tests (the machinery is tests/support/policy_pack.py)."""
 
 from __future__ import annotations
 
 import pytest
-from pack_harness import STACKS, Stack, program_stack
+
+from tests.support.policy_pack import Stack, program_stack
+from tests.support.program import STACKS
 
 
 @pytest.fixture(params=STACKS)

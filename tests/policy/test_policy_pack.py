@@ -8,11 +8,47 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import config as infra_config  # infra/config.py (tests/infra/conftest.py puts infra/ on the path)
-import invariant_checks as checks
+import config as infra_config  # infra/config.py (tests/conftest.py puts infra/ on the path)
 import pytest
 from hostboot.cloudconfig import read_user_data_base64, user_data_base64
-from pack_harness import ROOT, Declared, Stack, evaluate, policy_names, program_stack
+from iam_checks import SSM_CORE
+from properties import NAMESPACE, context_for
+from resource_types import (
+    ACCESS_KEY,
+    ASSOCIATION,
+    AWS_PROVIDER,
+    BUCKET,
+    BUCKET_ACL,
+    BUCKET_OBJECT,
+    BUCKET_POLICY,
+    DB,
+    DB_PARAMS,
+    DB_SUBNETS,
+    DEFAULT_GROUP,
+    EGRESS_RULE,
+    ENCRYPTION,
+    GROUP,
+    INGRESS_RULE,
+    INSTANCE,
+    INSTANCE_PROFILE,
+    LIFECYCLE,
+    OWNERSHIP,
+    PUBLIC_ACCESS,
+    RANDOM_PASSWORD,
+    ROLE,
+    ROLE_POLICY,
+    ROLE_POLICY_ATTACHMENT,
+    ROUTE,
+    SECRET,
+    SUBNET,
+    SUBNET_RESERVATION,
+    VERSIONING,
+)
+from rules import RULES
+from sg_checks import PRIVATE_INGRESS_RANGES
+
+from tests.support.policy_pack import Declared, Stack, evaluate, policy_names, program_stack
+from tests.support.program import ROOT
 
 
 def test_the_program_passes_every_policy(stack: Stack) -> None:
@@ -20,7 +56,7 @@ def test_the_program_passes_every_policy(stack: Stack) -> None:
 
 
 def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_and_57_to_62() -> None:
-    covered = {n for rule in checks.RULES for n in rule.invariants}
+    covered = {n for rule in RULES for n in rule.invariants}
     # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
     # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 49, 51 and 53 in tests/hosts
     # and tests/infra, 63-64 in tests/hosts.
@@ -32,21 +68,21 @@ def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_and
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
     prod = program_stack("prod")
     assert evaluate(prod, read=lambda key: None) == []  # the provider's tag says prod
-    provider = prod.find("pulumi:providers:aws")
+    provider = prod.find(AWS_PROVIDER)
     provider.inputs.pop("defaultTags")
-    assert checks.context_for(lambda key: None, provider.inputs).environment == "prod"
+    assert context_for(lambda key: None, provider.inputs).environment == "prod"
     dev = program_stack("dev")  # a dev stack judged by prod's rules fails them
-    dev.find("pulumi:providers:aws").inputs.pop("defaultTags")
+    dev.find(AWS_PROVIDER).inputs.pop("defaultTags")
     assert "rds-final-snapshot" in policy_names(evaluate(dev, read=lambda key: None))
 
 
 def test_configured_service_cidrs_are_allowed_and_others_reported() -> None:
     stack = program_stack("dev")
-    rule = stack.find(checks.INGRESS_RULE, "control-mlflow-from-workers")
+    rule = stack.find(INGRESS_RULE, "control-mlflow-from-workers")
     rule.set(cidrIpv4="10.8.0.0/16", referencedSecurityGroupId=None)
     rule.deps.pop("referencedSecurityGroupId")
     assert "sg-service-ports" in policy_names(evaluate(stack))
-    stack.config[f"{checks.NAMESPACE}:serviceIngressCidrs"] = json.dumps(["10.8.0.0/16"])
+    stack.config[f"{NAMESPACE}:serviceIngressCidrs"] = json.dumps(["10.8.0.0/16"])
     assert evaluate(stack) == []
 
 
@@ -63,10 +99,10 @@ PRIVATE_NETWORKS = [
 def service_ingress_from(cidr: str) -> Stack:
     """Dev with MLflow open to ``cidr``, listed in serviceIngressCidrs as the program would."""
     stack = program_stack("dev")
-    rule = stack.find(checks.INGRESS_RULE, "control-mlflow-from-workers")
+    rule = stack.find(INGRESS_RULE, "control-mlflow-from-workers")
     rule.set(cidrIpv4=cidr, referencedSecurityGroupId=None)
     rule.deps.pop("referencedSecurityGroupId")
-    stack.config[f"{checks.NAMESPACE}:serviceIngressCidrs"] = json.dumps([cidr])
+    stack.config[f"{NAMESPACE}:serviceIngressCidrs"] = json.dumps([cidr])
     return stack
 
 
@@ -87,7 +123,7 @@ def test_37_ingress_inside_private_ranges_passes(cidr: str) -> None:
 
 
 def test_37_the_pack_and_the_config_allow_the_same_ranges() -> None:
-    assert checks.PRIVATE_INGRESS_RANGES == infra_config.PRIVATE_INGRESS_RANGES
+    assert PRIVATE_INGRESS_RANGES == infra_config.PRIVATE_INGRESS_RANGES
 
 
 # -- deliberately bad resources -----------------------------------------------------------------
@@ -111,7 +147,7 @@ def remove(resource_type: str) -> Breakage:
 
 def add_policy_statement(statement: dict[str, object]) -> Breakage:
     def breakage(stack: Stack) -> None:
-        policy = stack.find(checks.POLICY_DOCUMENTS[0], "worker")
+        policy = stack.find(ROLE_POLICY, "worker")
         document = json.loads(policy.inputs["policy"])
         document["Statement"].append(statement)
         policy.set(policy=json.dumps(document))
@@ -120,27 +156,27 @@ def add_policy_statement(statement: dict[str, object]) -> Breakage:
 
 
 def database_in_public_subnets(stack: Stack) -> None:
-    group = stack.find("aws:rds/subnetGroup:SubnetGroup")
-    group.deps["subnetIds"] = [s.urn for s in stack.of_type(checks.SUBNET) if "public" in s.name]
+    group = stack.find(DB_SUBNETS)
+    group.deps["subnetIds"] = [s.urn for s in stack.of_type(SUBNET) if "public" in s.name]
 
 
 def typed_password(stack: Stack) -> None:
-    stack.find(checks.DB).deps.pop("password")
+    stack.find(DB).deps.pop("password")
 
 
 def database_open_to_a_cidr(stack: Stack) -> None:
-    rule = stack.find(checks.INGRESS_RULE, "database-from-control")
+    rule = stack.find(INGRESS_RULE, "database-from-control")
     rule.set(cidrIpv4="10.0.0.0/8", referencedSecurityGroupId=None)
     rule.deps.pop("referencedSecurityGroupId")
 
 
 def no_tls_parameter(stack: Stack) -> None:
-    stack.find(checks.DB_PARAMS).set(parameters=[])
+    stack.find(DB_PARAMS).set(parameters=[])
 
 
 def secret_in_user_data(stack: Stack) -> None:
-    host = stack.find(checks.INSTANCE, "control")
-    password = stack.find(checks.RANDOM_PASSWORD, "mlflow-admin")
+    host = stack.find(INSTANCE, "control")
+    password = stack.find(RANDOM_PASSWORD, "mlflow-admin")
     text = read_user_data_base64(host.inputs["userDataBase64"])
     line = f"\nMLFLOW_AUTH_ADMIN_PASSWORD={password.outputs['result']}\n"
     host.set(userDataBase64=user_data_base64(text + line))
@@ -149,7 +185,7 @@ def secret_in_user_data(stack: Stack) -> None:
 
 def worker_reads_admin_password(stack: Stack) -> None:
     """Invariant 47 broken: the workers' role may read the MLflow admin password again."""
-    admin = stack.find(checks.SECRET, "mlflow-admin").outputs["arn"]
+    admin = stack.find(SECRET, "mlflow-admin").outputs["arn"]
     statement = {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": admin}
     add_policy_statement(statement)(stack)
 
@@ -158,7 +194,7 @@ def rewrite_user_data(name_part: str, old: str, new: str) -> Breakage:
     """A host's user data with ``old`` replaced by ``new`` (it must occur)."""
 
     def breakage(stack: Stack) -> None:
-        host = stack.find(checks.INSTANCE, name_part)
+        host = stack.find(INSTANCE, name_part)
         text = read_user_data_base64(host.inputs["userDataBase64"])
         assert old in text, old
         host.set(userDataBase64=user_data_base64(text.replace(old, new)))
@@ -167,7 +203,7 @@ def rewrite_user_data(name_part: str, old: str, new: str) -> Breakage:
 
 
 def inline_and_separate_rules(stack: Stack) -> None:
-    stack.find(checks.GROUP, "control").set(
+    stack.find(GROUP, "control").set(
         ingress=[
             {
                 "protocol": "tcp",
@@ -184,14 +220,14 @@ def role_without_ssm(stack: Stack) -> None:
     stack.resources.remove(
         next(
             r
-            for r in stack.of_type(checks.ATTACHMENTS[0])
-            if "worker" in r.name and r.inputs["policyArn"] == checks.SSM_CORE
+            for r in stack.of_type(ROLE_POLICY_ATTACHMENT)
+            if "worker" in r.name and r.inputs["policyArn"] == SSM_CORE
         )
     )
 
 
 def tls_1_0_allowed(stack: Stack) -> None:
-    policy = stack.find(checks.BUCKET_POLICY)
+    policy = stack.find(BUCKET_POLICY)
     document = json.loads(policy.inputs["policy"])
     for statement in document["Statement"]:
         if "NumericLessThan" in statement["Condition"]:
@@ -200,9 +236,9 @@ def tls_1_0_allowed(stack: Stack) -> None:
 
 
 def bucket_acl_to_everyone(stack: Stack) -> None:
-    bucket = stack.find(checks.BUCKET)
+    bucket = stack.find(BUCKET)
     acl = Declared(
-        type=checks.BUCKET_ACL,
+        type=BUCKET_ACL,
         name="artifacts-acl",
         urn="urn:artifacts-acl",
         inputs={
@@ -228,13 +264,13 @@ def bucket_acl_to_everyone(stack: Stack) -> None:
 
 def public_subnet_for_the_database(stack: Stack) -> None:
     """A private subnet that hands out public addresses is not private (invariant 8)."""
-    group = stack.find("aws:rds/subnetGroup:SubnetGroup")
-    subnet = next(s for s in stack.of_type(checks.SUBNET) if s.urn in group.deps["subnetIds"])
+    group = stack.find(DB_SUBNETS)
+    subnet = next(s for s in stack.of_type(SUBNET) if s.urn in group.deps["subnetIds"])
     subnet.set(mapPublicIpOnLaunch=True)
 
 
 def allow_everyone_beside_the_tls_denial(stack: Stack) -> None:
-    policy = stack.find(checks.BUCKET_POLICY)
+    policy = stack.find(BUCKET_POLICY)
     document = json.loads(policy.inputs["policy"])
     document["Statement"].append(
         {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "*"}
@@ -243,7 +279,7 @@ def allow_everyone_beside_the_tls_denial(stack: Stack) -> None:
 
 
 def trust_beyond_ec2(stack: Stack) -> None:
-    stack.find(checks.ROLE, "worker").set(
+    stack.find(ROLE, "worker").set(
         assumeRolePolicy=json.dumps(
             {
                 "Statement": [
@@ -265,7 +301,7 @@ def drop_dependency(name_part: str, resource_type: str, dependency_part: str = "
     """The host ``name_part`` no longer waits for a resource of ``resource_type``."""
 
     def breakage(stack: Stack) -> None:
-        host = stack.find(checks.INSTANCE, name_part)
+        host = stack.find(INSTANCE, name_part)
         dropped = {r.urn for r in stack.of_type(resource_type) if dependency_part in r.name} & set(
             host.dependencies
         )
@@ -276,11 +312,11 @@ def drop_dependency(name_part: str, resource_type: str, dependency_part: str = "
 
 
 def replaced_create_first(stack: Stack) -> None:
-    stack.find(checks.INSTANCE, "worker-1").delete_before_replace = False
+    stack.find(INSTANCE, "worker-1").delete_before_replace = False
 
 
 def tampered_host_lock(stack: Stack) -> None:
-    lock = stack.find(checks.BUCKET_OBJECT, "host-lock")
+    lock = stack.find(BUCKET_OBJECT, "host-lock")
     lock.set(content=lock.inputs["content"].replace("xgboost==", "xgboost==9", 1))
 
 
@@ -296,7 +332,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         rewrite_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
     ),
     ("dev", "ec2-host-lock-uploaded", tampered_host_lock),
-    ("dev", "ec2-host-lock-uploaded", drop_dependency("control", checks.BUCKET_OBJECT)),
+    ("dev", "ec2-host-lock-uploaded", drop_dependency("control", BUCKET_OBJECT)),
     ("dev", "ec2-bootstrap-retried", rewrite_user_data("control", "Type=oneshot", "Type=simple")),
     (
         "dev",
@@ -306,40 +342,40 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "prod",
         "ec2-boot-prerequisites",
-        drop_dependency("control", checks.SUBNET_RESERVATION),
+        drop_dependency("control", SUBNET_RESERVATION),
     ),
     (
         "dev",
         "ec2-boot-prerequisites",
-        set_on(checks.SUBNET_RESERVATION, reservationType="prefix"),
+        set_on(SUBNET_RESERVATION, reservationType="prefix"),
     ),
-    ("dev", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROLE_POLICY)),
-    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.ATTACHMENTS[0])),
-    ("dev", "ec2-boot-prerequisites", drop_dependency("control", checks.INSTANCE_PROFILE)),
-    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-1", checks.ROUTE, "default")),
-    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-2", checks.ASSOCIATION)),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("worker-1", ROLE_POLICY)),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", ROLE_POLICY_ATTACHMENT)),
+    ("dev", "ec2-boot-prerequisites", drop_dependency("control", INSTANCE_PROFILE)),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-1", ROUTE, "default")),
+    ("prod", "ec2-boot-prerequisites", drop_dependency("worker-2", ASSOCIATION)),
     ("dev", "ec2-delete-before-replace", replaced_create_first),
-    ("dev", "s3-public-access-blocked", set_on(checks.PUBLIC_ACCESS, blockPublicPolicy=False)),
+    ("dev", "s3-public-access-blocked", set_on(PUBLIC_ACCESS, blockPublicPolicy=False)),
     (
         "dev",
         "s3-encrypted",
         set_on(
-            checks.ENCRYPTION,
+            ENCRYPTION,
             rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
         ),
     ),
     (
         "prod",
         "s3-versioned",
-        set_on(checks.VERSIONING, versioningConfiguration={"status": "Suspended"}),
+        set_on(VERSIONING, versioningConfiguration={"status": "Suspended"}),
     ),
-    ("dev", "s3-lifecycle", set_on(checks.LIFECYCLE, rules=[{"id": "x", "status": "Enabled"}])),
-    ("dev", "s3-tls-only", set_on(checks.BUCKET_POLICY, policy=json.dumps({"Statement": []}))),
+    ("dev", "s3-lifecycle", set_on(LIFECYCLE, rules=[{"id": "x", "status": "Enabled"}])),
+    ("dev", "s3-tls-only", set_on(BUCKET_POLICY, policy=json.dumps({"Statement": []}))),
     (
         "dev",
         "s3-tls-only",
         set_on(
-            checks.BUCKET_POLICY,
+            BUCKET_POLICY,
             policy=json.dumps(
                 {
                     "Statement": [
@@ -357,35 +393,35 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "dev",
         "s3-owner-enforced",
-        set_on(checks.OWNERSHIP, rule={"objectOwnership": "ObjectWriter"}),
+        set_on(OWNERSHIP, rule={"objectOwnership": "ObjectWriter"}),
     ),
-    ("dev", "s3-owner-enforced", set_on(checks.BUCKET, acl="public-read")),
-    ("prod", "s3-force-destroy", set_on(checks.BUCKET, forceDestroy=True)),
-    ("dev", "s3-bucket-complete", remove(checks.PUBLIC_ACCESS)),
-    ("dev", "rds-private", set_on(checks.DB, publiclyAccessible=True)),
+    ("dev", "s3-owner-enforced", set_on(BUCKET, acl="public-read")),
+    ("prod", "s3-force-destroy", set_on(BUCKET, forceDestroy=True)),
+    ("dev", "s3-bucket-complete", remove(PUBLIC_ACCESS)),
+    ("dev", "rds-private", set_on(DB, publiclyAccessible=True)),
     ("dev", "rds-private-subnets", database_in_public_subnets),
-    ("dev", "rds-encrypted", set_on(checks.DB, storageEncrypted=False)),
-    ("prod", "rds-backups", set_on(checks.DB, backupRetentionPeriod=3)),
-    ("dev", "rds-backups", set_on(checks.DB, backupRetentionPeriod=None)),
-    ("prod", "rds-deletion-protection", set_on(checks.DB, deletionProtection=False)),
-    ("ephemeral", "rds-deletion-protection", set_on(checks.DB, deletionProtection=True)),
-    ("prod", "rds-final-snapshot", set_on(checks.DB, skipFinalSnapshot=True)),
-    ("ephemeral", "rds-final-snapshot", set_on(checks.DB, skipFinalSnapshot=False)),
+    ("dev", "rds-encrypted", set_on(DB, storageEncrypted=False)),
+    ("prod", "rds-backups", set_on(DB, backupRetentionPeriod=3)),
+    ("dev", "rds-backups", set_on(DB, backupRetentionPeriod=None)),
+    ("prod", "rds-deletion-protection", set_on(DB, deletionProtection=False)),
+    ("ephemeral", "rds-deletion-protection", set_on(DB, deletionProtection=True)),
+    ("prod", "rds-final-snapshot", set_on(DB, skipFinalSnapshot=True)),
+    ("ephemeral", "rds-final-snapshot", set_on(DB, skipFinalSnapshot=False)),
     ("dev", "rds-generated-password", typed_password),
     ("dev", "rds-admits-control-only", database_open_to_a_cidr),
-    ("prod", "rds-resilient", set_on(checks.DB, multiAz=False)),
-    ("dev", "rds-resilient", set_on(checks.DB, autoMinorVersionUpgrade=False)),
+    ("prod", "rds-resilient", set_on(DB, multiAz=False)),
+    ("dev", "rds-resilient", set_on(DB, autoMinorVersionUpgrade=False)),
     ("dev", "rds-tls", no_tls_parameter),
     (
         "dev",
         "ec2-imdsv2",
-        set_on(checks.INSTANCE, "worker", metadataOptions={"httpTokens": "optional"}),
+        set_on(INSTANCE, "worker", metadataOptions={"httpTokens": "optional"}),
     ),
     (
         "dev",
         "ec2-imdsv2",
         set_on(
-            checks.INSTANCE,
+            INSTANCE,
             "control",
             metadataOptions={"httpTokens": "required", "httpPutResponseHopLimit": 2},
         ),
@@ -393,21 +429,21 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "prod",
         "ec2-public-address",
-        set_on(checks.INSTANCE, "control", associatePublicIpAddress=True),
+        set_on(INSTANCE, "control", associatePublicIpAddress=True),
     ),
     (
         "dev",
         "ec2-encrypted-volumes",
-        set_on(checks.INSTANCE, "control", rootBlockDevice={"encrypted": False}),
+        set_on(INSTANCE, "control", rootBlockDevice={"encrypted": False}),
     ),
-    ("dev", "ec2-identity", set_on(checks.INSTANCE, "worker", keyName="ops-laptop")),
-    ("dev", "ec2-identity", set_on(checks.INSTANCE, "worker", iamInstanceProfile=None)),
-    ("dev", "ec2-user-data", set_on(checks.INSTANCE, "control", userDataReplaceOnChange=False)),
+    ("dev", "ec2-identity", set_on(INSTANCE, "worker", keyName="ops-laptop")),
+    ("dev", "ec2-identity", set_on(INSTANCE, "worker", iamInstanceProfile=None)),
+    ("dev", "ec2-user-data", set_on(INSTANCE, "control", userDataReplaceOnChange=False)),
     (
         "dev",
         "ec2-user-data",
         set_on(
-            checks.INSTANCE,
+            INSTANCE,
             "control",
             userDataBase64=user_data_base64("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"),
         ),
@@ -429,36 +465,36 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "prod",
         "ec2-termination-protection",
-        set_on(checks.INSTANCE, "control", disableApiTermination=False),
+        set_on(INSTANCE, "control", disableApiTermination=False),
     ),
     (
         "dev",
         "sg-no-world-ingress",
-        set_on(checks.INGRESS_RULE, "mlflow-from-workers", cidrIpv4="0.0.0.0/0"),
+        set_on(INGRESS_RULE, "mlflow-from-workers", cidrIpv4="0.0.0.0/0"),
     ),
     (
         "dev",
         "sg-no-world-ingress",
-        set_on(checks.INGRESS_RULE, "mlflow-from-workers", ipProtocol="-1", cidrIpv4="10.0.0.0/8"),
+        set_on(INGRESS_RULE, "mlflow-from-workers", ipProtocol="-1", cidrIpv4="10.0.0.0/8"),
     ),
     (
         "dev",
         "sg-no-ssh",
-        set_on(checks.INGRESS_RULE, "prefect-from-workers", fromPort=22, toPort=22),
+        set_on(INGRESS_RULE, "prefect-from-workers", fromPort=22, toPort=22),
     ),
     (
         "dev",
         "sg-service-ports",
-        set_on(checks.INGRESS_RULE, "prefect-from-workers", cidrIpv4="192.168.0.0/16"),
+        set_on(INGRESS_RULE, "prefect-from-workers", cidrIpv4="192.168.0.0/16"),
     ),
-    ("dev", "sg-described", set_on(checks.EGRESS_RULE, "worker-https", description="")),
-    ("dev", "sg-described", set_on(checks.GROUP, "worker", description="Managed by Pulumi")),
+    ("dev", "sg-described", set_on(EGRESS_RULE, "worker-https", description="")),
+    ("dev", "sg-described", set_on(GROUP, "worker", description="Managed by Pulumi")),
     ("dev", "sg-one-rule-style", inline_and_separate_rules),
-    ("dev", "sg-egress-limited", set_on(checks.EGRESS_RULE, "worker-https", ipProtocol="-1")),
+    ("dev", "sg-egress-limited", set_on(EGRESS_RULE, "worker-https", ipProtocol="-1")),
     (
         "dev",
         "sg-egress-limited",
-        set_on(checks.EGRESS_RULE, "control-https", fromPort=80, toPort=80),
+        set_on(EGRESS_RULE, "control-https", fromPort=80, toPort=80),
     ),
     (
         "dev",
@@ -487,7 +523,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "iam-trust-ec2",
         set_on(
-            checks.ROLE,
+            ROLE,
             "worker",
             assumeRolePolicy=json.dumps(
                 {
@@ -502,7 +538,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "iam-trust-ec2",
         set_on(
-            checks.ROLE,
+            ROLE,
             "scheduler",
             assumeRolePolicy=json.dumps(
                 {
@@ -521,7 +557,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "iam-no-users-or-admin",
         set_on(
-            checks.ATTACHMENTS[0],
+            ROLE_POLICY_ATTACHMENT,
             "control-identity-ssm",
             policyArn="arn:aws:iam::aws:policy/AdministratorAccess",
         ),
@@ -530,9 +566,9 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "dev",
         "sg-private-ingress-only",
-        set_on(checks.INGRESS_RULE, "prefect-from-workers", cidrIpv4="0.0.0.0/1"),
+        set_on(INGRESS_RULE, "prefect-from-workers", cidrIpv4="0.0.0.0/1"),
     ),
-    ("dev", "sg-default-group-empty", set_on(checks.DEFAULT_GROUP, egress=[{"protocol": "-1"}])),
+    ("dev", "sg-default-group-empty", set_on(DEFAULT_GROUP, egress=[{"protocol": "-1"}])),
     ("dev", "s3-tls-only", tls_1_0_allowed),
     (
         "dev",
@@ -554,7 +590,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "ec2-user-data",
         set_on(
-            checks.INSTANCE,
+            INSTANCE,
             "worker",
             userDataBase64=user_data_base64(
                 "#cloud-config\n# -----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -564,7 +600,7 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "dev",
         "sg-egress-limited",
-        set_on(checks.EGRESS_RULE, "worker-to-mlflow", fromPort=22, toPort=22),
+        set_on(EGRESS_RULE, "worker-to-mlflow", fromPort=22, toPort=22),
     ),
     (
         "dev",
@@ -587,13 +623,13 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
     (
         "dev",
         "sg-no-world-ingress",
-        set_on(checks.INGRESS_RULE, "mlflow-from-workers", cidrIpv4=None, cidrIpv6="::/0"),
+        set_on(INGRESS_RULE, "mlflow-from-workers", cidrIpv4=None, cidrIpv6="::/0"),
     ),
     (
         "dev",
         "ec2-encrypted-volumes",
         set_on(
-            checks.INSTANCE,
+            INSTANCE,
             "worker",
             ebsBlockDevices=[{"deviceName": "/dev/sdf", "encrypted": False}],
         ),
@@ -626,13 +662,13 @@ def test_a_bad_resource_is_reported(stack_name: str, policy: str, breakage: Brea
 
 
 def test_every_policy_has_a_bad_resource_it_reports() -> None:
-    assert {policy for _, policy, _ in BREAKAGES} == {rule.name for rule in checks.RULES}
+    assert {policy for _, policy, _ in BREAKAGES} == {rule.name for rule in RULES}
 
 
 def test_a_refreshed_group_listing_its_rule_resources_is_not_mixing_styles() -> None:
     """After `pulumi refresh` a group's outputs list the rules its rule resources created."""
     stack = program_stack("dev")
-    group = stack.find(checks.GROUP, "control")
+    group = stack.find(GROUP, "control")
     group.outputs["ingress"] = [
         {
             "protocol": "tcp",
@@ -664,10 +700,10 @@ def test_a_refreshed_group_listing_its_rule_resources_is_not_mixing_styles() -> 
 
 def test_an_iam_user_is_reported() -> None:
     stack = program_stack("dev")
-    role = stack.find(checks.ROLE, "worker")
+    role = stack.find(ROLE, "worker")
     stack.resources.append(
         type(role)(
-            type="aws:iam/accessKey:AccessKey",
+            type=ACCESS_KEY,
             name="ci-key",
             urn="urn:ci-key",
             inputs={"user": "ci"},
@@ -675,6 +711,15 @@ def test_an_iam_user_is_reported() -> None:
         )
     )
     assert "iam-no-users-or-admin" in policy_names(evaluate(stack))
+
+
+def test_20_user_data_given_as_text_is_judged() -> None:
+    """A host with plain ``userData`` (no ``userDataBase64``) is judged on that text."""
+    stack = program_stack("dev")
+    stack.find(INSTANCE, "control").set(
+        userDataBase64=None, userData="export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"
+    )
+    assert "ec2-user-data" in policy_names(evaluate(stack))
 
 
 def test_the_pack_entry_point_starts_the_analyzer() -> None:
@@ -711,7 +756,7 @@ def test_38_an_action_with_a_wildcard_is_reported_whatever_its_resource(
     action: str, resource: str
 ) -> None:
     stack = program_stack("dev")
-    bucket = stack.find(checks.BUCKET).outputs["bucket"]
+    bucket = stack.find(BUCKET).outputs["bucket"]
     add_policy_statement(
         {"Effect": "Allow", "Action": [action], "Resource": resource.format(bucket=bucket)}
     )(stack)
@@ -725,7 +770,7 @@ def test_38_an_action_with_a_wildcard_is_reported_whatever_its_resource(
 def test_38_a_wildcard_in_a_role_inline_policy_is_reported() -> None:
     stack = program_stack("dev")
     statement = {"Effect": "Allow", "Action": "iam:Pass*", "Resource": "*"}
-    stack.find(checks.ROLE, "worker").set(
+    stack.find(ROLE, "worker").set(
         inlinePolicies=[{"name": "extra", "policy": json.dumps({"Statement": [statement]})}]
     )
     assert "iam-no-wildcards" in policy_names(evaluate(stack))
@@ -734,7 +779,7 @@ def test_38_a_wildcard_in_a_role_inline_policy_is_reported() -> None:
 def test_38_a_wildcard_in_a_deny_is_not_a_grant() -> None:
     """The bucket policy denies s3:* without TLS; a Deny with a wildcard narrows, never widens."""
     stack = program_stack("dev")
-    objects = stack.find(checks.BUCKET).outputs["arn"] + "/*"
+    objects = stack.find(BUCKET).outputs["arn"] + "/*"
     add_policy_statement({"Effect": "Deny", "Action": "s3:Delete*", "Resource": objects})(stack)
     assert evaluate(stack) == []
 
@@ -755,7 +800,7 @@ PRIVILEGED = [
 @pytest.mark.parametrize("name", PRIVILEGED)
 def test_39_a_privileged_managed_policy_attached_is_reported(name: str) -> None:
     stack = program_stack("dev")
-    attachment = stack.find(checks.ATTACHMENTS[0], "worker-identity-ssm")
+    attachment = stack.find(ROLE_POLICY_ATTACHMENT, "worker-identity-ssm")
     attachment.set(policyArn=f"arn:aws:iam::aws:policy/{name}")
 
     violations = evaluate(stack)
@@ -767,5 +812,5 @@ def test_39_a_privileged_managed_policy_attached_is_reported(name: str) -> None:
 @pytest.mark.parametrize("name", ["PowerUserAccess", "AmazonS3FullAccess"])
 def test_39_a_privileged_policy_in_a_role_managed_policy_arns_is_reported(name: str) -> None:
     stack = program_stack("dev")
-    stack.find(checks.ROLE, "control").set(managedPolicyArns=[f"arn:aws:iam::aws:policy/{name}"])
+    stack.find(ROLE, "control").set(managedPolicyArns=[f"arn:aws:iam::aws:policy/{name}"])
     assert "iam-no-users-or-admin" in policy_names(evaluate(stack))

@@ -1,30 +1,28 @@
 """Run the policy pack's validations without the Pulumi CLI, the way the CLI's analyzer does.
 
-(A module of its own, imported by conftest.py and the tests: test modules never import a
-conftest, whose module name other test folders share.)
-
-Resources come from the mocked program run of tests/infra (loaded here by path, so its
-``Mocks`` stay the one mock of the project): each resource validation gets one resource's
-inputs behind pulumi-policy's unknown-checking proxy and its AWS provider; each stack
-validation gets every resource with its outputs and property dependencies.
+Resources come from the mocked program run (``tests.support.program``, so its ``Mocks`` stay
+the one mock of the project): each resource validation gets one resource's inputs behind
+pulumi-policy's unknown-checking proxy and its AWS provider; each stack validation gets every
+resource with its outputs and property dependencies. The pack's objects are built as
+pulumi-policy's analyzer server builds them (``PolicyResource``, ``PolicyResourceOptions``,
+``unknown_checking_proxy``; checked against pulumi-policy 1.21.0).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import rules  # the pack's rules table (policy/; never policy/__main__.py, which starts a server)
+from properties import NAMESPACE, ConfigReader
 from pulumi.runtime import rpc
 from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.policy import (
     PolicyCustomTimeouts,
@@ -34,26 +32,7 @@ from pulumi_policy.policy import (
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "policy"))
-
-import invariant_checks  # noqa: E402  (the pack's checks; never policy/__main__.py)
-
-
-def _load_infra_harness() -> ModuleType:
-    path = ROOT / "tests" / "infra" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("infra_program_harness", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-infra = _load_infra_harness()
-STACKS = infra.STACKS
-NAMESPACE = "mlops-platform"
+from tests.support.program import ProgramRun, run_program
 
 
 @dataclass
@@ -101,7 +80,7 @@ class Stack:
         return self.config.get(f"{NAMESPACE}:{key}")
 
 
-def stack_of(run: Any) -> Stack:
+def stack_of(run: ProgramRun) -> Stack:
     """The resources of a mocked program run (components left out: the engine analyses those
     too, but no policy applies to them)."""
     providers = {
@@ -124,7 +103,7 @@ def stack_of(run: Any) -> Stack:
     return Stack(copy.deepcopy(resources), dict(run.config))
 
 
-def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
+def evaluate(stack: Stack, read: ConfigReader | None = None) -> list[Violation]:
     """Every violation the pack's policies report for the stack."""
     read = read or stack.read_config
     by_urn = {r.urn: r for r in stack.resources}
@@ -163,7 +142,7 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
             ]
 
     found: list[Violation] = []
-    for policy in invariant_checks.policies(read):
+    for policy in rules.policies(read):
 
         def report(message: str, urn: str | None = None, name: str = policy.name) -> None:
             found.append(Violation(name, message, urn))
@@ -180,6 +159,7 @@ def evaluate(stack: Stack, read: Any = None) -> list[Violation]:
                 )
                 policy.validate(args, report)
         else:
+            assert isinstance(policy, StackValidationPolicy)
             policy.validate(StackValidationArgs(list(stack_resources.values())), report)
     return found
 
@@ -194,5 +174,5 @@ _STACKS: dict[str, Stack] = {}
 def program_stack(name: str) -> Stack:
     """A fresh copy of an example stack's resources (the program runs once per stack)."""
     if name not in _STACKS:
-        _STACKS[name] = stack_of(infra.run_program(name))
+        _STACKS[name] = stack_of(run_program(name))
     return copy.deepcopy(_STACKS[name])
