@@ -93,6 +93,7 @@ def test_a_window_is_trained_on_and_tracked_month_by_month(
         str(rows[month]) for month in window
     }
     assert run.data.params["train_month"] == "2022-12..2023-01"
+    assert run.inputs is not None
     inputs = {_name_and_context(entry): _rows(entry) for entry in run.inputs.dataset_inputs}
     assert inputs == {
         ("green_tripdata_2022-12", "training"): rows["2022-12"],
