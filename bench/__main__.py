@@ -1,17 +1,26 @@
 """Run the whole benchmark, write ``bench/results/bench-<date>.{json,md}`` and print the table.
 
-    python -m bench [--runs 3] [--scales 1 4 16]
+    python -m bench [--runs 3] [--scales 1 4 16] [--twin-runs 5]
 
 Cases, all on the real months (green, train 2023-01, validate 2023-02) in $PIPELINE_DATA_DIR:
   1. course   the course pipeline (DictVectorizer, its tuned XGBoost, 100 rounds)
   2. stages   our stages as plain functions (no Prefect, no MLflow): the floor for our model
   3. flow     ``python -m pipeline train`` as a process on the embedded default
   5. scaling  case 2 with the training data repeated 1x, 4x, 16x
+  6. twin     the training deployment on a process twin of its own (PostgreSQL needed; skipped
+              with a message without it), trigger to completed, split into phases
+              (see :mod:`bench.twin`)
 
 Every case runs in a fresh process; each figure is the median of ``--runs`` runs, with min and
 max. Peak memory is the largest resident set of the case's whole process tree (Prefect's
 ephemeral API server included), sampled every 20 ms. Timings belong to this machine; the
-ratios, measured in the same run, are the headline.
+ratios, measured in the same run, are the headline; the machine's load average (1 min) is
+recorded with each run, as other work on it skews the timings.
+
+Goals (issue 13), checked in the results: the full flow at most 2.0x the stages' process
+(XGBoost alone on the same features, no Prefect, no MLflow) and at most 0.30x the course's
+pipeline, both in process time; the flow's peak memory at most 500 MiB; the twin's trigger to
+completed at most the flow's process time + 5 s (medians).
 """
 
 from __future__ import annotations
@@ -35,12 +44,19 @@ from typing import Any
 
 import psutil
 
+from bench import twin
 from bench.cases import COLOR, TRAIN_MONTH, VAL_MONTH, data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SAMPLE_SECONDS = 0.02
 CASE_TIMEOUT_SECONDS = 600
+GOALS = {
+    "flow_over_stages_process_max": 2.0,
+    "flow_over_course_process_max": 0.30,
+    "flow_peak_rss_mib_max": 500.0,
+    "twin_over_flow_plus_seconds": 5.0,
+}
 
 
 @dataclass
@@ -50,6 +66,7 @@ class Sample:
     wall_seconds: float
     peak_rss_mib: float
     report: dict[str, float]
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 @dataclass
@@ -69,6 +86,7 @@ class Series:
             "runs": len(self.samples),
             "process_wall_seconds": self.stats([s.wall_seconds for s in self.samples]),
             "peak_rss_mib": self.stats([s.peak_rss_mib for s in self.samples]),
+            "load_1min": [round(s.load, 2) for s in self.samples],
         }
         stage_seconds = [s.report["seconds"] for s in self.samples if "seconds" in s.report]
         if stage_seconds:
@@ -160,7 +178,7 @@ def embedded_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_all(runs: int, scales: list[int]) -> dict[str, Any]:
+def run_all(runs: int, scales: list[int], twin_runs: int) -> dict[str, Any]:
     """Measure every case; returns the results document."""
     directory = data_dir()
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
@@ -185,7 +203,57 @@ def run_all(runs: int, scales: list[int]) -> dict[str, Any]:
         repeat("flow", flow_argv(directory), flow_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _document(series, cold, scales)
+    doc = _document(series, cold, scales)
+    doc["twin"] = _twin_case(twin_runs, directory)
+    doc["goals"] = _goals(doc)
+    return doc
+
+
+def _twin_case(runs: int, directory: str) -> dict[str, Any]:
+    """Case 6, or why it was skipped."""
+    reason = "--twin-runs 0" if runs < 1 else twin.postgres_missing()
+    if reason:
+        _say(f"  twin: skipped: {reason}")
+        return {"skipped": reason}
+    try:
+        samples = twin.run_twin(runs, directory, _say)
+    except SystemExit as failure:  # the embedded cases' results are still written
+        _say(f"  twin: failed: {failure}")
+        return {"failed": str(failure)}
+    return {"runs": len(samples), **twin.summary(samples), "samples": samples}
+
+
+def _say(message: str) -> None:
+    """Progress on standard error."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _goals(doc: dict[str, Any]) -> dict[str, Any]:
+    """Issue 13's goals against this run's figures (medians; ratios within this run)."""
+    flow = doc["cases"]["flow"]
+    flow_wall = flow["process_wall_seconds"]["median"]
+    goals: dict[str, Any] = {
+        "flow_over_stages_process": {
+            "value": doc["ratios"]["flow_over_stages_process"],
+            "max": GOALS["flow_over_stages_process_max"],
+        },
+        "flow_over_course_process": {
+            "value": doc["ratios"]["flow_over_course_process"],
+            "max": GOALS["flow_over_course_process_max"],
+        },
+        "flow_peak_rss_mib": {
+            "value": flow["peak_rss_mib"]["median"],
+            "max": GOALS["flow_peak_rss_mib_max"],
+        },
+    }
+    if "trigger_to_completed" in doc["twin"]:
+        goals["twin_trigger_to_completed_seconds"] = {
+            "value": doc["twin"]["trigger_to_completed"]["median"],
+            "max": flow_wall + GOALS["twin_over_flow_plus_seconds"],
+        }
+    for goal in goals.values():
+        goal["met"] = goal["value"] <= goal["max"]
+    return goals
 
 
 def _document(series: dict[str, Series], cold: Sample, scales: list[int]) -> dict[str, Any]:
@@ -226,6 +294,7 @@ def _document(series: dict[str, Series], cold: Sample, scales: list[int]) -> dic
             "course_over_stages": course.median("seconds") / stages.median("seconds"),
             "flow_over_stages_process": flow.median("wall") / stages.median("wall"),
             "flow_over_stages_in_process": flow.median("wall") / stages.median("seconds"),
+            "flow_over_course_process": flow.median("wall") / course.median("wall"),
             "rmse_course": course.median("rmse"),
             "rmse_stages": stages.median("rmse"),
         },
@@ -251,15 +320,16 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "Median of the runs (min-max). Stage time: load + features + train + evaluate, in the "
         "process; process time: the whole process, interpreter start-up included.",
         "",
-        "| case | stage time | process time | peak memory | RMSE |",
-        "|---|---|---|---|---|",
+        "| case | stage time | process time | peak memory | RMSE | load (1 min) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, c in cases.items():
         stage = spread(c["stage_seconds"], "s") if "stage_seconds" in c else "-"
         rmse = f"{c['rmse']:.4f}" if "rmse" in c else "-"
         lines.append(
             f"| {name} | {stage} | {spread(c['process_wall_seconds'], 's')} "
-            f"| {spread(c['peak_rss_mib'], 'MiB')} | {rmse} |"
+            f"| {spread(c['peak_rss_mib'], 'MiB')} | {rmse} "
+            f"| {', '.join(f'{load:.1f}' for load in c['load_1min'])} |"
         )
     cold = doc["flow_cold_first_run"]
     lines += [
@@ -273,13 +343,44 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"| full flow / our stages (process time) | {ratios['flow_over_stages_process']:.2f}x |",
         f"| full flow (process) / our stages (stage time) "
         f"| {ratios['flow_over_stages_in_process']:.2f}x |",
+        f"| full flow / course (process time) | {ratios['flow_over_course_process']:.2f}x |",
         f"| RMSE course / ours | {ratios['rmse_course']:.4f} / {ratios['rmse_stages']:.4f} |",
         f"| stage time growth per doubling of training data "
         f"| {scaling['time_growth_per_doubling']:.2f}x |",
         f"| peak memory growth per doubling of training data "
         f"| {scaling['memory_growth_per_doubling']:.2f}x |",
     ]
+    lines += _twin_markdown(doc["twin"])
+    lines += ["", "| goal (issue 13) | value | at most | met |", "|---|---|---|---|"]
+    for name, goal in doc["goals"].items():
+        met = "yes" if goal["met"] else "no"
+        lines.append(f"| {name} | {goal['value']:.2f} | {goal['max']:.2f} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _twin_markdown(result: dict[str, Any]) -> list[str]:
+    """The twin case's lines: its phases, or why it was skipped."""
+    if "skipped" in result or "failed" in result:
+        return ["", f"Twin: {next(iter(result))} ({next(iter(result.values()))})."]
+    loads = ", ".join(f"{sample['load_1min']:.1f}" for sample in result["samples"])
+    lines = [
+        "",
+        f"Twin, {result['runs']} runs (load average at each run's end: {loads}):",
+        "",
+        "| twin phase | median | min-max |",
+        "|---|---|---|",
+    ]
+    for phase in ("trigger_to_completed", *twin.PHASES):
+        stats = result[phase]
+        lines.append(
+            f"| {phase} | {stats['median']:.2f} s | {stats['min']:.2f}-{stats['max']:.2f} s |"
+        )
+    if "mlflow_requests" in result:
+        lines += [
+            "",
+            f"Requests to the MLflow server per run: {result['mlflow_requests']['median']:.0f}.",
+        ]
+    return lines
 
 
 def main() -> None:
@@ -289,10 +390,13 @@ def main() -> None:
     parser.add_argument(
         "--scales", type=int, nargs="+", default=[1, 4, 16], help="training data repetitions"
     )
+    parser.add_argument(
+        "--twin-runs", type=int, default=5, help="runs on the twin (default 5; 0 skips it)"
+    )
     args = parser.parse_args()
     if args.runs < 1 or 1 not in args.scales:
         parser.error("--runs must be at least 1 and --scales must include 1")
-    doc = run_all(args.runs, sorted(set(args.scales)))
+    doc = run_all(args.runs, sorted(set(args.scales)), args.twin_runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"bench-{str(doc['date'])[:10]}"
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")

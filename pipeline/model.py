@@ -1,8 +1,8 @@
 """The logged model: an MLflow pyfunc that takes raw trip records and returns minutes.
 
-Preprocessing travels inside it: the ``pipeline`` package is logged with the model
-(``code_paths``), the model is built from code (``serving.py``, no pickle) and
-:func:`pipeline.features.make_features` runs at prediction time, so
+Preprocessing travels inside it: the ``pipeline`` package's modules it imports are logged with
+the model (``code_paths``, :data:`MODEL_MODULES`), the model is built from code (``serving.py``,
+no pickle) and :func:`pipeline.features.make_features` runs at prediction time, so
 
     mlflow.pyfunc.load_model("models:/<name>@champion").predict(raw_trips)
 
@@ -15,8 +15,12 @@ worker's own feature code (:func:`load_booster`), after checking :func:`model_di
 from __future__ import annotations
 
 import hashlib
+import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,10 @@ BOOSTER_FILE = "booster.ubj"
 _ARTIFACTS_DIR = "artifacts"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MODEL_CODE = _PACKAGE_DIR / "serving.py"
+# The package's modules the model imports at prediction time (serving.py -> model.py and what it
+# imports): the code logged with it. Not the flow, tracking or registry code it never runs: each
+# logged file is one more upload, and one more download when the version is registered.
+MODEL_MODULES = ("__init__", "errors", "schema", "features", "train", "model")
 # What the model needs at prediction time (pins of the environment that logged it).
 _RUNTIME_PACKAGES = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle")
 _EXAMPLE_ROWS = 5
@@ -85,11 +93,12 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
     """Log ``booster`` as the run's pyfunc model; ``trips`` give the example. Returns its URI."""
     columns = input_columns(trips)
     example = trips[columns].head(_EXAMPLE_ROWS).reset_index(drop=True)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), _no_bytecode():
         # MLflow 3.17 compares columns with a range when saving the example (pandas 3 warns).
         warnings.filterwarnings("ignore", "Operation with range is deprecated", DeprecationWarning)
         booster_path = Path(scratch, BOOSTER_FILE)
         booster.save_model(booster_path)
+        code = _model_code(Path(scratch, "code"))
         info = Model.log(
             artifact_path=None,
             name=MODEL_NAME_IN_RUN,
@@ -97,12 +106,33 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
             run_id=run_id,
             python_model=str(_MODEL_CODE),
             artifacts={BOOSTER_ARTIFACT: str(booster_path)},
-            code_paths=[str(_PACKAGE_DIR)],
+            code_paths=[str(code)],
             signature=signature(columns[0]),
             input_example=example,
             pip_requirements=[f"{name}=={version(name)}" for name in _RUNTIME_PACKAGES],
         )
     return info.model_uri
+
+
+@contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """No ``.pyc`` written meanwhile: MLflow loads the model it saved to check the input example,
+    after it cleared the model's ``__pycache__``, and would upload the bytecode of that load."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
+def _model_code(directory: Path) -> Path:
+    """A copy of the package holding only :data:`MODEL_MODULES`, in ``directory``; its path."""
+    package = directory / _PACKAGE_DIR.name
+    package.mkdir(parents=True)
+    for module in MODEL_MODULES:
+        shutil.copyfile(_PACKAGE_DIR / f"{module}.py", package / f"{module}.py")
+    return package
 
 
 def model_digest(model_dir: Path) -> str:

@@ -16,12 +16,12 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import mlflow
-import pandas as pd
 import requests
 import xgboost as xgb
 from mlflow import MlflowClient
@@ -29,15 +29,15 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
-from pipeline.data import MonthData
+from pipeline.data import MonthSummary
 from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
 from pipeline.model import log_model
-from pipeline.plots import feature_importance, predicted_vs_actual
 from pipeline.urls import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_MODELS_SCHEME = "models:/"
 CODE_VERSION_TAG = "code_version"
 ERROR_TAG = "error"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -129,55 +129,132 @@ def log_training(
     run_id: str,
     *,
     params: Mapping[str, object],
-    months: Sequence[tuple[MonthData, str]],
+    months: Sequence[tuple[MonthSummary, str]],
     booster: xgb.Booster,
     val: LabeledSet,
     evaluation: Evaluation,
 ) -> str:
     """Log parameters, metrics, datasets (with their context), plots and the model.
 
-    Returns the logged model's URI.
+    Returns the logged model's URI. Against a tracking server each client call below is a
+    request (the model: a few, and one per file): the parameters go first (the logged model
+    copies the run's), the metrics last, in one batch that records them on the run and on the
+    logged model (else MLflow reads each metric's history back to link it to the model); the
+    plots are drawn while the model uploads.
     """
     client = MlflowClient()
     now = int(time.time() * 1000)
     metrics = {**evaluation.metrics(), "trees": booster.num_boosted_rounds()}
-    client.log_batch(
-        run_id,
-        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
-        params=[Param(key, str(value)) for key, value in params.items()],
-    )
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
     client.log_inputs(
         run_id, datasets=[_dataset_input(month, context) for month, context in months]
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        feature_importance(booster).savefig(Path(scratch, "feature_importance.png"))
-        predicted_vs_actual(val.target, evaluation.predictions).savefig(
-            Path(scratch, "predicted_vs_actual.png")
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(1) as drawing:
+        plots = drawing.submit(_draw_plots, Path(scratch), booster, val, evaluation)
+        model_uri = log_model(run_id, booster, val.trips)
+        model_id = model_uri.removeprefix(_MODELS_SCHEME)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()],
         )
+        plots.result()
         client.log_artifacts(run_id, scratch, artifact_path="plots")
-    return log_model(run_id, booster, val.trips)
+    return model_uri
 
 
-def _dataset_input(month: MonthData, context: str) -> DatasetInput:
+def _draw_plots(
+    directory: Path, booster: xgb.Booster, val: LabeledSet, evaluation: Evaluation
+) -> None:
+    """Save the run's plots in ``directory`` (matplotlib is imported here, when first needed)."""
+    from pipeline.plots import feature_importance, predicted_vs_actual
+
+    feature_importance(booster).savefig(directory / "feature_importance.png")
+    predicted_vs_actual(val.target, evaluation.predictions).savefig(
+        directory / "predicted_vs_actual.png"
+    )
+
+
+def _dataset_input(month: MonthSummary, context: str) -> DatasetInput:
     """The run input describing one month of trip records.
 
     Built directly (not with ``mlflow.data.from_pandas``, which infers the schema and digest
     row by row: seconds per month) from the known columns and a vectorised content hash.
     """
-    trips = month.trips
     schema = Schema(
-        [ColSpec(_COLUMN_TYPES[dtype.kind], str(name)) for name, dtype in trips.dtypes.items()]
+        [ColSpec(_COLUMN_TYPES[kind], name) for name, kind in month.column_kinds.items()]
     )
-    row_hashes = pd.util.hash_pandas_object(trips, index=False).to_numpy()
     dataset = Dataset(
         name=f"{month.color}_tripdata_{month.month}",
-        digest=hashlib.sha256(row_hashes.tobytes()).hexdigest()[:8],
+        digest=month.digest,
         source_type="s3" if month.source.startswith("s3://") else "local",
         source=json.dumps({"uri": month.source}),
         schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
-        profile=json.dumps({"num_rows": len(trips), "num_elements": int(trips.size)}),
+        profile=json.dumps(
+            {"num_rows": month.rows, "num_elements": month.rows * len(month.column_kinds)}
+        ),
     )
-    return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=context)])
+    tags = [
+        InputTag(key="mlflow.data.context", value=context),
+        InputTag(key="month", value=month.month),
+        InputTag(key="rows", value=str(month.rows)),
+    ]
+    return DatasetInput(dataset=dataset, tags=tags)
+
+
+@mlflow_call
+def log_nested_run(
+    parent_run_id: str,
+    *,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+) -> str:
+    """A finished run nested under ``parent_run_id`` (as MLflow's UI groups them); its ID."""
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={"mlflow.parentRunId": parent_run_id, CODE_VERSION_TAG: code_version()},
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        params=[Param(key, str(value)) for key, value in params.items()],
+    )
+    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run.info.run_id
+
+
+BEST_CONFIGURATION_ARTIFACT = "best_hyperparameters.json"
+
+
+@mlflow_call
+def log_best_configuration(
+    run_id: str, *, config: Mapping[str, object], metrics: Mapping[str, float]
+) -> None:
+    """The search's best configuration: ``best.*`` params, metrics and a JSON artifact.
+
+    The artifact is the training flow's ``hyperparameters`` parameter as it is.
+    """
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        params=[Param(f"best.{key}", str(value)) for key, value in config.items()],
+    )
+    client.log_dict(run_id, dict(config), BEST_CONFIGURATION_ARTIFACT)
+
+
+@mlflow_call
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Add ``tags`` to the run."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:_MAX_TAG_CHARS])
 
 
 @mlflow_call

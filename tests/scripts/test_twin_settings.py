@@ -184,3 +184,18 @@ def test_up_refuses_a_virtualenv_without_the_services(tmp_path: Path) -> None:
         up(TwinConfig(state_dir=tmp_path / "state", venv=venv), tmp_path / "mlops.env")
     assert not (tmp_path / "state").exists()
     assert os.listdir(tmp_path) == ["venv"]
+
+
+def test_the_twins_worker_polls_as_the_worker_hosts_unit_does(tmp_path: Path) -> None:
+    """Same query interval and prefetch on the twin's worker as in the rendered worker unit."""
+    from hostboot import worker_plan
+    from hostboot.services import WORKER_POLLING_ENVIRONMENT
+
+    twin = _twin(tmp_path)
+    host = worker_plan(twin.worker_settings()).services[0].environment
+    twin_worker = twin.specs()["prefect-worker"].environment
+    for key, value in WORKER_POLLING_ENVIRONMENT.items():
+        assert host[key] == twin_worker[key] == value
+    # A manually triggered run waits at most this long for a worker (Prefect's default: 10 s).
+    assert float(WORKER_POLLING_ENVIRONMENT["PREFECT_WORKER_QUERY_SECONDS"]) <= 2
+    assert twin_worker["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"

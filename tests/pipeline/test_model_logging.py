@@ -1,0 +1,98 @@
+"""What the tracking stage logs with a model: code the model runs, linked metrics and params.
+
+Against the session's real MLflow store (SQLite).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import xgboost as xgb
+from mlflow import MlflowClient
+
+from pipeline import tracking
+from pipeline.data import MonthData, MonthSummary
+from pipeline.evaluate import evaluate
+from pipeline.features import LabeledSet
+from pipeline.model import MODEL_MODULES
+
+pytestmark = pytest.mark.usefixtures("mlflow_store")
+
+# Imports the model's modules from the logged code alone and names any package module that
+# came from elsewhere (the repository, an installed copy) or could not be found.
+_IMPORT_CHECK = """
+import importlib, sys
+code = sys.argv[1]
+sys.path.insert(0, code)
+importlib.import_module("pipeline.model")
+outside = [name for name, module in sys.modules.items()
+           if name.split(".")[0] == "pipeline" and not module.__file__.startswith(code)]
+print(outside)
+"""
+
+
+@pytest.fixture
+def logged_run(
+    unique_name: str,
+    booster: xgb.Booster,
+    labeled: tuple[LabeledSet, LabeledSet],
+    months: tuple[MonthData, MonthData],
+) -> tuple[str, str]:
+    """A run tracked as the flow tracks it: (run ID, logged model URI)."""
+    tracking.configure_tracking()
+    run_id = tracking.start_run(experiment=unique_name, run_name="logging", tags={})
+    uri = tracking.log_training(
+        run_id,
+        params={"max_depth": 8, "color": "green"},
+        months=[
+            (MonthSummary.of(months[0]), "training"),
+            (MonthSummary.of(months[1]), "validation"),
+        ],
+        booster=booster,
+        val=labeled[1],
+        evaluation=evaluate(booster, *labeled),
+    )
+    tracking.end_run(run_id)
+    return run_id, uri
+
+
+def test_the_model_carries_the_code_it_imports_and_no_bytecode(
+    logged_run: tuple[str, str], tmp_path: Path
+) -> None:
+    _, uri = logged_run
+    model_dir = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    code = model_dir / "code"
+    assert sorted(p.name for p in (code / "pipeline").iterdir()) == sorted(
+        f"{module}.py" for module in MODEL_MODULES
+    )
+    assert not list(model_dir.rglob("*.pyc"))
+    # The model's imports are closed over what it carries: nothing from this repository.
+    checked = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECK, str(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "[]"
+
+
+def test_metrics_and_params_are_on_the_run_and_on_the_logged_model(
+    logged_run: tuple[str, str],
+) -> None:
+    run_id, uri = logged_run
+    run = MlflowClient().get_run(run_id)
+    model = mlflow.get_logged_model(uri.removeprefix("models:/"))
+    assert set(run.data.metrics) == {"rmse", "mae", "baseline_rmse", "baseline_mae", "trees"}
+    assert {m.key: m.value for m in model.metrics or []} == run.data.metrics
+    assert all(m.run_id == run_id for m in model.metrics or [])
+    assert run.data.params == {"max_depth": "8", "color": "green"}
+    assert model.params == run.data.params
+    plots = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}
+    assert plots == {"plots/feature_importance.png", "plots/predicted_vs_actual.png"}
