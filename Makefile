@@ -20,7 +20,7 @@ HOST_LOCK := infra/hostboot/host-lock.txt
 UV_COMPILE := $(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	--custom-compile-command 'make lock'
 
-.PHONY: help venv machine lock train test test-fast lint bench twin twin-down test-twin mutate
+.PHONY: help venv machine lock train test test-fast lint bench twin twin-down test-twin test-upgrade mutate
 
 # Nothing the tests, the twin or the bench start may report usage data off this machine.
 export DO_NOT_TRACK := true
@@ -64,6 +64,11 @@ twin-down: venv ## stop the local twin, drop its databases
 
 test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE_DATA_DIR needed)
 	$(BIN)/pytest tests/e2e
+
+# Slow (a twin on the previous versions, four training runs): not part of `make test`, whose
+# tests/hosts/test_migrations.py checks the migration from an older schema quickly.
+test-upgrade: venv ## upgrade from the previous MLflow/Prefect minors, failed migration, restore drill, schedule, on a twin
+	$(BIN)/pytest -p no:cacheprovider -s tests/upgrade/twin_day2.py
 
 # Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
 # PYTHONPATH: the tests that run `mlops` or `python -m pipeline` as a subprocess import the

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -45,8 +45,14 @@ def _commands() -> None:
 
 @app.command()
 def train(
-    train_month: Annotated[str, typer.Option(help="Month to train on, YYYY-MM.")],
     val_month: Annotated[str, typer.Option(help="Month to validate on, YYYY-MM.")],
+    train_month: Annotated[
+        str | None, typer.Option(help="Month to train on, YYYY-MM (or --train-months).")
+    ] = None,
+    train_months: Annotated[
+        str | None,
+        typer.Option(help="Months to train on instead: FROM..TO inclusive, e.g. 2022-11..2023-01."),
+    ] = None,
     color: Annotated[str, typer.Option(help="Trip-record colour: green or yellow.")] = "green",
     data_dir: Annotated[
         str | None,
@@ -71,33 +77,120 @@ def train(
         bool,
         typer.Option(help="Allow a plain-http --tlc-base-url (a mirror on a trusted network)."),
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="local (one process) or dask (a Dask cluster, docs/dask.md).")
+    ] = "local",
+    dask_address: Annotated[
+        str | None, typer.Option(help="With --engine dask: the scheduler, tcp://HOST:PORT.")
+    ] = None,
+    dask_workers: Annotated[
+        int | None,
+        typer.Option(help="With --engine dask: a local cluster of N worker processes instead."),
+    ] = None,
+    dask_memory_limit: Annotated[
+        str | None, typer.Option(help="Memory limit of each local Dask worker, e.g. 512MiB.")
+    ] = None,
 ) -> None:
-    """Train on one month, validate on another, track in MLflow and register the model."""
+    """Train on a month (or a window), validate on another, track in MLflow, register the model."""
+    if train_month is None and train_months is None:
+        _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
     try:
         parameters = TrainingParameters(
             train_month=train_month,
+            train_months=train_months,
             val_month=val_month,
             color=color,  # type: ignore[arg-type]  # validated by the model
             data_dir=data_dir,
             model_name=model_name,
             tlc_base_url=tlc_base_url,
             allow_insecure_mirror=allow_insecure_mirror,
+            engine=engine,  # type: ignore[arg-type]  # validated by the model
+            dask_address=dask_address,
+            dask_workers=dask_workers,
+            dask_memory_limit=dask_memory_limit,
         )
     except ValidationError as exc:
         _fail(_describe(exc))
+    typer.echo(_run_flow("training", parameters).model_dump_json())
+
+
+@app.command()
+def tune(
+    val_month: Annotated[str, typer.Option(help="Month to validate each trial on, YYYY-MM.")],
+    train_month: Annotated[
+        str | None, typer.Option(help="Month to train on, YYYY-MM (or --train-months).")
+    ] = None,
+    train_months: Annotated[
+        str | None, typer.Option(help="Months to train on instead: FROM..TO inclusive.")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials in all.")] = 20,
+    parallel: Annotated[int, typer.Option(help="Trials at once (Dask worker processes).")] = 2,
+    seed: Annotated[
+        int, typer.Option(help="Sampler seed: the same seed draws the same trials.")
+    ] = 0,
+    color: Annotated[str, typer.Option(help="Trip-record colour: green or yellow.")] = "green",
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Local directory or s3://bucket/prefix with the monthly files "
+            "[default: $PIPELINE_DATA_DIR, else ./data]",
+            show_default=False,
+        ),
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "trip-duration",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="Run the trials on this scheduler, tcp://HOST:PORT [default: local]."),
+    ] = None,
+) -> None:
+    """Search the hyperparameters: trials in parallel on Dask, each a nested MLflow run.
+
+    Prints the best configuration, usable as the training flow's `hyperparameters`.
+    """
+    if train_month is None and train_months is None:
+        _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
+    from pipeline.tuning import TuningParameters
+
+    try:
+        parameters = TuningParameters.model_validate(
+            {
+                "training": {
+                    "train_month": train_month,
+                    "train_months": train_months,
+                    "val_month": val_month,
+                    "color": color,
+                    "data_dir": data_dir,
+                    "experiment": experiment,
+                },
+                "trials": trials,
+                "parallel": parallel,
+                "seed": seed,
+                "dask_address": dask_address,
+            }
+        )
+    except ValidationError as exc:
+        _fail(_describe(exc).replace("--training-", "--"))
+    typer.echo(_run_flow("tuning", parameters).model_dump_json())
+
+
+def _run_flow(name: str, parameters: Any) -> Any:
+    """Run the flow ``name`` (training or tuning) on ``parameters``; its summary.
+
+    Expected failures end the command with one ``error:`` line.
+    """
     os.environ.setdefault(*_STARTUP_TIMEOUT)
     server = _start_temporary_api()
-    from pipeline import tracking
-    from pipeline.flows import training
+    from pipeline import flows, tracking
 
     if server is not None:
         # While it boots (the imports above took part of that time), open the tracking store.
         tracking.configure_tracking()
         tracking.open_store()
     _hide_tracebacks_of_expected_errors()
+    flow = flows.training if name == "training" else flows.tuning_flow
     try:
         with _api(server):
-            summary = training(parameters)
+            return flow(parameters)
     except PipelineError as exc:
         _fail(str(exc))
     except httpx.HTTPStatusError as exc:
@@ -105,7 +198,6 @@ def train(
         if refusal is None:
             raise
         _fail(refusal)
-    typer.echo(summary.model_dump_json())
 
 
 def _start_temporary_api() -> temporary_server.TemporaryServer | None:

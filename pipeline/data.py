@@ -12,6 +12,7 @@ each with a record of its source and checksum that every read verifies.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -66,6 +67,35 @@ class MonthData:
     rows_read: int
     trips: pd.DataFrame
     origin: str = ""  # where the file came from and whether its download record vouched for it
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonthSummary:
+    """What the tracking store records of a loaded month, without its rows.
+
+    Computed where the month was loaded (a Dask worker keeps the rows and sends only this).
+    """
+
+    color: str
+    month: str
+    source: str
+    rows: int
+    digest: str
+    column_kinds: dict[str, str]  # column name -> numpy dtype kind ("M", "i", "f")
+
+    @classmethod
+    def of(cls, data: MonthData) -> MonthSummary:
+        """The summary of ``data``: its usable rows and a vectorised hash of their content."""
+        trips = data.trips
+        row_hashes = pd.util.hash_pandas_object(trips, index=False).to_numpy()
+        return cls(
+            color=data.color,
+            month=data.month,
+            source=data.source,
+            rows=len(trips),
+            digest=hashlib.sha256(row_hashes.tobytes()).hexdigest()[:8],
+            column_kinds={str(name): dtype.kind for name, dtype in trips.dtypes.items()},
+        )
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:

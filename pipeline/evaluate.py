@@ -53,7 +53,11 @@ def mae(actual: pd.Series | np.ndarray, predicted: np.ndarray) -> float:
 def evaluate(booster: xgb.Booster, train: LabeledSet, val: LabeledSet) -> Evaluation:
     """Score ``booster`` and the zone-pair baseline (fitted on ``train``) on ``val``."""
     predictions = predict_minutes(booster, val.features)
-    baseline = zone_pair_baseline(train, val)
+    return evaluation_of(val, predictions, zone_pair_baseline(train, val))
+
+
+def evaluation_of(val: LabeledSet, predictions: np.ndarray, baseline: np.ndarray) -> Evaluation:
+    """The metrics of ``predictions`` and of the ``baseline``'s on ``val``."""
     return Evaluation(
         rmse=rmse(val.target, predictions),
         mae=mae(val.target, predictions),
@@ -65,13 +69,18 @@ def evaluate(booster: xgb.Booster, train: LabeledSet, val: LabeledSet) -> Evalua
 
 def zone_pair_baseline(train: LabeledSet, val: LabeledSet) -> np.ndarray:
     """Mean training duration of each validation trip's zone pair (overall mean if unseen)."""
-    means = train.target.groupby(_zone_pair_key(train)).mean()
-    looked_up = means.reindex(_zone_pair_key(val)).to_numpy()
-    return np.where(np.isnan(looked_up), train.target.mean(), looked_up)
+    means = train.target.groupby(zone_pair_key(train.features)).mean()
+    return baseline_from_means(means, float(train.target.mean()), val)
 
 
-def _zone_pair_key(labeled: LabeledSet) -> np.ndarray:
+def baseline_from_means(means: pd.Series, overall_mean: float, val: LabeledSet) -> np.ndarray:
+    """The baseline's predictions for ``val`` from the training means by zone-pair key."""
+    looked_up = means.reindex(zone_pair_key(val.features)).to_numpy()
+    return np.where(np.isnan(looked_up), overall_mean, looked_up)
+
+
+def zone_pair_key(features: pd.DataFrame) -> np.ndarray:
     """One integer per (pickup zone, drop-off zone) pair, from the categorical codes."""
-    pickup = labeled.features[PICKUP_ZONE].cat.codes.to_numpy(dtype=np.int64)
-    dropoff = labeled.features[DROPOFF_ZONE].cat.codes.to_numpy(dtype=np.int64)
+    pickup = features[PICKUP_ZONE].cat.codes.to_numpy(dtype=np.int64)
+    dropoff = features[DROPOFF_ZONE].cat.codes.to_numpy(dtype=np.int64)
     return pickup * 1000 + dropoff

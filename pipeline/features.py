@@ -15,6 +15,7 @@ This module is imported by the logged model at prediction time: keep its imports
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ PICKUP_WEEKDAY = "pickup_weekday"
 FEATURES: tuple[str, ...] = (PICKUP_ZONE, DROPOFF_ZONE, TRIP_DISTANCE, PICKUP_HOUR, PICKUP_WEEKDAY)
 # Features the prediction may only grow with (a longer trip is never predicted shorter).
 INCREASING: tuple[str, ...] = (TRIP_DISTANCE,)
+
+TARGET = "duration"
 
 MIN_MINUTES = 1.0
 MAX_MINUTES = 60.0
@@ -100,5 +103,22 @@ def make_labeled_set(trips: pd.DataFrame, *, label: str) -> LabeledSet:
     return LabeledSet(
         trips=kept,
         features=make_features(kept),
-        target=minutes.loc[keep].reset_index(drop=True).rename("duration"),
+        target=minutes.loc[keep].reset_index(drop=True).rename(TARGET),
     )
+
+
+def combine(sets: Sequence[LabeledSet]) -> LabeledSet:
+    """Several months' sets as one, in order (the zone categoricals share one dtype)."""
+    if len(sets) == 1:
+        return sets[0]
+    return LabeledSet(
+        trips=pd.concat([s.trips for s in sets], ignore_index=True),
+        features=pd.concat([s.features for s in sets], ignore_index=True),
+        target=pd.concat([s.target for s in sets], ignore_index=True),
+    )
+
+
+def labeled_frame(trips: pd.DataFrame, *, label: str) -> pd.DataFrame:
+    """The features with the target as one more column: a Dask partition of a training set."""
+    labeled = make_labeled_set(trips, label=label)
+    return labeled.features.assign(**{TARGET: labeled.target})

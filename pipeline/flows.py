@@ -3,7 +3,9 @@
 Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parameter,
 ``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a form in the Prefect UI):
 
-- ``train_month``, ``val_month``: ``YYYY-MM``, both or neither (they must differ). Without
+- ``train_month`` (or ``train_months``, an inclusive window ``FROM..TO``), ``val_month``:
+  ``YYYY-MM``, both or neither (validation outside training). The months of a window are
+  loaded concurrently, each cached as a single month is. Without
   them the run takes the latest published months at its scheduled start
   (``prefect.runtime.flow_run.scheduled_start_time``; a manual run's is its creation):
   validation on the latest month that ended at least ``publication_lag_months`` before the
@@ -19,9 +21,17 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
 - ``tlc_base_url``: the TLC site (default), or an https mirror whose files are cached apart
   (see :mod:`pipeline.cache`); ``allow_insecure_mirror`` admits a plain-http one
 - ``hyperparameters``: :class:`pipeline.train.TrainConfig`
+- ``engine``: ``local`` (default) or ``dask`` with ``dask_address`` or ``dask_workers``
+  (and ``dask_memory_limit``): see :mod:`pipeline.distributed` and docs/dask.md
 
-It returns a :class:`pipeline.parameters.TrainingSummary` and publishes a markdown artifact
-``training-metrics`` with the metrics and a link to the MLflow run. MLflow and Prefect are
+The second flow, ``tuning`` (entrypoint ``pipeline/flows.py:tuning_flow``), searches the
+hyperparameters: seeded Optuna trials (:mod:`pipeline.tuning`) as ``trial`` tasks on
+prefect-dask's ``DaskTaskRunner``, each an MLflow run nested under the search's, the best
+configuration logged on the search's run (docs/dask.md).
+
+The training flow returns a :class:`pipeline.parameters.TrainingSummary` and publishes a
+markdown artifact ``training-metrics`` with the metrics and a link to the MLflow run. MLflow
+and Prefect are
 found through the usual environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``); without
 them it uses a SQLite store in the working directory and Prefect's ephemeral API. Nothing
 depends on the working directory beyond importing ``pipeline``.
@@ -42,6 +52,7 @@ input. Training has a timeout. The stages themselves are plain functions in the
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
@@ -57,16 +68,18 @@ from prefect.client.schemas.actions import (
 )
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.tasks import Task, exponential_backoff
 
-from pipeline import registry, tracking
-from pipeline.data import MonthData, load_month, resolve_data_dir
+from pipeline import registry, tracking, tuning
+from pipeline.data import MonthData, MonthSummary, load_month, resolve_data_dir
 from pipeline.errors import PipelineError, TransientError
-from pipeline.evaluate import Evaluation, evaluate
-from pipeline.features import FEATURES, LabeledSet, make_labeled_set
-from pipeline.parameters import TrainingParameters, TrainingSummary
-from pipeline.train import TrainConfig, train_model
+from pipeline.evaluate import Evaluation, evaluate, rmse
+from pipeline.features import FEATURES, LabeledSet, combine, make_labeled_set
+from pipeline.parameters import TrainingParameters, TrainingSummary, window_label
+from pipeline.train import TrainConfig, predict_minutes, train_model
+from pipeline.tuning import Trial, TuningParameters, TuningSummary
 
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
@@ -107,12 +120,17 @@ def _io_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]
 
 
 @_io_task("start-mlflow-run")
-def start_mlflow_run(parameters: TrainingParameters, train_month: str, val_month: str) -> str:
+def start_mlflow_run(
+    parameters: TrainingParameters, train_months: tuple[str, ...], val_month: str
+) -> str:
     """Open the MLflow run every later failure is recorded on."""
+    train_month = window_label(train_months)
     tags = {
         "train_month": train_month,
+        "train_months": ",".join(train_months),
         "val_month": val_month,
         "color": parameters.color,
+        "engine": parameters.engine,
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
     run_name = f"{parameters.color}-{train_month}-{val_month}"
@@ -137,6 +155,18 @@ def load(data_dir: str, color: str, month: str, parameters: TrainingParameters) 
 def build_features(data: MonthData) -> LabeledSet:
     """Duration target and model features for one month."""
     return make_labeled_set(data.trips, label=data.source)
+
+
+def load_concurrently(
+    data_dir: str, months: tuple[str, ...], parameters: TrainingParameters
+) -> list[MonthData]:
+    """Load ``months`` at once (the flow's task runner's threads), in order.
+
+    Every load finishes (or fails) before the first error is raised: none is left running.
+    """
+    futures = [load.submit(data_dir, parameters.color, month, parameters) for month in months]
+    wait(futures)
+    return [future.result() for future in futures]
 
 
 @_task("train", timeout_seconds=TRAIN_TIMEOUT_SECONDS)
@@ -164,24 +194,25 @@ def score(booster: xgb.Booster, train_set: LabeledSet, val_set: LabeledSet) -> E
 def log_to_mlflow(
     run_id: str,
     parameters: TrainingParameters,
-    months: tuple[MonthData, MonthData],
+    months: tuple[list[MonthSummary], MonthSummary],
     booster: xgb.Booster,
     val_set: LabeledSet,
     evaluation: Evaluation,
 ) -> str:
     """Track parameters, metrics, datasets, plots and the model; returns the model URI."""
-    train_month, val_month = months
+    train_months, val_month = months
     params = {
         **parameters.hyperparameters.model_dump(),
         "color": parameters.color,
-        "train_month": train_month.month,
+        "train_month": window_label(tuple(month.month for month in train_months)),
         "val_month": val_month.month,
         "features": ",".join(FEATURES),
+        "engine": parameters.engine,
     }
     return tracking.log_training(
         run_id,
         params=params,
-        months=[(train_month, "training"), (val_month, "validation")],
+        months=[(month, "training") for month in train_months] + [(val_month, "validation")],
         booster=booster,
         val=val_set,
         evaluation=evaluation,
@@ -193,7 +224,7 @@ def register(
     model_uri: str,
     run_id: str,
     parameters: TrainingParameters,
-    months: tuple[MonthData, MonthData],
+    months: tuple[str, MonthData],
     val_set: LabeledSet,
     evaluation: Evaluation,
 ) -> registry.Candidate:
@@ -206,7 +237,7 @@ def register(
         registration_key=str(flow_run.id),
         rmse_value=evaluation.rmse,
         validation_key=registry.validation_key(val_month, val_set),
-        tags={"color": parameters.color, "train_month": train_month.month},
+        tags={"color": parameters.color, "train_month": train_month},
     )
     get_run_logger().info("registered %s version %s", candidate.model_name, candidate.version)
     return candidate
@@ -272,24 +303,46 @@ def _ensure_single_slot_limit(name: str) -> None:
 
 @flow(name="training")
 def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingSummary:  # noqa: B008
-    """Train, evaluate, track and register a trip-duration model for one pair of months."""
-    train_month, val_month = parameters.months(flow_run.scheduled_start_time)
-    get_run_logger().info("training on %s, validating on %s", train_month, val_month)
+    """Train, evaluate, track and register a trip-duration model for a window of months."""
+    train_months, val_month = parameters.window(flow_run.scheduled_start_time)
+    train_month = window_label(train_months)
+    get_run_logger().info(
+        "training on %s, validating on %s (engine %s)", train_month, val_month, parameters.engine
+    )
     tracking_uri = tracking.configure_tracking()
     data_dir = resolve_data_dir(parameters.data_dir)
-    run_id = start_mlflow_run(parameters, train_month, val_month)
+    run_id = start_mlflow_run(parameters, train_months, val_month)
     candidate: registry.Candidate | None = None
     try:
         with tracking.finishing(run_id):
-            months = (
-                load(data_dir, parameters.color, train_month, parameters),
-                load(data_dir, parameters.color, val_month, parameters),
+            if parameters.engine == "dask":
+                val_data = load(data_dir, parameters.color, val_month, parameters)
+                val_set = build_features(val_data)
+                trained = train_on_dask(data_dir, train_months, val_set, parameters)
+                booster, evaluation, summaries = trained
+            else:
+                *train_data, val_data = load_concurrently(
+                    data_dir, (*train_months, val_month), parameters
+                )
+                train_set = combine([build_features(month) for month in train_data])
+                val_set = build_features(val_data)
+                booster = train(train_set, val_set, parameters.hyperparameters)
+                evaluation = score(booster, train_set, val_set)
+                summaries = [MonthSummary.of(month) for month in train_data]
+                del train_set, train_data  # the window can be large; the rest needs none of it
+            train_rows = sum(summary.rows for summary in summaries)
+            record_window(run_id, summaries)
+            model_uri = log_to_mlflow(
+                run_id,
+                parameters,
+                (summaries, MonthSummary.of(val_data)),
+                booster,
+                val_set,
+                evaluation,
             )
-            train_set, val_set = build_features(months[0]), build_features(months[1])
-            booster = train(train_set, val_set, parameters.hyperparameters)
-            evaluation = score(booster, train_set, val_set)
-            model_uri = log_to_mlflow(run_id, parameters, months, booster, val_set, evaluation)
-            candidate = register(model_uri, run_id, parameters, months, val_set, evaluation)
+            candidate = register(
+                model_uri, run_id, parameters, (train_month, val_data), val_set, evaluation
+            )
             mlflow_run = tracking.run_link(tracking_uri, run_id)
             _publish(candidate, (train_month, val_month), evaluation, mlflow_run)
     except BaseException as error:
@@ -302,6 +355,9 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
         run_id=run_id,
         train_month=train_month,
         val_month=val_month,
+        train_months=list(train_months),
+        train_rows=train_rows,
+        engine=parameters.engine,
         **evaluation.metrics(),
         champion_rmse=promotion.champion_rmse,
         model_name=candidate.model_name,
@@ -309,6 +365,46 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
         aliases=list(promotion.aliases),
         mlflow_run=mlflow_run,
     )
+
+
+@_io_task("record-window")
+def record_window(run_id: str, summaries: list[MonthSummary]) -> None:
+    """Tag the run with the rows of each month trained on and their total."""
+    tags = {f"train_rows.{summary.month}": str(summary.rows) for summary in summaries}
+    tags["train_rows"] = str(sum(summary.rows for summary in summaries))
+    tracking.set_tags(run_id, tags)
+
+
+@_task("train-on-dask", timeout_seconds=TRAIN_TIMEOUT_SECONDS)
+def train_on_dask(
+    data_dir: str,
+    train_months: tuple[str, ...],
+    val_set: LabeledSet,
+    parameters: TrainingParameters,
+) -> tuple[xgb.Booster, Evaluation, list[MonthSummary]]:
+    """Load, featurise, train and evaluate on a Dask cluster (the training months stay there)."""
+    from pipeline import distributed
+
+    logger = get_run_logger()
+    with distributed.connect(parameters) as client:
+        logger.info("Dask cluster: %s", distributed.describe(client))
+        result = distributed.train_and_evaluate(
+            client,
+            data_dir,
+            train_months,
+            val_set,
+            color=parameters.color,
+            config=parameters.hyperparameters,
+            base_url=parameters.tlc_base_url,
+            allow_insecure_mirror=parameters.allow_insecure_mirror,
+        )
+    logger.info(
+        "trained %d trees on %d rows; validation RMSE %.4f",
+        result.booster.num_boosted_rounds(),
+        sum(summary.rows for summary in result.months),
+        result.evaluation.rmse,
+    )
+    return result.booster, result.evaluation, result.months
 
 
 def _discard(candidate: registry.Candidate, error: BaseException) -> None:
@@ -357,3 +453,119 @@ def _publish(
 def _markdown_link(target: str) -> str:
     """``target`` as a markdown link when it is a URL, else as text."""
     return f"[{target}]({target})" if target.startswith(("http://", "https://")) else target
+
+
+@_task("trial", task_run_name="trial-{number}", timeout_seconds=TRAIN_TIMEOUT_SECONDS)
+def run_trial(
+    number: int, train_set: LabeledSet, val_set: LabeledSet, config: TrainConfig
+) -> float:
+    """Train one trial's configuration; its validation RMSE."""
+    booster = train_model(train_set, val_set, config)
+    return rmse(val_set.target, predict_minutes(booster, val_set.features))
+
+
+@_io_task("log-trial")
+def log_trial(parent_run_id: str, experiment: str, trial: Trial) -> str:
+    """The trial as an MLflow run nested under the search's."""
+    return tracking.log_nested_run(
+        parent_run_id,
+        experiment=experiment,
+        run_name=f"trial-{trial.number}",
+        params={**trial.config.model_dump(), "trial": trial.number},
+        metrics={"rmse": trial.rmse},
+    )
+
+
+@_io_task("log-best")
+def log_best(run_id: str, best: Trial, trials: int) -> None:
+    """The best configuration on the search's run: params, RMSE and a JSON for training."""
+    tracking.log_best_configuration(
+        run_id,
+        config=best.config.model_dump(mode="json"),
+        metrics={"best_rmse": best.rmse, "best_trial": best.number, "trials": trials},
+    )
+
+
+@flow(name="tuning-trials")
+def search(parameters: TuningParameters, run_id: str) -> list[Trial]:
+    """Run the trials, ``parallel`` at a time on the flow's task runner (Dask)."""
+    logger = get_run_logger()
+    training_parameters = parameters.training
+    train_months, val_month = training_parameters.window(flow_run.scheduled_start_time)
+    data_dir = resolve_data_dir(training_parameters.data_dir)
+    months = [
+        load(data_dir, training_parameters.color, month, training_parameters)
+        for month in (*train_months, val_month)
+    ]
+    *train_data, val_data = months
+    train_set = combine([build_features(month) for month in train_data])
+    val_set = build_features(val_data)
+    base = _per_worker_threads(training_parameters.hyperparameters, parameters.parallel)
+    study = tuning.new_study(parameters.seed)
+    trials: list[Trial] = []
+    while len(trials) < parameters.trials:
+        batch = [
+            study.ask() for _ in range(min(parameters.parallel, parameters.trials - len(trials)))
+        ]
+        configs = [tuning.suggest(trial, base) for trial in batch]
+        futures = [
+            run_trial.submit(trial.number, train_set, val_set, config)
+            for trial, config in zip(batch, configs, strict=True)
+        ]
+        wait(futures)
+        for trial, config, future in zip(batch, configs, futures, strict=True):
+            result = Trial(number=trial.number, config=config, rmse=future.result())
+            study.tell(trial, result.rmse)
+            log_trial(run_id, training_parameters.experiment, result)
+            logger.info("trial %d: RMSE %.4f", result.number, result.rmse)
+            trials.append(result)
+    return trials
+
+
+@flow(name="tuning")
+def tuning_flow(parameters: TuningParameters = TuningParameters()) -> TuningSummary:  # noqa: B008
+    """Search the hyperparameters: trials in parallel on Dask, each a nested MLflow run."""
+    from prefect_dask import DaskTaskRunner
+
+    training_parameters = parameters.training
+    train_months, val_month = training_parameters.window(flow_run.scheduled_start_time)
+    tracking.configure_tracking()
+    run_id = tracking.start_run(
+        experiment=training_parameters.experiment,
+        run_name=f"tuning-{training_parameters.color}-{window_label(train_months)}-{val_month}",
+        tags={
+            "train_month": window_label(train_months),
+            "val_month": val_month,
+            "color": training_parameters.color,
+            "seed": str(parameters.seed),
+            "parallel": str(parameters.parallel),
+            "prefect_flow_run_id": str(flow_run.id or ""),
+        },
+    )
+    if parameters.dask_address is not None:
+        runner = DaskTaskRunner(address=parameters.dask_address)
+    else:
+        runner = DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": parameters.parallel,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    with tracking.finishing(run_id):
+        # DaskTaskRunner's futures are Prefect futures; prefect-dask's generic says otherwise.
+        trials = search.with_options(task_runner=runner)(parameters, run_id)  # type: ignore[arg-type]
+        best = min(trials, key=lambda trial: (trial.rmse, trial.number))
+        log_best(run_id, best, len(trials))
+    get_run_logger().info("best: trial %d, RMSE %.4f", best.number, best.rmse)
+    return TuningSummary(
+        run_id=run_id, best_rmse=best.rmse, best_hyperparameters=best.config, trials=trials
+    )
+
+
+def _per_worker_threads(config: TrainConfig, parallel: int) -> TrainConfig:
+    """``config`` sharing the host's cores among ``parallel`` trials (unless nthread is set)."""
+    if config.nthread:
+        return config
+    return config.model_copy(update={"nthread": max(1, (os.cpu_count() or 1) // parallel)})

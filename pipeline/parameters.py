@@ -5,19 +5,33 @@ Kept apart from the flow so the command line validates its arguments without imp
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.cache import check_base_url
 from pipeline.errors import PipelineError
-from pipeline.schema import TLC_BASE_URL, Color, add_months, parse_month
+from pipeline.schema import (
+    MAX_WINDOW_MONTHS,
+    TLC_BASE_URL,
+    WINDOW_SEPARATOR,
+    Color,
+    add_months,
+    parse_month,
+    parse_month_range,
+)
 from pipeline.train import TrainConfig
 
 DEFAULT_EXPERIMENT = "trip-duration"
 # The TLC publishes a month's trip records within about two months of its end (January's
 # during March).
 DEFAULT_PUBLICATION_LAG_MONTHS = 2
+Engine = Literal["local", "dask"]
+_DASK_SCHEMES = ("tcp://", "tls://")
+MAX_DASK_WORKERS = 64
+_MEMORY_SIZE = re.compile(r"auto|\d+(\.\d+)?\s*([kKMGT]i?B|[kKMGT]B|B)?")
 
 
 def published_months(scheduled_start: datetime, publication_lag_months: int) -> tuple[str, str]:
@@ -44,10 +58,39 @@ class TrainingParameters(BaseModel):
         description="Month to train on (YYYY-MM). Give both months or neither; without them "
         "the run trains on the month before the latest published one.",
     )
+    train_months: str | None = Field(
+        default=None,
+        description=f"A window to train on instead of train_month: FROM..TO, inclusive "
+        f"(e.g. 2022-11..2023-01), at most {MAX_WINDOW_MONTHS} months; needs val_month "
+        "outside it.",
+    )
     val_month: str | None = Field(
         default=None,
         description="Month to validate on (YYYY-MM), usually the one after train_month; "
         "without months, the latest month published at the run's scheduled start.",
+    )
+    engine: Engine = Field(
+        default="local",
+        description="local: one process trains on the months in memory. dask: the months are "
+        "read, featurised and trained on by a Dask cluster (xgboost.dask), dask_address's or a "
+        "local one of dask_workers processes; the model logged is the same plain booster.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="The Dask scheduler to use with engine dask: tcp://HOST:PORT (or tls://).",
+    )
+    dask_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DASK_WORKERS,
+        description="With engine dask and no dask_address: start a local cluster of this many "
+        "worker processes for the run.",
+    )
+    dask_memory_limit: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Memory limit of each local Dask worker (e.g. 512MiB); default: the "
+        "host's memory shared among them.",
     )
     publication_lag_months: int = Field(
         default=DEFAULT_PUBLICATION_LAG_MONTHS,
@@ -99,6 +142,56 @@ class TrainingParameters(BaseModel):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("train_months")
+    @classmethod
+    def _is_month_range(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_month_range(value)
+            except PipelineError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("dask_address")
+    @classmethod
+    def _is_scheduler_address(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith(_DASK_SCHEMES) and "://" in value[3:]):
+            raise ValueError(
+                f"dask_address must be tcp://HOST:PORT or tls://HOST:PORT, got {value!r}"
+            )
+        return value
+
+    @field_validator("dask_memory_limit")
+    @classmethod
+    def _is_memory_size(cls, value: str | None) -> str | None:
+        if value is not None and _MEMORY_SIZE.fullmatch(value.strip()) is None:
+            raise ValueError(
+                f"dask_memory_limit must be a size such as 512MiB or 2GB (or auto), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _engine_options_match(self) -> TrainingParameters:
+        given = [
+            name
+            for name in ("dask_address", "dask_workers", "dask_memory_limit")
+            if getattr(self, name) is not None
+        ]
+        if self.engine == "local" and given:
+            raise ValueError(f"{', '.join(given)} need engine dask; the engine is local")
+        if self.engine == "dask":
+            if (self.dask_address is None) == (self.dask_workers is None):
+                raise ValueError(
+                    "engine dask needs exactly one of dask_address (an existing cluster) or "
+                    "dask_workers (a local cluster for the run)"
+                )
+            if self.dask_address is not None and self.dask_memory_limit is not None:
+                raise ValueError(
+                    "dask_memory_limit applies to a local cluster (dask_workers); an existing "
+                    "cluster's workers have their own"
+                )
+        return self
+
     @model_validator(mode="after")
     def _downloads_from_https(self) -> TrainingParameters:
         try:
@@ -109,24 +202,49 @@ class TrainingParameters(BaseModel):
 
     @model_validator(mode="after")
     def _validates_on_other_data(self) -> TrainingParameters:
-        if (self.train_month is None) != (self.val_month is None):
-            given = "train_month" if self.val_month is None else "val_month"
+        if self.train_month is not None and self.train_months is not None:
+            raise ValueError(
+                f"give train_month or train_months, not both; got train_month="
+                f"{self.train_month} and train_months={self.train_months}"
+            )
+        training = self.train_month or self.train_months
+        if (training is None) != (self.val_month is None):
+            given = "val_month" if training is None else "train_month"
+            if self.train_months is not None:
+                given = "train_months"
             raise ValueError(
                 f"give both train_month and val_month, or neither (then they follow the run's "
-                f"scheduled start); got only {given}={self.train_month or self.val_month}"
+                f"scheduled start); got only {given}={training or self.val_month}"
             )
         if self.train_month is not None and self.val_month == self.train_month:
             raise ValueError(
                 f"val_month must differ from train_month (both are {self.train_month}): "
                 "validating on the training month would hide overfitting"
             )
+        if self.val_month is not None and self.val_month in self.training_months():
+            raise ValueError(
+                f"val_month {self.val_month} must lie outside train_months ({training}): "
+                "validating on the training data would hide overfitting"
+            )
         return self
 
+    def training_months(self) -> tuple[str, ...]:
+        """The months given to train on (none when they follow the scheduled start)."""
+        if self.train_months is not None:
+            return parse_month_range(self.train_months)
+        return () if self.train_month is None else (self.train_month,)
+
+    def window(self, scheduled_start: datetime) -> tuple[tuple[str, ...], str]:
+        """Training months and validation month: as given, else the published ones."""
+        if self.val_month is not None:
+            return self.training_months(), self.val_month
+        train_month, val_month = published_months(scheduled_start, self.publication_lag_months)
+        return (train_month,), val_month
+
     def months(self, scheduled_start: datetime) -> tuple[str, str]:
-        """Training and validation months: as given, else those published at ``scheduled_start``."""
-        if self.train_month is not None and self.val_month is not None:
-            return self.train_month, self.val_month
-        return published_months(scheduled_start, self.publication_lag_months)
+        """Training (a month, or FROM..TO for a window) and validation months of a run."""
+        training, val_month = self.window(scheduled_start)
+        return window_label(training), val_month
 
     @property
     def registered_model_name(self) -> str:
@@ -134,12 +252,20 @@ class TrainingParameters(BaseModel):
         return self.model_name or f"trip-duration-{self.color}"
 
 
+def window_label(months: tuple[str, ...]) -> str:
+    """``YYYY-MM`` for one month, ``FROM..TO`` for a window."""
+    return months[0] if len(months) == 1 else f"{months[0]}{WINDOW_SEPARATOR}{months[-1]}"
+
+
 class TrainingSummary(BaseModel):
     """What a training run produced; the command line prints it as one JSON line."""
 
     run_id: str
-    train_month: str
+    train_month: str = Field(description="The month trained on, or FROM..TO for a window.")
     val_month: str
+    train_months: list[str] = Field(default_factory=list, description="Every month trained on.")
+    train_rows: int = Field(default=0, description="Usable trips trained on.")
+    engine: Engine = "local"
     rmse: float
     mae: float
     baseline_rmse: float

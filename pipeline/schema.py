@@ -26,6 +26,10 @@ _TIMESTAMP_PREFIX: dict[str, str] = {"green": "lpep", "yellow": "tpep"}
 PICKUP_COLUMNS: tuple[str, ...] = tuple(f"{p}_pickup_datetime" for p in _TIMESTAMP_PREFIX.values())
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
+# A training window longer than three years mixes fares, zones and habits of other eras, and
+# its files are more than any run here was sized for.
+MAX_WINDOW_MONTHS = 36
+WINDOW_SEPARATOR = ".."
 
 
 def pickup_column(color: str) -> str:
@@ -70,3 +74,23 @@ def add_months(first_day: date, count: int) -> date:
     """The first day of the month ``count`` months after ``first_day``'s (before if negative)."""
     index = first_day.year * 12 + first_day.month - 1 + count
     return date(index // 12, index % 12 + 1, 1)
+
+
+def parse_month_range(text: str) -> tuple[str, ...]:
+    """The months of the inclusive range ``FROM..TO`` (``YYYY-MM..YYYY-MM``), in order.
+
+    A range running backwards or longer than :data:`MAX_WINDOW_MONTHS` is a
+    :class:`PipelineError` naming it.
+    """
+    first, separator, last = text.partition(WINDOW_SEPARATOR)
+    if not separator:
+        raise PipelineError(f"a month range must be FROM..TO (e.g. 2022-11..2023-01), got {text!r}")
+    start, end = parse_month(first), parse_month(last)
+    count = (end.year - start.year) * 12 + end.month - start.month + 1
+    if count < 1:
+        raise PipelineError(f"month range {text!r} runs backwards: {first} is after {last}")
+    if count > MAX_WINDOW_MONTHS:
+        raise PipelineError(
+            f"month range {text!r} spans {count} months; at most {MAX_WINDOW_MONTHS} are allowed"
+        )
+    return tuple(f"{add_months(start, offset):%Y-%m}" for offset in range(count))

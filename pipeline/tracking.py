@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import mlflow
-import pandas as pd
 import requests
 import xgboost as xgb
 from mlflow import MlflowClient
@@ -30,7 +29,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
-from pipeline.data import MonthData
+from pipeline.data import MonthSummary
 from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
@@ -130,7 +129,7 @@ def log_training(
     run_id: str,
     *,
     params: Mapping[str, object],
-    months: Sequence[tuple[MonthData, str]],
+    months: Sequence[tuple[MonthSummary, str]],
     booster: xgb.Booster,
     val: LabeledSet,
     evaluation: Evaluation,
@@ -175,26 +174,87 @@ def _draw_plots(
     )
 
 
-def _dataset_input(month: MonthData, context: str) -> DatasetInput:
+def _dataset_input(month: MonthSummary, context: str) -> DatasetInput:
     """The run input describing one month of trip records.
 
     Built directly (not with ``mlflow.data.from_pandas``, which infers the schema and digest
     row by row: seconds per month) from the known columns and a vectorised content hash.
     """
-    trips = month.trips
     schema = Schema(
-        [ColSpec(_COLUMN_TYPES[dtype.kind], str(name)) for name, dtype in trips.dtypes.items()]
+        [ColSpec(_COLUMN_TYPES[kind], name) for name, kind in month.column_kinds.items()]
     )
-    row_hashes = pd.util.hash_pandas_object(trips, index=False).to_numpy()
     dataset = Dataset(
         name=f"{month.color}_tripdata_{month.month}",
-        digest=hashlib.sha256(row_hashes.tobytes()).hexdigest()[:8],
+        digest=month.digest,
         source_type="s3" if month.source.startswith("s3://") else "local",
         source=json.dumps({"uri": month.source}),
         schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
-        profile=json.dumps({"num_rows": len(trips), "num_elements": int(trips.size)}),
+        profile=json.dumps(
+            {"num_rows": month.rows, "num_elements": month.rows * len(month.column_kinds)}
+        ),
     )
-    return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=context)])
+    tags = [
+        InputTag(key="mlflow.data.context", value=context),
+        InputTag(key="month", value=month.month),
+        InputTag(key="rows", value=str(month.rows)),
+    ]
+    return DatasetInput(dataset=dataset, tags=tags)
+
+
+@mlflow_call
+def log_nested_run(
+    parent_run_id: str,
+    *,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+) -> str:
+    """A finished run nested under ``parent_run_id`` (as MLflow's UI groups them); its ID."""
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={"mlflow.parentRunId": parent_run_id, CODE_VERSION_TAG: code_version()},
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        params=[Param(key, str(value)) for key, value in params.items()],
+    )
+    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run.info.run_id
+
+
+BEST_CONFIGURATION_ARTIFACT = "best_hyperparameters.json"
+
+
+@mlflow_call
+def log_best_configuration(
+    run_id: str, *, config: Mapping[str, object], metrics: Mapping[str, float]
+) -> None:
+    """The search's best configuration: ``best.*`` params, metrics and a JSON artifact.
+
+    The artifact is the training flow's ``hyperparameters`` parameter as it is.
+    """
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        params=[Param(f"best.{key}", str(value)) for key, value in config.items()],
+    )
+    client.log_dict(run_id, dict(config), BEST_CONFIGURATION_ARTIFACT)
+
+
+@mlflow_call
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Add ``tags`` to the run."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:_MAX_TAG_CHARS])
 
 
 @mlflow_call

@@ -1,5 +1,6 @@
 """EC2: the hosts' metadata options, addresses, volumes, identity and user data, and what a
-host must wait for at boot (invariants 16-21, 48, 50, 52, 57-62).
+host must wait for at boot, and what the control host's servers wait for (invariants 16-21, 48,
+50, 52, 57-62, 72).
 
 The user data checks read what the host will run, rendered by infra/hostboot: no key in it,
 database TLS verified, the bootstrap retried, only hashed installs.
@@ -155,6 +156,20 @@ def ec2_bootstrap_retried(_: str, props: Mapping[str, Any], ctx: Context) -> Ite
             yield f"the bootstrap unit lacks {line}"
     if f"Requires={BOOTSTRAP_UNIT}" not in text:
         yield f"the services do not require {BOOTSTRAP_UNIT}"
+
+
+def ec2_migrates_before_serving(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """72: the control host's servers start only after their schema migration steps succeeded."""
+    text = user_data_text(props)
+    if " server --app-name basic-auth" not in text:
+        return  # not the control host
+    for step in ("mlflow-migrate.service", "prefect-migrate.service"):
+        if f"Requires={step}" not in text:
+            yield f"no server requires {step}: it could serve an unmigrated schema"
+    if text.count("Restart=no") < 2:
+        yield "a migration step is restarted on failure (a crash loop over a half-migrated schema)"
+    if "PREFECT_SERVER_DATABASE_MIGRATE_ON_START=false" not in text:
+        yield "Prefect's server migrates on its own start, outside the logged migration step"
 
 
 def host_lock_uploaded(resources: Sequence[PolicyResource], ctx: Context) -> Iterator[Finding]:

@@ -3,7 +3,7 @@ which check, on which resource types. Read this table first; the checks live bes
 service (``s3_checks``, ``rds_checks``, ``ec2_checks``, ``sg_checks``, ``iam_checks``), the
 readers they share in ``properties`` and ``sg_rules``, the type tokens in ``resource_types``.
 
-The pack covers invariants 1-31, 37-39, 43-45, 47-52 and 57-62 (those a policy can see).
+The pack covers invariants 1-31, 37-39, 43-45, 47-52, 57-62 and 72 (those a policy can see).
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
 tests call directly, without the Pulumi CLI).
@@ -25,6 +25,7 @@ from ec2_checks import (
     ec2_hashed_installs,
     ec2_identity,
     ec2_imdsv2,
+    ec2_migrates_before_serving,
     ec2_public_address,
     ec2_service_transport,
     ec2_user_data,
@@ -393,6 +394,13 @@ RULES: tuple[Rule, ...] = (
         "The bootstrap is a oneshot unit retried until it succeeds; services require it.",
         (INSTANCE, LAUNCH_TEMPLATE),
         ec2_bootstrap_retried,
+    ),
+    Rule(
+        "ec2-migrates-before-serving",
+        (72,),
+        "The control host's servers start after their schema migration steps succeeded.",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_migrates_before_serving,
     ),
     Rule(
         "ec2-boot-prerequisites",

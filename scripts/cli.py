@@ -13,13 +13,14 @@ environment takes ``env_file: EnvFileOption = DEFAULT_ENV_FILE``.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from hostboot.names import WORK_POOL
 from typer.core import TyperGroup
 
-from scripts import backup, cost, deploy, drill, ephemeral
+from scripts import backup, cost, deploy, drill, ephemeral, upgrade
 from scripts.common import DEFAULT_ENV_FILE, EnvFileOption, OpsError, load_env
 from scripts.env import describe, write_stack_env
 from scripts.smoke import ENV_KEYS, failures, smoke_until
@@ -54,6 +55,10 @@ ephemeral_app = typer.Typer(
 )
 app.add_typer(ephemeral_app, name="ephemeral")
 app.add_typer(twin_cli.app, name="twin")
+upgrade_app = typer.Typer(
+    help="Upgrades of MLflow and Prefect (their database schemas).", no_args_is_help=True
+)
+app.add_typer(upgrade_app, name="upgrade")
 
 StackOption = Annotated[str, typer.Option("--stack", help="Pulumi stack name, e.g. dev.")]
 MlflowPortOption = Annotated[
@@ -173,7 +178,18 @@ def backup_command(
 
 @app.command("restore-drill")
 def restore_drill_command(
-    stack: StackOption,
+    stack: Annotated[
+        str | None, typer.Option("--stack", help="Pulumi stack name, e.g. dev.")
+    ] = None,
+    twin_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--twin",
+            help="Drill a process twin instead (its state dir): pg_dump/pg_restore stand in "
+            "for the snapshot.",
+            file_okay=False,
+        ),
+    ] = None,
     snapshot: Annotated[
         str | None,
         typer.Option("--snapshot", help="Snapshot to restore (default: the newest manual one)."),
@@ -186,9 +202,18 @@ def restore_drill_command(
     ] = False,
 ) -> None:
     """Restore the stack's newest backup into an ephemeral stack, smoke-test it, destroy it."""
-    report = drill.restore_drill(
-        stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
-    )
+    if (stack is None) == (twin_state_dir is None):
+        raise OpsError("give either --stack NAME or --twin STATE_DIR")
+    if twin_state_dir is not None:
+        report = drill.restore_drill_twin(
+            twin_state_dir, typer.echo, model_name=model_name, keep=keep
+        )
+        stack = f"twin {twin_state_dir}"
+    else:
+        assert stack is not None
+        report = drill.restore_drill(
+            stack, typer.echo, snapshot_id=snapshot, model_name=model_name, keep=keep
+        )
     for step in report.steps:
         typer.echo(f"{'ok' if step.ok else 'FAIL':<4}  {step.step:<9}  {step.seconds:6.0f} s")
     if not report.passed:
@@ -213,6 +238,31 @@ def cost_command(
     if prices:
         for line in cost.price_table(result.prices):
             typer.echo(line)
+
+
+@upgrade_app.command("plan")
+def upgrade_plan(
+    env_file: EnvFileOption = DEFAULT_ENV_FILE,
+    twin_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--twin",
+            help="The process twin's state dir: also read its databases' schema revisions.",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Current (running) and target (host lock) versions of MLflow and Prefect, and the
+    schema revisions the upgrade migrates (take a snapshot first: docs/day2.md)."""
+    keys = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
+    result = upgrade.plan(load_env(env_file, keys), twin_state_dir=twin_state_dir)
+    for line in upgrade.report(result):
+        typer.echo(line)
+    if result.blocked:
+        raise OpsError(
+            f"the target cannot migrate {', '.join(result.blocked)}: it is at a revision the "
+            "pinned versions do not know (a downgrade?)"
+        )
 
 
 app.command("deploy")(deploy.deploy_command)

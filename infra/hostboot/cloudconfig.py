@@ -33,6 +33,7 @@ PYTHON = "python3.11"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 BOOT_SCRIPT = _PACKAGE_DIR / "boot.py"
 MLFLOW_ACCESS_SCRIPT = _PACKAGE_DIR / "mlflow_access.py"
+MIGRATE_SCRIPT = _PACKAGE_DIR / "migrate.py"
 FETCH_SCRIPT = _PACKAGE_DIR / "fetch.py"
 BOOTSTRAP_SCRIPT = _PACKAGE_DIR / "templates" / "bootstrap.sh"
 
@@ -88,7 +89,8 @@ def _compressed_file(path: PurePosixPath, content: str, permissions: int) -> dic
 
 
 def service_files(plan: HostPlan, layout: HostLayout) -> list[dict[str, Any]]:
-    """What some services need besides their units: the IMDS firewall, the MLflow access step."""
+    """What some services need besides their units: the IMDS firewall, the MLflow access step,
+    the schema migration step."""
     files = []
     blocked = plan.users_without_instance_credentials()
     if blocked:
@@ -96,6 +98,9 @@ def service_files(plan: HostPlan, layout: HostLayout) -> list[dict[str, Any]]:
     if any(service.post_start for service in plan.services):
         script = MLFLOW_ACCESS_SCRIPT.read_text()
         files.append(_compressed_file(layout.mlflow_access_script, script, 0o644))
+    if any(service.prepares for service in plan.services):
+        script = MIGRATE_SCRIPT.read_text()
+        files.append(_compressed_file(layout.migrate_script, script, 0o644))
     return files
 
 

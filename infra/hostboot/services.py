@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,8 @@ _HOST_SCRIPTS_DIR = PurePosixPath("/opt/mlops")
 # How long a unit may take to start, post-start steps included (MLflow's first start migrates
 # its databases, then provisions the workers' MLflow user).
 _START_TIMEOUT_SECONDS = 600
+# A large database's migrations may take long (migrate.py bounds each upgrade at an hour).
+_MIGRATE_TIMEOUT_SECONDS = 4200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,11 @@ class HostLayout:
     def imds_firewall(self) -> PurePosixPath:
         """The nftables ruleset keeping some service users away from the instance metadata."""
         return self.config_dir / "imds-firewall.nft"
+
+    @property
+    def migrate_script(self) -> PurePosixPath:
+        """The schema migration step's script (shipped beside boot.py)."""
+        return self.scripts_dir / "migrate.py"
 
     @property
     def mlflow_access_script(self) -> PurePosixPath:
@@ -130,6 +137,12 @@ class ServiceSpec:
     # the unit counts as started, and the twin as ready, only when it succeeded.
     post_start: tuple[str, ...] = ()
     start_timeout_seconds: int = _START_TIMEOUT_SECONDS
+    # Set: not a service but a step (systemd Type=oneshot) that must succeed before the
+    # service of that name starts, as that service's user with its env file (the databases'
+    # schema migrations); run again whenever the service is (re)started, never retried on its own.
+    prepares: str | None = None
+    # Units this one needs to have started (a step: succeeded) before it starts.
+    requires: tuple[str, ...] = ()
 
     def env_file_template(self) -> str:
         """The env file's content before secrets are substituted."""
@@ -429,6 +442,8 @@ def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) ->
             "PREFECT_HOME": str(home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+            # Only the prefect-migrate step changes the schema (logged, refusing on failure).
+            "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
             "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": prefect_cors_origins(settings),
             # The UI calls the API on whatever address the browser used (private IP or tunnel).
             "PREFECT_UI_API_URL": "/api",
@@ -497,14 +512,45 @@ def prefect_worker_service(settings: WorkerHostSettings, layout: HostLayout) -> 
     )
 
 
+def migration_step(service: ServiceSpec, layout: HostLayout, databases_of: str) -> ServiceSpec:
+    """The oneshot that migrates ``service``'s databases before it starts (``migrate.py``).
+
+    Same user, environment and env file as the service: it reaches exactly the databases the
+    service does, with the service's own role.
+    """
+    return replace(
+        service,
+        name=f"{databases_of}-migrate",
+        description=f"Schema migrations of {service.name}'s databases (before it starts)",
+        argv=(layout.bin("python"), str(layout.migrate_script), databases_of),
+        secret_environment={},  # the service's env file, written once for the service
+        extra_files=(),
+        post_start=(),
+        prepares=service.name,
+        start_timeout_seconds=_MIGRATE_TIMEOUT_SECONDS,
+    )
+
+
+def with_migrations(
+    service: ServiceSpec, layout: HostLayout, databases_of: str
+) -> tuple[ServiceSpec, ServiceSpec]:
+    """``service`` requiring its migration step, and the step."""
+    step = migration_step(service, layout, databases_of)
+    return replace(service, requires=(*service.requires, f"{step.name}.service")), step
+
+
 def _all_secret_files(services: tuple[ServiceSpec, ...]) -> tuple[SecretFile, ...]:
-    """Every file with secrets the given services read."""
-    return tuple(f for service in services for f in service.secret_files())
+    """Every file with secrets the given services read (a step reads its service's)."""
+    return tuple(f for s in services if s.prepares is None for f in s.secret_files())
 
 
 def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT) -> HostPlan:
     """The control host: MLflow server and Prefect server, their databases and roles."""
-    services = (mlflow_service(settings, layout), prefect_server_service(settings, layout))
+    mlflow, mlflow_migrate = with_migrations(mlflow_service(settings, layout), layout, "mlflow")
+    prefect, prefect_migrate = with_migrations(
+        prefect_server_service(settings, layout), layout, "prefect"
+    )
+    services = (mlflow_migrate, mlflow, prefect_migrate, prefect)
     verified = settings.db_sslmode != "disable"
     boot = BootConfig(
         region=settings.region,

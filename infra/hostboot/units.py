@@ -1,10 +1,11 @@
 """systemd unit files rendered from :class:`~hostboot.services.ServiceSpec`, and the bootstrap's.
 
 Every service unit starts only once the host's bootstrap unit has succeeded (``Requires=`` and
-``After=`` it), restarts on failure after a pause, runs as its dedicated non-root user with its
-own state directory, reads its secrets from a root-only env file (systemd reads it before
-dropping privileges), and is stopped by its spec's signals in turn, with SIGKILL for whatever
-remains after the stop timeout.
+``After=`` it) and so have its steps (the control host's schema migrations: oneshot units,
+never restarted on their own, rerun when their service restarts); it restarts on failure after
+a pause, runs as its dedicated non-root user with its own state directory, reads its secrets
+from a root-only env file (systemd reads it before dropping privileges), and is stopped by its
+spec's signals in turn, with SIGKILL for whatever remains after the stop timeout.
 
 The bootstrap unit is a ``Type=oneshot`` that stays active once done; its script retries until
 it succeeds (see templates/bootstrap.sh), and systemd restarts the script itself should it die.
@@ -83,6 +84,20 @@ def start_lines(spec: ServiceSpec) -> list[str]:
     return lines
 
 
+def run_lines(spec: ServiceSpec) -> list[str]:
+    """How the unit runs: a service restarts on failure and is stopped by its signals; a step
+    (``prepares``) runs once to completion, stays active, and is never restarted on its own
+    (a migration that failed half-way is not retried blindly): its service is not started."""
+    if spec.prepares is not None:
+        return [*start_lines(spec), "Restart=no"]
+    return [
+        *start_lines(spec),
+        *stop_lines(spec),
+        "Restart=on-failure",
+        f"RestartSec={spec.restart_seconds}",
+    ]
+
+
 def render_unit(spec: ServiceSpec) -> str:
     """The ``<name>.service`` file for ``spec``."""
     lines = [
@@ -92,19 +107,19 @@ def render_unit(spec: ServiceSpec) -> str:
         "Wants=network-online.target",
         f"Requires={BOOTSTRAP_UNIT}",
         f"After=network-online.target {BOOTSTRAP_UNIT}",
+        *(f"Requires={unit}\nAfter={unit}" for unit in spec.requires),
+        # A step is restarted (run again) whenever its service is stopped or restarted.
+        *([f"PartOf={spec.prepares}.service"] if spec.prepares else []),
         "",
         "[Service]",
-        "Type=simple",
+        *(["Type=oneshot", "RemainAfterExit=yes"] if spec.prepares else ["Type=simple"]),
         f"User={spec.user}",
         f"Group={spec.user}",
         f"StateDirectory={spec.user}",
         f"WorkingDirectory={spec.working_directory}",
         f"EnvironmentFile={spec.env_file}",
         *(environment_line(key, value) for key, value in spec.environment.items()),
-        *start_lines(spec),
-        *stop_lines(spec),
-        "Restart=on-failure",
-        f"RestartSec={spec.restart_seconds}",
+        *run_lines(spec),
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "ProtectSystem=full",

@@ -4,8 +4,8 @@ Each host is ``systemd-nspawn -b`` (systemd as PID 1) over an overlay of ``/`` w
 layer is the host's own directory in the state dir, so the user data can create users and
 write /etc and /opt without touching the machine. cloud-init runs for real from a NoCloud
 seed holding the rendered user data. Where the machine's Debian tree differs from a fresh
-Amazon Linux 2023, a shim says so (:data:`SHIMS`, listed in docs/local-twin.md); nothing else of the
-user data is changed.
+Amazon Linux 2023, a shim says so (:data:`SHIMS`, listed in docs/local-twin.md); nothing else
+of the user data is changed.
 
 Containers are named ``mlt-<host>`` (``-M``) and so are their overlay mounts (the mount's
 source), so that ``down`` finds them after a crash.
@@ -34,12 +34,12 @@ _WANTS_DIRS = ("multi-user.target.wants", "sockets.target.wants", "timers.target
 _STOP_SECONDS = 30.0
 
 # Every difference between the container and an AL2023 host, with its reason (docs/local-twin.md
-# lists the same). Keys name the file each shim writes in the container.
+# lists the same). Keys name the file each shim writes in the container, or the nspawn option.
 SHIMS = {
     "/etc/cloud/cloud.cfg.d/90-mlt-twin.cfg": (
         "NoCloud is the only datasource (no EC2 metadata crawl), and the"
         " package-update-upgrade-install module is skipped: the user data asks dnf for"
-        " python3.11 and python3.11-pip; the Debian tree has python3.11 with ensurepip, and"
+        " python3.11 and nftables; the Debian tree has both (python3.11 with ensurepip), and"
         " apt has no mirror in the twin's network. The locale is C.UTF-8 (AL2023's): Debian's"
         " default en_US.UTF-8 is not generated on the tree and fails the locale module"
     ),
@@ -50,6 +50,10 @@ SHIMS = {
     "/etc/pip.conf": (
         "pip's index is the package-index stand-in (a wheelhouse of the host packages), as"
         " PyPI is out of the twin's network"
+    ),
+    "systemd-nspawn --capability=CAP_NET_ADMIN": (
+        "not a file: nspawn drops CAP_NET_ADMIN, which root has on an instance; the services"
+        " load an nftables table (ExecStartPre=+nft) keeping some users from the metadata"
     ),
     "/etc/systemd/system/<unit> -> /dev/null": (
         "the machine's enabled services (PostgreSQL, Redis, ...) are masked: a fresh AL2023"
@@ -170,6 +174,10 @@ def boot(spec: ContainerSpec, root: Path, log: Path) -> subprocess.Popen[bytes]:
         f"--machine={spec.machine}",
         f"--directory={root}",
         f"--network-namespace-path=/run/netns/{spec.machine}",
+        # Root on an instance may change its own firewall: the units load an nftables
+        # table keeping some service users from the instance metadata (ExecStartPre=+nft).
+        # nspawn drops CAP_NET_ADMIN unless asked; the namespace is the host's own.
+        "--capability=CAP_NET_ADMIN",
         "--boot",
     ]
     with log.open("ab") as output:
@@ -183,12 +191,13 @@ def boot(spec: ContainerSpec, root: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def leader(nspawn_pid: int) -> int | None:
-    """The container's PID 1 as seen from the machine (systemd, child of systemd-nspawn)."""
+    """The container's PID 1 as seen from the machine (systemd, child of systemd-nspawn);
+    None until nspawn's child has become systemd, or once it exited."""
     try:
         children = psutil.Process(nspawn_pid).children()
+        return next((child.pid for child in children if child.name() == "systemd"), None)
     except psutil.NoSuchProcess:
         return None
-    return children[0].pid if children else None
 
 
 def nspawn_processes() -> dict[str, psutil.Process]:

@@ -15,7 +15,8 @@ import ctypes
 import ipaddress
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -142,6 +143,20 @@ def remove_all() -> list[str]:
         run("ip", "netns", "delete", ns, check=False)
         removed.append(ns)
     return removed
+
+
+@contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """The calling thread in ``namespace`` for the block, back in its own afterwards: what it
+    starts there (a subprocess, a thread) stays there."""
+    with open("/proc/thread-self/ns/net") as own, open(f"/run/netns/{namespace}") as target:
+        if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            raise OpsError(f"cannot enter {namespace}: errno {ctypes.get_errno()}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own.fileno(), _CLONE_NEWNET) != 0:
+                raise OpsError(f"cannot leave {namespace}: errno {ctypes.get_errno()}")
 
 
 def inside(namespace: str, call: Callable[[], T]) -> T:

@@ -283,6 +283,8 @@ class HostsTwin:
         self.state = state
         self.say = say
         self.nodes = topology(config)
+        # What this object started (the processes `up` started belong to the `up` command).
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def node(self, name: str) -> Node:
         """The namespace ``name`` (control, worker-N, db, aws, operator)."""
@@ -315,9 +317,32 @@ class HostsTwin:
             },
             cwd=self.config.state_dir,
         )
-        child = supervisor.launch(process, self.config.state_dir / "logs" / f"{name}.log")
+        self.started(name, supervisor.launch(process, self.logs / f"{name}.log"))
+
+    @property
+    def logs(self) -> Path:
+        """Where the stand-ins' and the containers' output goes."""
+        return self.config.state_dir / "logs"
+
+    def started(self, name: str, child: subprocess.Popen[bytes]) -> None:
+        """Record ``child`` as the process ``name``."""
+        self._children[name] = child
         self.state.processes[name] = supervisor.record(child.pid)
         self.save()
+
+    def stopped(self, name: str) -> None:
+        """Forget the process ``name``, once something stopped it (reaped if it is ours)."""
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.wait(timeout=10)
+        self.state.processes.pop(name, None)
+        self.save()
+
+    def reap_children(self) -> None:
+        """Wait for the processes this object started, once ``down`` has stopped them."""
+        for child in self._children.values():
+            child.wait(timeout=10)
+        self._children.clear()
 
     def aws(self, service: str) -> Any:
         """A boto3 client of moto (its calls must run inside the stand-ins' namespace)."""
@@ -336,19 +361,7 @@ class HostsTwin:
             node.namespace,
             [str(venv_bin / "moto_server"), "-H", node.address, "-p", str(MOTO_PORT)],
         )
-        self.launch(
-            "package-index",
-            node.namespace,
-            [
-                sys.executable,
-                "-m",
-                "scripts.twin.pkgindex",
-                node.address,
-                str(INDEX_PORT),
-                str(self.config.wheelhouse),
-                str(self.config.index_refuse_seconds),
-            ],
-        )
+        self.start_package_index(self.config.index_refuse_seconds)
 
         def ready() -> bool:
             try:
@@ -365,6 +378,24 @@ class HostsTwin:
 
         self.state.secret_arns = hostnet.inside(node.namespace, seed)
         self.save()
+
+    def start_package_index(self, refuse_seconds: float) -> None:
+        """The package index in ``mlt-aws``, refusing connections for its first
+        ``refuse_seconds``."""
+        node = self.node(STANDINS)
+        self.launch(
+            "package-index",
+            node.namespace,
+            [
+                sys.executable,
+                "-m",
+                "scripts.twin.pkgindex",
+                node.address,
+                str(INDEX_PORT),
+                str(self.config.wheelhouse),
+                str(refuse_seconds),
+            ],
+        )
 
     def secret(self, name: str) -> str:
         """A secret's value, read from moto."""
@@ -488,15 +519,46 @@ class HostsTwin:
                  self.config.region, f"i-{host}"],
             )  # fmt: skip
             spec = self.container_spec(host, text)
-            root = containers.prepare(spec, self.config.state_dir / "hosts" / host)
-            child = containers.boot(spec, root, self.config.state_dir / "logs" / f"{host}.log")
-            self.state.processes[f"host-{host}"] = supervisor.record(child.pid)
-            self.save()
+            self.boot_container(spec, containers.prepare(spec, self.host_dir(host)))
+
+    def host_dir(self, host: str) -> Path:
+        """Where ``host``'s disk (its overlay) lives."""
+        return self.config.state_dir / "hosts" / host
+
+    def boot_container(self, spec: containers.ContainerSpec, root: Path) -> None:
+        """Boot ``spec``'s container on ``root``; return once its systemd runs."""
+        name = f"host-{spec.host}"
+        self.started(name, containers.boot(spec, root, self.logs / f"{spec.host}.log"))
+
+        def problem() -> str:
+            if supervisor.recorded_process(self.state.processes[name]) is not None:
+                return ""
+            log = supervisor.log_tail(self.logs / f"{spec.host}.log")
+            return f"systemd-nspawn exited; the end of its log:\n{log}"
+
+        supervisor.wait_for(
+            f"the container of {spec.host} did not start",
+            lambda: self.container_init(spec.host) is not None,
+            _STAND_IN_SECONDS,
+            alive=problem,
+        )
+
+    def stop_container(self, host: str) -> None:
+        """Power ``host``'s container off (if it runs)."""
+        name = f"host-{host}"
+        recorded = supervisor.recorded_process(self.state.processes.get(name))
+        if recorded is not None:
+            containers.stop(recorded)
+        self.stopped(name)
+
+    def container_init(self, host: str) -> int | None:
+        """PID 1 of ``host``'s container as the machine sees it, None if it does not run."""
+        process = supervisor.recorded_process(self.state.processes.get(f"host-{host}"))
+        return containers.leader(process.pid) if process else None
 
     def leader(self, host: str) -> int:
         """PID 1 of ``host``'s container, as the machine sees it."""
-        process = supervisor.recorded_process(self.state.processes.get(f"host-{host}"))
-        init = containers.leader(process.pid) if process else None
+        init = self.container_init(host)
         if init is None:
             raise OpsError(f"the container of {host} is not running")
         return init
@@ -541,15 +603,29 @@ class HostsTwin:
     def reboot(self, host: str) -> None:
         """Power ``host`` off and boot it again on the same disk (its overlay), as a reboot of
         the instance; wait until its units are active again."""
-        recorded = supervisor.recorded_process(self.state.processes.get(f"host-{host}"))
-        if recorded is not None:
-            containers.stop(recorded)
-        spec = self.container_spec(host, self.user_data()[host])
-        root = self.config.state_dir / "hosts" / host / "root"
-        child = containers.boot(spec, root, self.config.state_dir / "logs" / f"{host}.log")
-        self.state.processes[f"host-{host}"] = supervisor.record(child.pid)
-        self.save()
+        self.stop_container(host)
+        self.boot_container(
+            self.container_spec(host, self.user_data()[host]), self.host_dir(host) / "root"
+        )
         self.wait_hosts(time.monotonic(), only=(host,))
+
+    def replace(self, host: str, *, wait: bool = True) -> None:
+        """Replace ``host`` by a fresh instance from the same user data (a new, empty disk),
+        as a replaced EC2 instance boots; wait until its units are active unless told not to."""
+        self.stop_container(host)
+        containers.unmount(str(self.host_dir(host) / "root"))
+        remove_tree(self.host_dir(host))
+        spec = self.container_spec(host, self.user_data()[host])
+        self.boot_container(spec, containers.prepare(spec, self.host_dir(host)))
+        if wait:
+            self.wait_hosts(time.monotonic(), only=(host,))
+
+    def stop_package_index(self) -> None:
+        """Take the package index down: connections to it are refused (a fault)."""
+        recorded = supervisor.recorded_process(self.state.processes.get("package-index"))
+        if recorded is not None:
+            supervisor.stop_tree(recorded, supervisor.StopPolicy(timeout_seconds=10.0))
+        self.stopped("package-index")
 
     def plan_services(self, host: str) -> tuple[hostboot.ServiceSpec, ...]:
         """The services ``host`` runs."""
@@ -818,10 +894,17 @@ def down(state_dir: Path) -> list[str]:
     for entry in ("state.json", "hosts", "db", "ca"):
         path = state_dir / entry
         if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         else:
             path.unlink(missing_ok=True)
     return removed
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` and what is under it, never crossing into another file system (an
+    overlay still mounted). ``rm``: a host's disk is tens of thousands of files (its
+    virtualenv), which Python's rmtree takes minutes to walk on a busy machine."""
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
 
 
 def status(state_dir: Path) -> tuple[list[str], bool]:

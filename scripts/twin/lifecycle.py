@@ -15,6 +15,8 @@ What the twin adds, and why (nothing else differs from the rendered units):
   server has no TLS, so the twin sets ``db_sslmode=disable`` where AWS hosts have
   ``verify-full`` (RDS forces TLS); the TLS settings are proven by tests/hosts, not here.
 - The IMDS firewall (``ExecStartPre=``) is not loaded: there is no instance metadata here.
+- A service's steps (its oneshot units: the schema migrations) run to completion before it
+  starts, and a failing one keeps it from starting, as ``Requires=``/``After=`` do.
 - S3 is moto's server; the services that use S3 (MLflow's artifact proxy, the worker and its
   flow runs) get ``AWS_ENDPOINT_URL_S3``/``MLFLOW_S3_ENDPOINT_URL`` and dummy credentials in
   place of the instance profile.
@@ -57,7 +59,7 @@ from pipeline.ports import free_port
 from scripts.common import OpsError
 from scripts.env import env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
-from scripts.twin import standins, supervisor
+from scripts.twin import snapshot, standins, supervisor
 from scripts.twin.settings import (
     DUMMY_AWS_CREDENTIALS,
     LOOPBACK,
@@ -230,12 +232,14 @@ class Twin:
     def start_service(self, name: str) -> None:
         """Start service ``name`` unless it runs, and wait until it is ready.
 
-        The emulator keeps its state in memory: after a restart the bucket is created
-        again, empty.
+        As systemd starts a unit: its steps first (the schema migrations), and not at all if
+        one fails. The emulator keeps its state in memory: after a restart the bucket is
+        created again, empty.
         """
         check_service(name)
         since = 0.0
         if self.running_process(name) is None:
+            self.run_steps(name)
             since = time.time()
             self.launch(name)
         self.wait_ready(name, since)
@@ -370,6 +374,42 @@ class Twin:
         if result.returncode:
             raise OpsError(f"the {host} host's boot script failed: {result.stderr.strip()}")
 
+    def steps(self, name: str) -> list[ServiceSpec]:
+        """The steps (oneshot units) service ``name`` requires, in order."""
+        return [spec for spec in self.specs().values() if spec.prepares == name]
+
+    def run_steps(self, name: str) -> list[str]:
+        """Run service ``name``'s steps as their units do; their log lines (``from -> to``).
+
+        A failing step is an OpsError with its last line (naming the database), and the
+        service is not started, as systemd does not start a unit whose requirement failed.
+        """
+        lines = []
+        for step in self.steps(name):
+            process = self.process(step.name)
+            log = self.log_path(step.name)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            process.cwd.mkdir(parents=True, exist_ok=True)  # systemd: StateDirectory=
+            result = subprocess.run(
+                step.argv,
+                env=process.env,
+                cwd=process.cwd,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=step.start_timeout_seconds,
+            )
+            with log.open("a") as handle:
+                handle.write(result.stderr)
+            said = [line for line in result.stderr.splitlines() if line.startswith("migrate: ")]
+            if result.returncode:
+                last = said[-1] if said else result.stderr.strip()[-2000:]
+                raise OpsError(f"{step.name} failed, {name} not started: {last} (log: {log})")
+            lines += said
+        for line in lines:
+            self.say(line)
+        return lines
+
     def run_post_start(self, name: str) -> None:
         """Run service ``name``'s post-start step (``ExecStartPost=``) with its environment."""
         spec = self.specs()[name]
@@ -416,8 +456,13 @@ class Twin:
 
     # -- whole-twin operations --------------------------------------------------------------
 
-    def bring_up(self, env_file: Path) -> None:
-        """Start everything in order, waiting for each; on failure undo what was done."""
+    def bring_up(self, env_file: Path, restore_from: Path | None = None) -> None:
+        """Start everything in order, waiting for each; on failure undo what was done.
+
+        With ``restore_from`` (a directory of database dumps: :mod:`.snapshot`), the databases
+        the boot step made are loaded from it before the migrations and servers run, as a
+        stack restored from a snapshot boots on the snapshot's data.
+        """
         try:
             self.say(f"S3 emulator (moto) on {self.s3_url}, bucket {self.config.bucket}")
             self.start_service("s3")
@@ -428,6 +473,12 @@ class Twin:
             self.say("boot steps of the control host and the worker (secrets, databases)")
             self.run_boot("control")
             self.run_boot("worker")
+            if restore_from is not None:
+                self.say(f"databases restored from the dumps in {restore_from}")
+                snapshot.restore(self, restore_from)
+            self.say("schema migrations of the MLflow and Prefect databases (their oneshot units)")
+            for name in ("mlflow", "prefect-server"):
+                self.run_steps(name)
             self.say("MLflow server and Prefect server, as their systemd units run them")
             for name in ("mlflow", "prefect-server"):
                 self.launch(name)
@@ -512,8 +563,16 @@ class Twin:
 _EXECUTABLES = ("python", "moto_server", "mlflow", "prefect")
 
 
-def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _: None) -> Twin:
-    """Bring a twin up and write its env file; refuses if one is already recorded."""
+def up(
+    config: TwinConfig,
+    env_file: Path,
+    say: Callable[[str], None] = lambda _: None,
+    restore_from: Path | None = None,
+) -> Twin:
+    """Bring a twin up and write its env file; refuses if one is already recorded.
+
+    ``restore_from``: a directory of database dumps (:func:`snapshot.dump`) to start from.
+    """
     missing = [name for name in _EXECUTABLES if not (config.venv / "bin" / name).exists()]
     if missing:
         raise OpsError(
@@ -530,7 +589,7 @@ def up(config: TwinConfig, env_file: Path, say: Callable[[str], None] = lambda _
     ports = {"s3": free_port(), "mlflow": free_port(), "prefect-server": free_port()}
     twin = Twin(TwinState(config=config, ports=ports), say)
     twin.state.save()
-    twin.bring_up(env_file)
+    twin.bring_up(env_file, restore_from)
     return twin
 
 

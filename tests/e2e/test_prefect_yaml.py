@@ -16,6 +16,7 @@ from hostboot.locks import pinned_requirements
 from prefect.utilities.filesystem import filter_files
 
 from pipeline.parameters import TrainingParameters
+from pipeline.tuning import TuningParameters
 from scripts.common import REPO_ROOT
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -49,7 +50,7 @@ def test_code_goes_through_the_buckets_flow_code_prefix(config: dict[str, Any]) 
 
 def test_deployments_run_the_flow_on_the_training_pool(config: dict[str, Any]) -> None:
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert set(deployments) == {"training", "training-monthly"}
+    assert set(deployments) == {"training", "training-monthly", "tuning"}
     flows = (REPO_ROOT / "pipeline/flows.py").read_text()
     for deployment in deployments.values():
         path, function = deployment["entrypoint"].split(":")
@@ -75,6 +76,14 @@ def test_on_demand_runs_fixed_months_and_the_schedule_the_latest_published(
     assert (monthly.train_month, monthly.val_month) == (None, None)
     assert monthly.months(april) == ("2023-12", "2024-01")
     assert monthly.months(may) == ("2024-01", "2024-02")
+
+
+def test_the_tuning_deployment_searches_on_dask_with_a_seed(config: dict[str, Any]) -> None:
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert deployments["tuning"]["entrypoint"] == "pipeline/flows.py:tuning_flow"
+    search = TuningParameters.model_validate(deployments["tuning"]["parameters"]["parameters"])
+    assert (search.trials, search.parallel, search.seed) == (20, 2, 0)
+    assert search.training.months(datetime(2024, 4, 3, tzinfo=UTC)) == ("2023-01", "2023-02")
 
 
 def test_nothing_local_is_hard_coded(config: dict[str, Any]) -> None:

@@ -93,6 +93,26 @@ def service_environment(spec: ServiceSpec) -> dict[str, str]:
     }
 
 
+def run_steps(plan: HostPlan, service: str, cwd: Path) -> str:
+    """Run ``service``'s steps (its schema migrations) as systemd does before starting it; their
+    output. A failing step fails the test with it."""
+    output = ""
+    for step in (s for s in plan.services if s.prepares == service):
+        cwd.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            step.argv,
+            env=service_environment(step),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"{step.name} failed:\n{result.stderr[-3000:]}"
+        output += result.stderr
+    return output
+
+
 @contextmanager
 def running(
     argv: tuple[str, ...],

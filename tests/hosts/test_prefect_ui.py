@@ -18,6 +18,7 @@ from pipeline.ports import free_port
 from tests.hosts.control_services import (
     answers,
     local_plan,
+    run_steps,
     running,
     service_environment,
     write_secret_files,
@@ -46,6 +47,8 @@ def test_invariant_51_prefect_ui_served_with_a_read_only_virtualenv(tmp_path: Pa
     write_secret_files(plan, {key: key + database})
     env = service_environment(spec)
     home.mkdir(parents=True)  # StateDirectory=: systemd creates it for the service user
+    # The server never migrates itself (invariant 72): its unit requires prefect-migrate.
+    assert "migrated from (none) to" in run_steps(plan, "prefect-server", home)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "prefect.log"
     with running(

@@ -8,65 +8,32 @@ the one address the twin's stack lists in ``serviceIngressCidrs``.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from scripts.envfile import read_env_file
-from scripts.twin import containers, hostnet
-from scripts.twin.hosts import OPERATOR, HostsTwin, load
-
-MLOPS = str(Path(sys.executable).with_name("mlops"))
-MONTHS = ("2023-01", "2023-02")
-
-
-@dataclass
-class HostsHandle:
-    """What the tests get: the twin, its env file and variables, and the time ``up`` took."""
-
-    twin: HostsTwin
-    env_file: Path
-    env: dict[str, str]
-    up_seconds: float
-
-    def operator(self, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` where the operator is (the mlt-operator namespace)."""
-        return subprocess.run(
-            ["ip", "netns", "exec", f"{hostnet.PREFIX}{OPERATOR}", *argv],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-        )
-
-    def mlops(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        """The ``mlops`` command line, run by the operator against the twin's env file."""
-        return self.operator(MLOPS, *args, "--env-file", str(self.env_file), timeout=timeout)
-
-    def on_host(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside ``host``'s container."""
-        return containers.in_container(self.twin.leader(host), *argv)
-
-
-def _leftovers() -> list[str]:
-    """Everything named mlt- that exists now."""
-    return [
-        *(f"namespace {ns}" for ns in hostnet.namespaces()),
-        *(f"mount {point}" for point in containers.mounts()),
-        *(f"container {name}" for name in containers.nspawn_processes()),
-    ]
+from scripts.twin.hosts import load
+from tests.e2e.twin_api import TrainingRun
+from tests.e2e.twin_ui import TwinUrls
+from tests.hoststwin.hoststwin_api import MLOPS, MONTHS, HostsHandle, leftovers
 
 
 @pytest.fixture(scope="session")
 def hosts_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsHandle]:
     """The hosts twin (control host, one worker, stand-ins) for the session."""
-    state_dir = tmp_path_factory.mktemp("hosts-state")
+    if os.geteuid() != 0:
+        pytest.fail("the hosts twin needs root (network namespaces, containers)", pytrace=False)
+    # Not under pytest's base temp (mode 0700): the database stand-in runs as postgres, which
+    # must traverse the state dir's parents to reach its cluster.
+    state_dir = Path(tempfile.mkdtemp(prefix="mlt-hosts-state-"))
+    logs = tmp_path_factory.mktemp("hosts-logs")
     env_file = tmp_path_factory.mktemp("hosts-env") / "mlops.env"
     where = ("--hosts", "--state-dir", str(state_dir))
     started = time.monotonic()
@@ -78,31 +45,57 @@ def hosts_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsHandle
         timeout=1800,
     )
     up_seconds = time.monotonic() - started
+    handle = None
     try:
         if up.returncode:
             pytest.fail(f"`mlops twin up --hosts` failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
-        yield HostsHandle(
+        handle = HostsHandle(
             twin=load(state_dir), env_file=env_file, env=read_env_file(env_file),
             up_seconds=up_seconds,
         )  # fmt: skip
+        yield handle
     finally:
         down = subprocess.run(
             [MLOPS, "twin", "down", *where], capture_output=True, text=True, check=False
         )
+        if handle is not None:
+            handle.twin.reap_children()  # what the tests restarted (reboot, faults)
+        if (state_dir / "logs").is_dir():  # kept for a person
+            shutil.copytree(state_dir / "logs", logs, dirs_exist_ok=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
         assert down.returncode == 0, f"`mlops twin down --hosts` failed:\n{down.stderr}"
-        left = _leftovers()
+        left = leftovers()
         assert not left, "`mlops twin down --hosts` left: " + ", ".join(left)
 
 
-@pytest.fixture(scope="session")
-def twin_urls(hosts_twin: HostsHandle) -> dict[str, Any]:
-    """The control host's UIs and credentials, for browser tests (run in ``netns``)."""
-    env = hosts_twin.env
-    return {
-        "prefect": env["PREFECT_API_URL"].removesuffix("/api"),
-        "mlflow": env["MLFLOW_TRACKING_URI"],
-        "mlflow_username": env["MLFLOW_TRACKING_USERNAME"],
-        "mlflow_password": env["MLFLOW_TRACKING_PASSWORD"],
-        "prefect_auth_string": env["PREFECT_API_AUTH_STRING"],
-        "netns": f"{hostnet.PREFIX}{OPERATOR}",
-    }
+@pytest.fixture
+def deployed(hosts_twin: HostsHandle) -> HostsHandle:
+    """The twin with the real months in its bucket and prefect.yaml deployed (once)."""
+    if not hosts_twin.deployed:
+        data_dir = os.environ.get("PIPELINE_DATA_DIR", "")
+        for month in MONTHS:
+            path = Path(data_dir) / f"green_tripdata_{month}.parquet"
+            if not data_dir or not path.is_file():
+                pytest.fail(
+                    f"PIPELINE_DATA_DIR must hold green 2023-01 and 2023-02; {path} is missing",
+                    pytrace=False,
+                )
+            hosts_twin.twin.upload(path, f"data/{path.name}")
+        result = hosts_twin.mlops("deploy")
+        assert result.returncode == 0, result.stdout + result.stderr
+        hosts_twin.deployed = True
+    return hosts_twin
+
+
+@pytest.fixture
+def trained(deployed: HostsHandle) -> TrainingRun:
+    """A completed run of the training deployment on the worker, shared by the session."""
+    if deployed.training is None:
+        deployed.training = deployed.train()
+    return deployed.training
+
+
+@pytest.fixture
+def twin_urls(hosts_twin: HostsHandle, trained: TrainingRun) -> TwinUrls:
+    """Where a browser in the operator's namespace reaches the control host's UIs."""
+    return TwinUrls.of(hosts_twin.env, trained)

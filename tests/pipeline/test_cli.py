@@ -70,6 +70,24 @@ def assert_one_error_line(returncode: int, stdout: str, stderr: str, expected: s
             "the data. Use an https URL, or allow a plain-http mirror explicitly "
             "(allow_insecure_mirror, --allow-insecure-mirror)",
         ),
+        (
+            ["--train-months", "2023-03..2023-01", "--val-month", "2023-04"],
+            "--train-months: month range '2023-03..2023-01' runs backwards: 2023-03 is after "
+            "2023-01",
+        ),
+        (
+            ["--train-months", "2019-01..2022-12", "--val-month", "2023-01"],
+            "--train-months: month range '2019-01..2022-12' spans 48 months; at most 36 are "
+            "allowed",
+        ),
+        (
+            ["--val-month", "2023-02"],
+            "give the months to train on: --train-month YYYY-MM or --train-months FROM..TO",
+        ),
+        (
+            [*MONTHS, "--dask-workers", "2"],
+            "dask_workers need engine dask; the engine is local",
+        ),
     ],
 )
 def test_bad_arguments_give_one_error_line(args: list[str], expected: str) -> None:
@@ -87,6 +105,22 @@ def test_the_module_entry_point_reports_a_bad_month_without_a_traceback(tmp_path
         "got '2023-13'",
     )
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--train-months", "2023-03..2023-01", "--val-month", "2023-04"],
+            "--train-months: month range '2023-03..2023-01' runs backwards: 2023-03 is after "
+            "2023-01",
+        ),
+        ([*MONTHS, "--trials", "0"], "--trials: Input should be greater than or equal to 1, got 0"),
+    ],
+)
+def test_bad_tuning_arguments_give_one_error_line(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, ["tune", *args])
+    assert_one_error_line(result.exit_code, result.stdout, result.stderr, expected)
 
 
 def test_training_on_the_embedded_default_prints_a_json_summary(

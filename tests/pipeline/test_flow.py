@@ -273,7 +273,8 @@ def test_no_network_fails_after_the_retries_with_a_clear_error(
                 tmp_path, unique_name, tlc_base_url=closed_port_url, allow_insecure_mirror=True
             )
         )
-    assert attempts == ["2023-01"] * (1 + flows.IO_RETRIES)
+    # Both months are loaded at once, each retried; the error is the first month's.
+    assert sorted(attempts) == sorted(["2023-01", "2023-02"] * (1 + flows.IO_RETRIES))
     (run,) = runs_of(unique_name)
     assert run.info.status == "FAILED"
     assert registered_versions(unique_name) == []
@@ -288,7 +289,11 @@ def test_an_unpublished_month_is_not_retried(
                 tmp_path, unique_name, tlc_base_url=tlc_server.base_url, allow_insecure_mirror=True
             )
         )
-    assert len(tlc_server.requests) == 1
+    # Both months are asked for at once, and neither again.
+    assert sorted(tlc_server.requests) == [
+        "/trip-data/green_tripdata_2023-01.parquet",
+        "/trip-data/green_tripdata_2023-02.parquet",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import xgboost as xgb
 from mlflow import MlflowClient
 
 from pipeline import tracking
-from pipeline.data import MonthData
+from pipeline.data import MonthData, MonthSummary
 from pipeline.evaluate import evaluate
 from pipeline.features import LabeledSet
 from pipeline.model import MODEL_MODULES
@@ -48,7 +48,10 @@ def logged_run(
     uri = tracking.log_training(
         run_id,
         params={"max_depth": 8, "color": "green"},
-        months=[(months[0], "training"), (months[1], "validation")],
+        months=[
+            (MonthSummary.of(months[0]), "training"),
+            (MonthSummary.of(months[1]), "validation"),
+        ],
         booster=booster,
         val=labeled[1],
         evaluation=evaluate(booster, *labeled),

@@ -55,14 +55,16 @@ def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_and_57_to_62() -> None:
+def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_57_to_62_and_72() -> (
+    None
+):
     covered = {n for rule in RULES for n in rule.invariants}
     # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
     # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 49, 51 and 53 in tests/hosts
-    # and tests/infra, 63-64 in tests/hosts.
+    # and tests/infra, 63-64 in tests/hosts; 72 in tests/hosts too, and here.
     assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | {47, 48, 50, 52} | set(
         range(57, 63)
-    )
+    ) | {72}
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -338,6 +340,18 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         "dev",
         "ec2-bootstrap-retried",
         rewrite_user_data("worker-1", "Requires=mlops-bootstrap.service", "Wants=nothing"),
+    ),
+    (
+        "dev",
+        "ec2-migrates-before-serving",
+        rewrite_user_data(
+            "control", "Requires=mlflow-migrate.service", "Wants=mlflow-migrate.service"
+        ),
+    ),
+    (
+        "prod",
+        "ec2-migrates-before-serving",
+        rewrite_user_data("control", "_MIGRATE_ON_START=false", "_MIGRATE_ON_START=true"),
     ),
     (
         "prod",

@@ -181,3 +181,17 @@ def test_a_snapshot_that_is_not_the_stacks_is_refused(fake_tools, dev_outputs_ma
     assert result.exit_code == 1
     assert "has no available snapshot someone-elses" in result.stdout
     assert fake_tools.calls() == [SOURCE_OUTPUTS, DESCRIBE]
+
+
+@pytest.mark.parametrize("args", [[], ["--stack", "dev", "--twin", "."]])
+def test_a_drill_needs_exactly_one_of_a_stack_or_a_twin(args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["restore-drill", *args])
+    assert result.exit_code == 1
+    assert "give either --stack NAME or --twin STATE_DIR" in result.output
+
+
+def test_a_twin_drill_of_no_twin_says_so(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["restore-drill", "--twin", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"no twin recorded in {tmp_path}" in result.output
+    assert not (tmp_path / "snapshots").exists()

@@ -1,0 +1,241 @@
+"""Data bigger than a process: the local engine's peak against two memory-limited Dask workers.
+
+``python -m bench.dask_memory [--copies N] [--fraction F]`` (``$PIPELINE_DATA_DIR`` must hold
+green 2022-01..2022-12 and 2023-02):
+
+1. builds a window of ``12 * N`` months in a scratch directory: the twelve real months of
+   2022 and, before them, the same months again with their timestamps moved back by whole
+   years (the loader keeps only trips within the month a file is named for), N <= 3;
+2. trains on that window, validating on 2023-02, with the local engine in a child process,
+   sampling its resident memory every 20 ms: the **local peak**;
+3. trains on the same window with the Dask engine, a LocalCluster of 2 workers each limited
+   to ``F`` times the local peak (default 0.8; spilling and pausing off, so the limit is a
+   ceiling), in a child process, sampling every process of
+   its tree apart: each worker's peak must stay below the local peak, and the RMSE within
+   0.02 of the local engine's.
+
+It prints one JSON document and writes it to ``bench/results/dask-memory-<date>.json``.
+Issue 11, item 5, is this bench rather than a test: on 2 shared cores it takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REAL_YEAR = 2022
+VAL_MONTH = "2023-02"
+COLOR = "green"
+SAMPLE_SECONDS = 0.02
+RMSE_TOLERANCE = 0.02
+# A bounded number of rounds: the bench compares memory and agreement, not the best model.
+CONFIG = {"num_boost_round": 60, "early_stopping_rounds": 10}
+
+
+def build_window(source: Path, target: Path, copies: int) -> tuple[str, ...]:
+    """Months of the window written into ``target`` (and the validation month beside them)."""
+    import pandas as pd
+
+    months = []
+    for copy in range(copies - 1, -1, -1):
+        year = REAL_YEAR - copy
+        for month in range(1, 13):
+            real = source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet"
+            name = f"{year}-{month:02d}"
+            frame = pd.read_parquet(real)
+            for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
+                frame[column] = frame[column] - pd.DateOffset(years=copy)
+            frame.to_parquet(target / f"{COLOR}_tripdata_{name}.parquet", index=False)
+            months.append(name)
+    val = f"{COLOR}_tripdata_{VAL_MONTH}.parquet"
+    (target / val).write_bytes((source / val).read_bytes())
+    return tuple(months)
+
+
+def train_local(data_dir: str, months: list[str]) -> dict[str, Any]:
+    """Child: the local engine's stages on the window (as the flow runs them)."""
+    from pipeline.data import load_month
+    from pipeline.evaluate import evaluate
+    from pipeline.features import combine, make_labeled_set
+    from pipeline.train import TrainConfig, train_model
+
+    started = time.perf_counter()
+    sets = [
+        make_labeled_set(load_month(data_dir, COLOR, month).trips, label=month) for month in months
+    ]
+    train = combine(sets)
+    del sets
+    val = make_labeled_set(load_month(data_dir, COLOR, VAL_MONTH).trips, label=VAL_MONTH)
+    booster = train_model(train, val, TrainConfig(**CONFIG))
+    evaluation = evaluate(booster, train, val)
+    return {
+        "rmse": evaluation.rmse,
+        "rows": len(train.target),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_dask(data_dir: str, months: list[str], memory_limit: str) -> dict[str, Any]:
+    """Child: the Dask engine on the window, 2 workers with ``memory_limit`` each."""
+    from pipeline import distributed
+    from pipeline.data import load_month
+    from pipeline.features import make_labeled_set
+    from pipeline.parameters import TrainingParameters
+    from pipeline.train import TrainConfig
+
+    parameters = TrainingParameters(engine="dask", dask_workers=2, dask_memory_limit=memory_limit)
+    started = time.perf_counter()
+    val = make_labeled_set(load_month(data_dir, COLOR, VAL_MONTH).trips, label=VAL_MONTH)
+    with distributed.connect(parameters) as client:
+        cluster = distributed.describe(client)
+        result = distributed.train_and_evaluate(
+            client,
+            data_dir,
+            months,
+            val,
+            color=COLOR,
+            config=TrainConfig(**CONFIG),
+            base_url="https://d37ci6vzurychx.cloudfront.net/trip-data",
+            allow_insecure_mirror=False,
+        )
+    return {
+        "rmse": result.evaluation.rmse,
+        "rows": sum(month.rows for month in result.months),
+        "seconds": time.perf_counter() - started,
+        "cluster": cluster,
+    }
+
+
+# The limit is a ceiling, not a hint: no spilling to disk and no pausing (a paused worker
+# holds up xgboost's collective for good); a worker above 95 % of it is restarted, and the
+# training fails.
+HARD_LIMIT = {
+    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False",
+}
+
+
+def measure(argv: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """Run ``argv``; its JSON result and the peak resident set of each process of its tree."""
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, **HARD_LIMIT})
+    peaks: dict[int, int] = {}
+    roles: dict[int, str] = {}
+    root = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for process in tree:
+            try:
+                rss = process.memory_info().rss
+                roles.setdefault(process.pid, _role(process))
+            except psutil.Error:
+                continue
+            peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
+        time.sleep(SAMPLE_SECONDS)
+    out, _ = child.communicate()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed with status {child.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1]), {
+        f"{pid}:{roles[pid]}": peak for pid, peak in peaks.items()
+    }
+
+
+def _role(process: psutil.Process) -> str:
+    """driver, worker (a Dask worker process) or the name of another helper process.
+
+    Dask renames its worker processes (``dask worker [tcp://...]``) once they start.
+    """
+    command = " ".join(process.cmdline())
+    if "bench.dask_memory" in command:
+        return "driver"
+    if "resource_tracker" in command:
+        return "tracker"
+    if "spawn_main" in command or "dask worker" in command:
+        return "worker"
+    return process.name()
+
+
+def mib(value: float) -> float:
+    return round(value / 2**20, 1)
+
+
+def run(copies: int, fraction: float, reuse_local: bool) -> dict[str, Any]:
+    source = os.environ.get("PIPELINE_DATA_DIR")
+    if not source:
+        raise SystemExit("PIPELINE_DATA_DIR must hold green 2022-01..2022-12 and 2023-02")
+    with tempfile.TemporaryDirectory(prefix="dask-memory-") as scratch:
+        months = build_window(Path(source), Path(scratch), copies)
+        me = [sys.executable, "-m", "bench.dask_memory"]
+        measured = Path(tempfile.gettempdir()) / f"bench-dask-memory-local-{copies}.json"
+        if reuse_local and measured.is_file():  # the local engine's run takes minutes here
+            local, local_peak = json.loads(measured.read_text())
+        else:
+            local, local_peaks = measure([*me, "--child", "local", scratch, *months])
+            local_peak = max(local_peaks.values())
+            measured.write_text(json.dumps([local, local_peak]) + "\n")
+        limit = int(local_peak * fraction)
+        print(f"local: {local}, peak {mib(local_peak)} MiB", file=sys.stderr, flush=True)
+        dask, dask_peaks = measure([*me, "--child", "dask", scratch, f"{limit}B", *months])
+    workers = {k: v for k, v in dask_peaks.items() if k.endswith(":worker")}
+    largest_worker = max(workers.values())
+    return {
+        "date": date.today().isoformat(),
+        "months": f"{months[0]}..{months[-1]} ({len(months)})",
+        "rows": local["rows"],
+        "local": {"peak_mib": mib(local_peak), "rmse": local["rmse"], "seconds": local["seconds"]},
+        "dask": {
+            "worker_memory_limit_mib": mib(limit),
+            "largest_worker_peak_mib": mib(largest_worker),
+            "driver_peak_mib": mib(max(v for k, v in dask_peaks.items() if k.endswith("driver"))),
+            "processes_mib": {k: mib(v) for k, v in sorted(dask_peaks.items())},
+            "rmse": dask["rmse"],
+            "seconds": dask["seconds"],
+            "cluster": dask["cluster"],
+        },
+        "worker_below_local_peak": largest_worker < local_peak,
+        "rmse_within_tolerance": abs(dask["rmse"] - local["rmse"]) < RMSE_TOLERANCE,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument("--fraction", type=float, default=0.8)
+    parser.add_argument(
+        "--reuse-local",
+        action="store_true",
+        help="take the local engine's figures from its last run on the same window",
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        kind, data_dir, *rest = arguments.child
+        if kind == "local":
+            result = train_local(data_dir, rest)
+        else:
+            result = train_dask(data_dir, rest[1:], rest[0])
+        print(json.dumps(result))
+        return
+    document = run(arguments.copies, arguments.fraction, arguments.reuse_local)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"dask-memory-{document['date']}-{arguments.copies}x12.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    main()

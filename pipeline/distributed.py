@@ -1,0 +1,390 @@
+"""The Dask engine: a training window read, featurised and trained on by a Dask cluster.
+
+No Prefect imports, like every stage module: the flow's ``train-on-dask`` task wires it.
+
+- **Cluster**: an existing scheduler (``dask_address``, ``tcp://`` or ``tls://``), or a
+  ``LocalCluster`` of ``dask_workers`` processes started for the run and stopped after it.
+- **Data**: each training month is one partition, loaded on a worker by the same
+  :func:`pipeline.data.load_month` as the local engine (cache, download, checksum and schema
+  checks included), from a local directory the workers share or from ``s3://``. The driver
+  receives only each month's :class:`~pipeline.data.MonthSummary` (rows, digest) for MLflow.
+- **Features**: :func:`pipeline.features.labeled_frame` per partition (``map_partitions``);
+  the zones keep the fixed categorical 1..265, so every partition's categories are known.
+- **Training**: ``xgboost.dask.train`` with the :class:`~pipeline.train.TrainConfig`'s
+  parameters and early stopping on the validation month, which the driver loaded (one month)
+  and ships to the cluster. The booster returned is the plain ``xgboost.Booster`` the local
+  engine logs, cut to its best round.
+- **Evaluation**: predictions and the baseline's zone-pair means are computed on the
+  cluster; only a month of predictions and at most 265 x 265 means come back.
+
+Dask and xgboost are imported when a run uses this engine: the local engine never pays for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data import MonthData, MonthSummary, load_month
+from pipeline.errors import PipelineError
+from pipeline.evaluate import Evaluation, baseline_from_means, evaluation_of, zone_pair_key
+from pipeline.features import (
+    FEATURES,
+    MAX_MINUTES,
+    MIN_MINUTES,
+    TARGET,
+    ZONE_DTYPE,
+    LabeledSet,
+    labeled_frame,
+    make_features,
+)
+from pipeline.parameters import TrainingParameters
+from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE
+from pipeline.train import TrainConfig
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from distributed import Client
+
+# Long enough for a scheduler on another host to answer; short enough that a wrong address
+# fails the run at once rather than after training would have started.
+CONNECT_TIMEOUT_SECONDS = 20
+_PAIR = "zone_pair"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaskResult:
+    """What the cluster produced: the booster, its evaluation and the months it trained on."""
+
+    booster: xgb.Booster
+    evaluation: Evaluation
+    months: list[MonthSummary]
+
+
+@contextmanager
+def connect(parameters: TrainingParameters) -> Iterator[Client]:
+    """A client of the run's cluster: ``dask_address``'s, or a local one started for the run."""
+    from distributed import Client, LocalCluster
+
+    if parameters.dask_address is not None:
+        address = parameters.dask_address
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise PipelineError(
+                f"cannot reach the Dask scheduler at {address} (dask_address) within "
+                f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
+            ) from exc
+        with client:
+            yield client
+        return
+    workers = parameters.dask_workers or 1
+    memory_limit = parameters.dask_memory_limit or "auto"
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+        memory_limit=memory_limit,
+        processes=True,
+        dashboard_address=None,  # no dashboard for a cluster that lives as long as one run
+    )
+    with cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def describe(client: Client) -> str:
+    """The cluster in one line: its scheduler, workers, threads and memory limits."""
+    info = client.scheduler_info(n_workers=-1)
+    workers = info["workers"].values()
+    limits = sorted({worker.get("memory_limit", 0) for worker in workers})
+    shown = ", ".join(f"{limit / 2**20:.0f} MiB" for limit in limits) or "none"
+    threads = sum(worker.get("nthreads", 0) for worker in workers)
+    return f"{info['address']}: {len(workers)} workers, {threads} threads, memory limit {shown}"
+
+
+def train_and_evaluate(
+    client: Client,
+    data_dir: str,
+    months: Sequence[str],
+    val_set: LabeledSet,
+    *,
+    color: str,
+    config: TrainConfig,
+    base_url: str,
+    allow_insecure_mirror: bool,
+) -> DaskResult:
+    """Train on ``months`` (one partition each, on the workers), validate on ``val_set``."""
+    # The client is not the process's default (a flow may run several): make it the current
+    # one for every collection and helper used here.
+    with client.as_current():
+        return _train_and_evaluate(
+            client,
+            data_dir,
+            months,
+            val_set,
+            color=color,
+            config=config,
+            base_url=base_url,
+            allow_insecure_mirror=allow_insecure_mirror,
+        )
+
+
+def _train_and_evaluate(
+    client: Client,
+    data_dir: str,
+    months: Sequence[str],
+    val_set: LabeledSet,
+    *,
+    color: str,
+    config: TrainConfig,
+    base_url: str,
+    allow_insecure_mirror: bool,
+) -> DaskResult:
+    """:func:`train_and_evaluate`'s work, with ``client`` current."""
+    import xgboost.dask as dxgb
+
+    features, summaries = _training_frame(
+        client,
+        data_dir,
+        months,
+        color=color,
+        base_url=base_url,
+        allow_insecure_mirror=allow_insecure_mirror,
+    )
+    val = _validation_frame(client, val_set)
+    train_matrix = dxgb.DaskQuantileDMatrix(
+        client,
+        features.features,
+        features.target,
+        enable_categorical=True,
+        max_bin=config.max_bin,
+    )
+    val_matrix = dxgb.DaskQuantileDMatrix(
+        client,
+        val.features,
+        val.target,
+        enable_categorical=True,
+        max_bin=config.max_bin,
+        ref=train_matrix,
+    )
+    output = dxgb.train(
+        client,
+        _dask_params(config),
+        train_matrix,
+        num_boost_round=config.num_boost_round,
+        evals=[(val_matrix, "validation")],
+        early_stopping_rounds=config.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    del train_matrix, val_matrix
+    booster: xgb.Booster = output["booster"]
+    booster = booster[: booster.best_iteration + 1]
+    predicted = dxgb.inplace_predict(client, booster, val.features)
+    pairs = features.frame.map_partitions(_zone_pairs, meta=_zone_pairs(features.frame._meta))
+    means, overall, raw_predictions = client.compute(
+        [pairs.groupby(_PAIR)[TARGET].mean(), features.target.mean(), predicted], sync=True
+    )
+    predictions = np.clip(np.asarray(raw_predictions), MIN_MINUTES, MAX_MINUTES)
+    baseline = baseline_from_means(means, float(overall), val_set)
+    return DaskResult(
+        booster=booster,
+        evaluation=evaluation_of(val_set, predictions, baseline),
+        months=summaries,
+    )
+
+
+def _training_frame(
+    client: Client,
+    data_dir: str,
+    months: Sequence[str],
+    *,
+    color: str,
+    base_url: str,
+    allow_insecure_mirror: bool,
+) -> tuple[_Pinned, list[MonthSummary]]:
+    """The window's features and target, persisted on the workers; and each month's summary."""
+    import dask.dataframe as dd
+    from dask import delayed
+    from distributed import wait
+
+    run = uuid.uuid4().hex[:8]  # keys of this run's months, never shared with another run's
+    workers = _workers(client)
+    # Month i is read by worker i mod n: the window is spread at once, none of it moves.
+    loaded = [
+        client.submit(
+            load_month,
+            data_dir,
+            color,
+            month,
+            base_url=base_url,
+            allow_insecure_mirror=allow_insecure_mirror,
+            key=f"load-month-{color}-{month}-{run}",
+            workers=[workers[i % len(workers)]],
+            allow_other_workers=False,
+        )
+        for i, month in enumerate(months)
+    ]
+    summaries = client.gather(client.map(MonthSummary.of, loaded, key=f"summary-{run}"))
+    trips = [
+        client.submit(_trips_of, month, key=f"trips-{run}-{i}") for i, month in enumerate(loaded)
+    ]
+    meta = client.submit(_empty_like, trips[0], key=f"meta-{run}").result()
+    raw = dd.from_delayed(trips, meta=meta, verify_meta=False)
+    labeled = raw.map_partitions(_labeled, tuple(months), meta=_labeled_meta(meta))
+    # At least one partition per worker: xgboost.dask refuses a worker without rows when
+    # features are categorical (it cannot infer their categories from nothing).
+    labeled = labeled.repartition(npartitions=max(len(months), len(workers)))
+    computed = client.persist(labeled)
+    wait(computed)
+    del raw, trips, loaded  # the raw months are released: only their features stay
+    placed = [
+        client.compute(
+            delayed(_own_copy)(part), workers=[workers[i % len(workers)]], allow_other_workers=False
+        )
+        for i, part in enumerate(computed.to_delayed())
+    ]
+    wait(placed)
+    del computed  # the parts not yet placed are released
+    return _Pinned.of(client, placed, labeled._meta), list(summaries)
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    """Partitions of features and target, each part held by one worker with its X and y.
+
+    xgboost.dask gathers a partition's X and y on one worker; a part that travelled between
+    processes may be unaligned in memory, which XGBoost refuses ("Input pointer
+    misalignment"). So each part's X and y are cut on the worker that holds it, never moved.
+    """
+
+    frame: Any
+    features: Any
+    target: Any
+
+    @classmethod
+    def of(cls, client: Client, parts: list[Any], meta: pd.DataFrame) -> _Pinned:
+        import dask.dataframe as dd
+
+        def pinned(function: Any, part: Any) -> Any:
+            where = list(client.who_has([part])[part.key])
+            return client.submit(function, part, workers=where, allow_other_workers=False)
+
+        return cls(
+            frame=dd.from_delayed(parts, meta=meta, verify_meta=False),
+            features=dd.from_delayed(
+                [pinned(_features_of, part) for part in parts],
+                meta=_features_of(meta),
+                verify_meta=False,
+            ),
+            target=dd.from_delayed(
+                [pinned(_target_of, part) for part in parts],
+                meta=_target_of(meta),
+                verify_meta=False,
+            ),
+        )
+
+
+def _features_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns of a features-and-target part."""
+    return frame[list(FEATURES)]
+
+
+def _target_of(frame: pd.DataFrame) -> pd.Series:
+    """The target of a features-and-target part."""
+    return frame[TARGET]
+
+
+def _validation_frame(client: Client, val_set: LabeledSet) -> _Pinned:
+    """The validation month (features and target) on the workers, a part each, in row order."""
+    from distributed import wait
+
+    frame = val_set.features.assign(**{TARGET: val_set.target})
+    workers = _workers(client)
+    parts = [
+        client.submit(
+            _own_copy,
+            client.scatter(part, workers=[worker], direct=True),
+            workers=[worker],
+            allow_other_workers=False,
+        )
+        for part, worker in zip(_split(frame, len(workers)), workers, strict=True)
+    ]
+    wait(parts)
+    return _Pinned.of(client, parts, frame.iloc[:0])
+
+
+def _workers(client: Client) -> list[str]:
+    """The addresses of the cluster's workers, in a stable order; an error if there are none."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise PipelineError(
+            f"the Dask cluster at {client.scheduler_info()['address']} has no workers"
+        )
+    return workers
+
+
+def _own_copy(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` in memory of this worker's own allocation.
+
+    A partition received from another process may sit at any offset of the message buffer,
+    the zone categories' index included; XGBoost refuses arrays that are not aligned to their
+    type ("Input pointer misalignment"). So the values are copied and the zones re-coded
+    against this process's own :data:`~pipeline.features.ZONE_DTYPE`.
+    """
+    copied = frame.copy(deep=True)
+    for zone in (PICKUP_ZONE, DROPOFF_ZONE):
+        codes = copied[zone].cat.codes.to_numpy(copy=True)
+        copied[zone] = pd.Categorical.from_codes(codes, dtype=ZONE_DTYPE)
+    return copied
+
+
+def _split(frame: pd.DataFrame, count: int) -> list[pd.DataFrame]:
+    """``frame`` cut into ``count`` consecutive parts of about equal length."""
+    bounds = np.linspace(0, len(frame), count + 1).astype(int)
+    return [frame.iloc[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _dask_params(config: TrainConfig) -> dict[str, object]:
+    """The booster parameters; each worker uses its own threads unless nthread is set."""
+    params = config.xgboost_params()
+    if config.nthread == 0:
+        del params["nthread"]
+    return params
+
+
+def _trips_of(month: MonthData) -> pd.DataFrame:
+    """A loaded month's trips (a partition)."""
+    return month.trips
+
+
+def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s columns and types without its rows: a Dask frame's meta."""
+    return frame.iloc[:0]
+
+
+def _labeled(
+    trips: pd.DataFrame, months: tuple[str, ...], partition_info: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """One month's partition as features and target; errors name the month."""
+    number = None if partition_info is None else partition_info.get("number")
+    label = months[number] if isinstance(number, int) and number < len(months) else "a month"
+    return labeled_frame(trips, label=label)
+
+
+def _labeled_meta(raw_meta: pd.DataFrame) -> pd.DataFrame:
+    """The features-and-target frame's columns and types (zone categories included)."""
+    return make_features(raw_meta).assign(**{TARGET: pd.Series(dtype="float64")})
+
+
+def _zone_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The target beside its zone-pair key (as the baseline groups it)."""
+    return pd.DataFrame(
+        {_PAIR: zone_pair_key(frame), TARGET: frame[TARGET].to_numpy()}, index=frame.index
+    )
