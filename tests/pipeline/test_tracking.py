@@ -18,14 +18,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from pipeline import tracking
-from pipeline.data import MonthData
+from pipeline.data import MonthData, MonthSummary
 from pipeline.errors import PipelineError, TransientError
 
 if TYPE_CHECKING:  # the type only: the server itself comes as a fixture
     from tests.pipeline.conftest import RefusingServer
 
 
-def _month(source: str, distance: float = 1.5) -> MonthData:
+def _month(source: str, distance: float = 1.5) -> MonthSummary:
     trips = pd.DataFrame(
         {
             "lpep_pickup_datetime": pd.to_datetime(["2023-01-01 10:00", "2023-01-02 11:30"]),
@@ -33,7 +33,8 @@ def _month(source: str, distance: float = 1.5) -> MonthData:
             "trip_distance": [distance, 3.25],
         }
     )
-    return MonthData(color="green", month="2023-01", source=source, rows_read=3, trips=trips)
+    loaded = MonthData(color="green", month="2023-01", source=source, rows_read=3, trips=trips)
+    return MonthSummary.of(loaded)  # what the run records of a loaded month
 
 
 def test_a_month_is_recorded_as_a_dataset_with_its_source_schema_size_and_context() -> None:
@@ -55,7 +56,11 @@ def test_a_month_is_recorded_as_a_dataset_with_its_source_schema_size_and_contex
         ]
     }
     assert json.loads(dataset.profile) == {"num_rows": 2, "num_elements": 6}
-    assert [(tag.key, tag.value) for tag in recorded.tags] == [("mlflow.data.context", "training")]
+    assert {tag.key: tag.value for tag in recorded.tags} == {
+        "mlflow.data.context": "training",
+        "month": "2023-01",
+        "rows": "2",
+    }
 
 
 def test_a_month_read_from_s3_is_an_s3_dataset() -> None:
