@@ -88,7 +88,7 @@ def train_local(data_dir: str, months: list[str]) -> dict[str, Any]:
 
 def train_dask(data_dir: str, months: list[str], memory_limit: str) -> dict[str, Any]:
     """Child: the Dask engine on the window, 2 workers with ``memory_limit`` each."""
-    from pipeline import distributed
+    from pipeline import dask_engine
     from pipeline.data import load_month
     from pipeline.features import make_labeled_set
     from pipeline.parameters import TrainingParameters
@@ -97,9 +97,9 @@ def train_dask(data_dir: str, months: list[str], memory_limit: str) -> dict[str,
     parameters = TrainingParameters(engine="dask", dask_workers=2, dask_memory_limit=memory_limit)
     started = time.perf_counter()
     val = make_labeled_set(load_month(data_dir, COLOR, VAL_MONTH).trips, label=VAL_MONTH)
-    with distributed.connect(parameters) as client:
-        cluster = distributed.describe(client)
-        result = distributed.train_and_evaluate(
+    with dask_engine.connect(parameters) as client:
+        cluster = dask_engine.describe(client)
+        result = dask_engine.train_and_evaluate(
             client,
             data_dir,
             months,

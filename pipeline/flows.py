@@ -22,7 +22,7 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
   (see :mod:`pipeline.cache`); ``allow_insecure_mirror`` admits a plain-http one
 - ``hyperparameters``: :class:`pipeline.train.TrainConfig`
 - ``engine``: ``local`` (default) or ``dask`` with ``dask_address`` or ``dask_workers``
-  (and ``dask_memory_limit``): see :mod:`pipeline.distributed` and docs/dask.md
+  (and ``dask_memory_limit``): see :mod:`pipeline.dask_engine` and docs/dask.md
 
 The second flow, ``tuning`` (entrypoint ``pipeline/flows.py:tuning_flow``), searches the
 hyperparameters: seeded Optuna trials (:mod:`pipeline.tuning`) as ``trial`` tasks on
@@ -383,12 +383,12 @@ def train_on_dask(
     parameters: TrainingParameters,
 ) -> tuple[xgb.Booster, Evaluation, list[MonthSummary]]:
     """Load, featurise, train and evaluate on a Dask cluster (the training months stay there)."""
-    from pipeline import distributed
+    from pipeline import dask_engine
 
     logger = get_run_logger()
-    with distributed.connect(parameters) as client:
-        logger.info("Dask cluster: %s", distributed.describe(client))
-        result = distributed.train_and_evaluate(
+    with dask_engine.connect(parameters) as client:
+        logger.info("Dask cluster: %s", dask_engine.describe(client))
+        result = dask_engine.train_and_evaluate(
             client,
             data_dir,
             train_months,

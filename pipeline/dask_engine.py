@@ -149,6 +149,7 @@ def _train_and_evaluate(
 ) -> DaskResult:
     """:func:`train_and_evaluate`'s work, with ``client`` current."""
     import xgboost.dask as dxgb
+    from dask import delayed
 
     features, summaries = _training_frame(
         client,
@@ -186,12 +187,15 @@ def _train_and_evaluate(
     del train_matrix, val_matrix
     booster: xgb.Booster = output["booster"]
     booster = booster[: booster.best_iteration + 1]
-    predicted = dxgb.inplace_predict(client, booster, val.features)
+    # One task per validation partition copies it and predicts: a partition moved between
+    # workers on its way to a separate predict task could arrive misaligned (see _own_copy).
+    predicted = [delayed(_predict_part)(booster, part) for part in val.features.to_delayed()]
     pairs = features.frame.map_partitions(_zone_pairs, meta=_zone_pairs(features.frame._meta))
-    means, overall, raw_predictions = client.compute(
-        [pairs.groupby(_PAIR)[TARGET].mean(), features.target.mean(), predicted], sync=True
+    means, overall = client.compute(
+        [pairs.groupby(_PAIR)[TARGET].mean(), features.target.mean()], sync=True
     )
-    predictions = np.clip(np.asarray(raw_predictions), MIN_MINUTES, MAX_MINUTES)
+    raw_parts = client.compute(predicted, sync=True)
+    predictions = np.clip(np.concatenate(raw_parts), MIN_MINUTES, MAX_MINUTES)
     baseline = baseline_from_means(means, float(overall), val_set)
     return DaskResult(
         booster=booster,
@@ -328,6 +332,11 @@ def _workers(client: Client) -> list[str]:
             f"the Dask cluster at {client.scheduler_info()['address']} has no workers"
         )
     return workers
+
+
+def _predict_part(booster: xgb.Booster, part: pd.DataFrame) -> np.ndarray:
+    """The booster's predictions for one partition, made in the task that copied it."""
+    return np.asarray(booster.inplace_predict(_own_copy(part)))
 
 
 def _own_copy(frame: pd.DataFrame) -> pd.DataFrame:
