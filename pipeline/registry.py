@@ -122,7 +122,8 @@ def promote(candidate: Candidate, val: LabeledSet) -> Promotion:
     """
     name = candidate.model_name
     champion = _champion(name)
-    already = champion is not None and champion.version == candidate.version  # a retry
+    # A retry. (str: a SQL store's client gives the version as an int, the REST client a str.)
+    already = champion is not None and str(champion.version) == candidate.version
     champion_rmse = (
         None if champion is None or already else _rmse_on(champion, candidate.validation_key, val)
     )

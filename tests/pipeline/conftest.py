@@ -1,6 +1,8 @@
 """Fixtures for the pipeline tests: the real months, a trained model, local servers, stores.
 
-The real trip records are read from ``$PIPELINE_DATA_DIR`` (green 2023-01 and 2023-02).
+The real trip records are read from ``$PIPELINE_DATA_DIR`` (green 2023-01 and 2023-02); the
+``small_*`` and ``synthetic_*`` fixtures are synthetic months (:mod:`tests.pipeline.synthetic`)
+for the tests that need some trips or a model, not the real ones.
 Prefect runs against one session-scoped test harness; MLflow against one SQLite store per
 session (each test uses its own experiment and model names). Nothing leaves loopback.
 """
@@ -25,6 +27,7 @@ import xgboost as xgb
 from pipeline.data import MonthData, file_name, load_month
 from pipeline.features import LabeledSet, make_labeled_set
 from pipeline.train import TrainConfig, train_model
+from tests.pipeline.synthetic import SMALL_CONFIG, synthetic_trips, write_months
 
 TRAIN_MONTH, VAL_MONTH = "2023-01", "2023-02"
 
@@ -64,6 +67,30 @@ def labeled(months: tuple[MonthData, MonthData]) -> tuple[LabeledSet, LabeledSet
 def booster(labeled: tuple[LabeledSet, LabeledSet]) -> xgb.Booster:
     """The model trained with the default configuration on the full real months."""
     return train_model(*labeled, TrainConfig())
+
+
+@pytest.fixture(scope="session")
+def small_labeled() -> tuple[LabeledSet, LabeledSet]:
+    """Training and validation sets of two synthetic months (2023-01 and 2023-02)."""
+    return (
+        make_labeled_set(synthetic_trips("2023-01", seed=1), label="synthetic 2023-01"),
+        make_labeled_set(synthetic_trips("2023-02", seed=2), label="synthetic 2023-02"),
+    )
+
+
+@pytest.fixture(scope="session")
+def small_booster(small_labeled: tuple[LabeledSet, LabeledSet]) -> xgb.Booster:
+    """A model trained on the synthetic months in well under a second."""
+    return train_model(*small_labeled, SMALL_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with synthetic green files for 2022-12, 2023-01 and 2023-02."""
+    return write_months(
+        tmp_path_factory.mktemp("synthetic") / "data",
+        {"2022-12": 0, "2023-01": 1, "2023-02": 2},
+    )
 
 
 @pytest.fixture(scope="session")
