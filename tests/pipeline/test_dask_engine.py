@@ -42,6 +42,7 @@ def dask_parameters(data_dir: Path, name: str, **engine: object) -> TrainingPara
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_dask_training_matches_the_local_engine_and_logs_a_plain_booster(
     real_data_dir: Path,
@@ -67,11 +68,11 @@ def test_dask_training_matches_the_local_engine_and_logs_a_plain_booster(
 
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_an_unreachable_scheduler_fails_the_run_naming_it(
-    real_data_dir: Path, unique_name: str
+    synthetic_data_dir: Path, unique_name: str
 ) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(PipelineError, match=f"cannot reach the Dask scheduler at {address}"):
-        training(dask_parameters(real_data_dir, unique_name, dask_address=address))
+        training(dask_parameters(synthetic_data_dir, unique_name, dask_address=address))
     experiment = MlflowClient().get_experiment_by_name(unique_name)
     assert experiment is not None
     (run,) = MlflowClient().search_runs([experiment.experiment_id])

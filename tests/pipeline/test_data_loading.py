@@ -1,4 +1,8 @@
-"""Load stage on the real months, on broken files, on yellow records and on S3."""
+"""Load stage on the real months, on broken files, on yellow records and on S3.
+
+The broken, yellow and S3 files are made from a synthetic month (every trip usable), the
+checks on what the published files hold from the real ones.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ from moto import mock_aws
 
 from pipeline.data import MonthData, file_name, load_month, resolve_data_dir
 from pipeline.errors import PipelineError, TransientError
+from tests.pipeline.synthetic import synthetic_trips
+
+SYNTHETIC_ROWS = 1_500
 
 GREEN_COLUMNS = [
     "lpep_pickup_datetime",
@@ -34,9 +41,9 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def raw_january(real_data_dir: Path) -> pd.DataFrame:
-    """The full real 2023-01 file, all columns, as published."""
-    return pd.read_parquet(real_data_dir / file_name("green", "2023-01"))
+def raw_january() -> pd.DataFrame:
+    """A synthetic 2023-01 file's content: the needed columns and others, every trip usable."""
+    return synthetic_trips("2023-01", rows=SYNTHETIC_ROWS)
 
 
 # --- the real months -----------------------------------------------------------------------
@@ -184,7 +191,8 @@ def test_a_file_holding_another_month_is_refused(
     # January's records filed as March: no pickup falls in the month asked for.
     directory = data_dir_with(files={file_name("green", "2023-03"): parquet_bytes(raw_january)})
     with pytest.raises(
-        PipelineError, match=r"has no usable trips with a pickup in 2023-03 \(all 68211 rows"
+        PipelineError,
+        match=r"has no usable trips with a pickup in 2023-03 \(all 1500 rows fall outside",
     ):
         load_month(str(directory), "green", "2023-03")
 
@@ -314,7 +322,7 @@ def test_yellow_records_use_tpep_columns(
     directory = data_dir_with(files={file_name("yellow", "2023-01"): parquet_bytes(yellow)})
     month = load_month(str(directory), "yellow", "2023-01")
     assert list(month.trips.columns) == [name.replace("lpep_", "tpep_") for name in GREEN_COLUMNS]
-    assert len(month.trips) > 68_000
+    assert month.rows_read == len(month.trips) == SYNTHETIC_ROWS
 
 
 def test_green_columns_are_not_yellow_ones(
@@ -342,23 +350,22 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield client
 
 
-def test_a_month_is_read_from_s3(s3_bucket: Any, real_data_dir: Path) -> None:
-    s3_bucket.upload_file(
-        str(real_data_dir / file_name("green", "2023-01")),
-        "trips",
-        "data/green_tripdata_2023-01.parquet",
+def test_a_month_is_read_from_s3(s3_bucket: Any, raw_january: pd.DataFrame) -> None:
+    s3_bucket.put_object(
+        Bucket="trips",
+        Key="data/green_tripdata_2023-01.parquet",
+        Body=parquet_bytes(raw_january),
     )
     month = load_month("s3://trips/data", "green", "2023-01")
     assert month.source == "s3://trips/data/green_tripdata_2023-01.parquet"
-    assert month.rows_read == 68_211
-    assert list(month.trips.columns) == GREEN_COLUMNS
+    assert month.rows_read == SYNTHETIC_ROWS
+    pd.testing.assert_frame_equal(month.trips, raw_january[GREEN_COLUMNS])
 
 
-def test_a_missing_month_is_downloaded_into_s3(
-    s3_bucket: Any, tlc_server: Any, real_data_dir: Path
-) -> None:
+def test_a_missing_month_is_downloaded_into_s3(s3_bucket: Any, tlc_server: Any) -> None:
     name = file_name("green", "2023-02")
-    (tlc_server.directory / name).write_bytes((real_data_dir / name).read_bytes())
+    published = parquet_bytes(synthetic_trips("2023-02", rows=SYNTHETIC_ROWS))
+    (tlc_server.directory / name).write_bytes(published)
     month = load_month(
         "s3://trips/cache/",
         "green",
@@ -366,14 +373,14 @@ def test_a_missing_month_is_downloaded_into_s3(
         base_url=tlc_server.base_url,
         allow_insecure_mirror=True,
     )
-    assert month.rows_read == 64_809
+    assert month.rows_read == SYNTHETIC_ROWS
     (key,) = (
         item["Key"]
         for item in s3_bucket.list_objects_v2(Bucket="trips", Prefix="cache/mirrors/")["Contents"]
         if item["Key"].endswith(name)
     )
     stored = s3_bucket.get_object(Bucket="trips", Key=key)["Body"].read()
-    assert stored == (real_data_dir / name).read_bytes()
+    assert stored == published
     assert tlc_server.requests == [f"/trip-data/{name}"]
 
 

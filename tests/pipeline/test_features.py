@@ -9,9 +9,12 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.features import (
     FEATURES,
+    TARGET,
     ZONE_DTYPE,
     LabeledSet,
+    combine,
     duration_minutes,
+    labeled_frame,
     make_features,
     make_labeled_set,
     zone_categorical,
@@ -169,3 +172,43 @@ def test_the_labeled_trips_are_the_kept_raw_rows_renumbered() -> None:
     pd.testing.assert_frame_equal(labeled.trips, expected)
     assert labeled.features.index.tolist() == labeled.target.index.tolist() == [0, 1]
     assert labeled.target.tolist() == [10.0, 30.0]
+
+
+def test_months_combine_in_order_renumbered_with_one_zone_dtype() -> None:
+    first = make_labeled_set(
+        trips(("2023-01-02 08:00:00", "2023-01-02 08:10:00", 1, 2, 1.0)), label="first"
+    )
+    second = make_labeled_set(
+        trips(
+            ("2023-02-02 08:00:00", "2023-02-02 08:20:00", 3, 4, 2.0),
+            ("2023-02-03 08:00:00", "2023-02-03 08:30:00", 5, 6, 3.0),
+        ),
+        label="second",
+    )
+
+    window = combine([first, second])
+
+    assert window.target.tolist() == [10.0, 20.0, 30.0]
+    assert window.target.index.tolist() == window.features.index.tolist() == [0, 1, 2]
+    assert window.trips.index.tolist() == [0, 1, 2]
+    assert window.trips["PULocationID"].tolist() == [1, 3, 5]
+    assert window.features["PULocationID"].tolist() == [1, 3, 5]
+    assert window.features["PULocationID"].dtype == ZONE_DTYPE
+    assert combine([first]) is first
+
+
+def test_a_dask_partition_is_the_features_with_the_duration_as_one_more_column() -> None:
+    frame = trips(
+        ("2023-01-02 08:00:00", "2023-01-02 07:00:00", 1, 2, 1.0),  # dropped
+        ("2023-01-02 09:00:00", "2023-01-02 09:15:00", 3, 4, 2.0),
+    )
+
+    partition = labeled_frame(frame, label="partition")
+
+    assert list(partition.columns) == [*FEATURES, TARGET]
+    assert partition[TARGET].tolist() == [15.0]
+    pd.testing.assert_frame_equal(
+        partition[list(FEATURES)], make_labeled_set(frame, label="x").features
+    )
+    with pytest.raises(PipelineError, match=r"^empty: none of its 1 trips"):
+        labeled_frame(frame.iloc[:1], label="empty")

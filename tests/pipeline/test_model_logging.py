@@ -1,6 +1,6 @@
 """What the tracking stage logs with a model: code the model runs, linked metrics and params.
 
-Against the session's real MLflow store (SQLite).
+Against the session's real MLflow store (SQLite), with a model trained on synthetic months.
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ print(outside)
 """
 
 
+def _summary(month: str, labeled: LabeledSet) -> MonthSummary:
+    """What the run records of a loaded month (here, a synthetic one)."""
+    data = MonthData(
+        color="green", month=month, source=f"/data/{month}", rows_read=2_000, trips=labeled.trips
+    )
+    return MonthSummary.of(data)
+
+
 @pytest.fixture
 def logged_run(
     unique_name: str,
-    booster: xgb.Booster,
-    labeled: tuple[LabeledSet, LabeledSet],
-    months: tuple[MonthData, MonthData],
+    small_booster: xgb.Booster,
+    small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> tuple[str, str]:
     """A run tracked as the flow tracks it: (run ID, logged model URI)."""
     tracking.configure_tracking()
@@ -49,12 +56,12 @@ def logged_run(
         run_id,
         params={"max_depth": 8, "color": "green"},
         months=[
-            (MonthSummary.of(months[0]), "training"),
-            (MonthSummary.of(months[1]), "validation"),
+            (_summary("2023-01", small_labeled[0]), "training"),
+            (_summary("2023-02", small_labeled[1]), "validation"),
         ],
-        booster=booster,
-        val=labeled[1],
-        evaluation=evaluate(booster, *labeled),
+        booster=small_booster,
+        val=small_labeled[1],
+        evaluation=evaluate(small_booster, *small_labeled),
     )
     tracking.end_run(run_id)
     return run_id, uri

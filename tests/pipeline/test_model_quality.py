@@ -1,9 +1,14 @@
-"""Train and evaluate stages on the real months: accuracy, behaviour, determinism."""
+"""Train and evaluate stages on the real months: accuracy, behaviour, determinism.
+
+The tests of the model trained on the full months are marked ``slow``: `make test` runs them,
+`make mutate` leaves them out (each mutant's pytest session would train that model again).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import xgboost as xgb
 
 from pipeline.evaluate import evaluate, zone_pair_baseline
@@ -14,6 +19,7 @@ from pipeline.train import TrainConfig, predict_minutes, train_model
 MAX_RMSE = 4.6
 
 
+@pytest.mark.slow
 def test_validation_rmse_is_at_most_4_6_and_beats_the_baseline(
     booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:
@@ -51,10 +57,12 @@ def test_early_stopping_keeps_only_the_best_rounds(labeled: tuple[LabeledSet, La
     )
 
 
+@pytest.mark.slow
 def test_the_default_model_stopped_early(booster: xgb.Booster) -> None:
     assert 10 < booster.num_boosted_rounds() < TrainConfig().num_boost_round
 
 
+@pytest.mark.slow
 def test_a_much_longer_trip_between_the_same_zones_is_never_predicted_shorter(
     booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:
@@ -68,6 +76,7 @@ def test_a_much_longer_trip_between_the_same_zones_is_never_predicted_shorter(
     assert np.mean(long - short) > 5  # and it takes noticeably longer on average
 
 
+@pytest.mark.slow
 def test_predictions_are_plausible_durations(
     booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:
@@ -78,6 +87,7 @@ def test_predictions_are_plausible_durations(
     assert predictions.max() <= 60
 
 
+@pytest.mark.slow
 def test_one_trip_alone_is_predicted_as_in_a_batch(
     booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:
@@ -88,6 +98,7 @@ def test_one_trip_alone_is_predicted_as_in_a_batch(
         assert alone[0] == batch[row]
 
 
+@pytest.mark.slow
 def test_int32_zones_and_unknown_zones_are_predicted(
     booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:

@@ -1,8 +1,8 @@
 """Promotion: compare-and-set under a lock, last in the run, idempotent registration, and
 re-scoring that never runs code from the artifact store (invariants 67-70).
 
-Against the session's real MLflow store (SQLite) and Prefect's test harness; the race runs two
-real promotions in two threads.
+Against the session's real MLflow store (SQLite) and Prefect's test harness, with a model and
+data directory of synthetic months; the race runs two real promotions in two threads.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pipeline.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "mlflow_store")
 
-KEY = "green_tripdata_2023-02.parquet:62551"
+KEY = "green_tripdata_2023-02.parquet:1999"
 WEAK = TrainConfig(max_depth=1, num_boost_round=5, early_stopping_rounds=5)
 # How long a thread waits for the other to reach a point it may never reach (held by the lock).
 RENDEZVOUS_SECONDS = 5.0
@@ -37,12 +37,12 @@ RENDEZVOUS_SECONDS = 5.0
 
 @pytest.fixture
 def logged(
-    unique_name: str, booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+    unique_name: str, small_booster: xgb.Booster, small_labeled: tuple[LabeledSet, LabeledSet]
 ) -> tuple[str, str]:
-    """The session's booster logged as a model in a fresh run: (model URI, run ID)."""
+    """The synthetic months' booster logged as a model in a fresh run: (model URI, run ID)."""
     tracking.configure_tracking()
     run_id = tracking.start_run(experiment=unique_name, run_name="promotion", tags={})
-    uri = log_model(run_id, booster, labeled[1].trips)
+    uri = log_model(run_id, small_booster, small_labeled[1].trips)
     tracking.end_run(run_id)
     return uri, run_id
 
@@ -76,7 +76,7 @@ def aliases(name: str) -> dict[str, int]:
 def test_67_concurrent_promotions_never_demote_a_better_champion(
     register: Callable[..., registry.Candidate],
     unique_name: str,
-    labeled: tuple[LabeledSet, LabeledSet],
+    small_labeled: tuple[LabeledSet, LabeledSet],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Champion 5.5; run A (5.0) and run B (5.3) promote at once: the champion must end at A.
@@ -85,7 +85,7 @@ def test_67_concurrent_promotions_never_demote_a_better_champion(
     moves the alias after A did. Under the lock B can only read once A is done (the rendezvous
     then times out and each goes on), so it compares with 5.0 and stays challenger.
     """
-    val = labeled[1]
+    val = small_labeled[1]
     champion = register(5.5)
     flows.promote_exclusively(champion, val)
     run_a, run_b = register(5.0), register(5.3)
@@ -176,13 +176,13 @@ def test_67_a_lock_someone_changed_is_set_back_to_one_active_slot(
 
 def test_68_a_run_failing_after_registration_moves_no_alias_and_keeps_no_version(
     register: Callable[..., registry.Candidate],
-    real_data_dir: Path,
+    synthetic_data_dir: Path,
     unique_name: str,
-    labeled: tuple[LabeledSet, LabeledSet],
+    small_labeled: tuple[LabeledSet, LabeledSet],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     champion = register(99.0)  # any new model beats it
-    flows.promote_exclusively(champion, labeled[1])
+    flows.promote_exclusively(champion, small_labeled[1])
 
     def unavailable(*args: object) -> None:
         raise RuntimeError("Prefect API unavailable while publishing the metrics")
@@ -193,7 +193,7 @@ def test_68_a_run_failing_after_registration_moves_no_alias_and_keeps_no_version
             TrainingParameters(
                 train_month="2023-01",
                 val_month="2023-02",
-                data_dir=str(real_data_dir),
+                data_dir=str(synthetic_data_dir),
                 model_name=unique_name,
                 experiment=unique_name,
                 hyperparameters=WEAK,
@@ -211,7 +211,7 @@ def test_68_a_run_failing_after_registration_moves_no_alias_and_keeps_no_version
 
 
 def test_69_a_retried_registration_leaves_one_version(
-    real_data_dir: Path, unique_name: str, monkeypatch: pytest.MonkeyPatch
+    synthetic_data_dir: Path, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The registry answers the first registration with a failure after creating the version."""
     monkeypatch.setattr(flows.register, "retry_delay_seconds", [0.0])
@@ -230,7 +230,7 @@ def test_69_a_retried_registration_leaves_one_version(
         TrainingParameters(
             train_month="2023-01",
             val_month="2023-02",
-            data_dir=str(real_data_dir),
+            data_dir=str(synthetic_data_dir),
             model_name=unique_name,
             experiment=unique_name,
             hyperparameters=WEAK,
@@ -244,29 +244,22 @@ def test_69_a_retried_registration_leaves_one_version(
     assert versions[0].tags[registry.REGISTRATION_TAG] == flow_run_id
 
 
-def test_69_registering_twice_under_one_key_returns_the_same_version(
-    register: Callable[..., registry.Candidate], unique_name: str
-) -> None:
-    first = register(4.4, attempt="flow-run-1")
-    again = register(4.4, attempt="flow-run-1")
-    other = register(4.4, attempt="flow-run-2")
-    assert (first.version, again.version, other.version) == ("1", "1", "2")
-
-
 def test_70_the_champion_is_rescored_from_its_booster_with_the_workers_code(
     register: Callable[..., registry.Candidate],
     unique_name: str,
-    booster: xgb.Booster,
-    labeled: tuple[LabeledSet, LabeledSet],
+    small_booster: xgb.Booster,
+    small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> None:
-    champion = register(1.0)  # as recorded; the real figure is about 4.45
-    flows.promote_exclusively(champion, labeled[1])
+    champion = register(0.01)  # as recorded; the real figure is far higher
+    flows.promote_exclusively(champion, small_labeled[1])
     version = MlflowClient().get_model_version(unique_name, champion.version)
     assert version.tags[registry.DIGEST_TAG].startswith("sha256:")
-    assert registry.champion_rmse(unique_name, KEY, labeled[1]) == 1.0
+    assert registry.champion_rmse(unique_name, KEY, small_labeled[1]) == 0.01
     # Validated elsewhere: re-scored from the logged booster file on this data.
-    rescored = registry.champion_rmse(unique_name, "green_tripdata_2023-03.parquet:1", labeled[1])
-    assert rescored == pytest.approx(evaluate(booster, *labeled).rmse, abs=1e-4)
+    rescored = registry.champion_rmse(
+        unique_name, "green_tripdata_2023-03.parquet:1", small_labeled[1]
+    )
+    assert rescored == pytest.approx(evaluate(small_booster, *small_labeled).rmse, abs=1e-4)
 
 
 @pytest.mark.parametrize("tampered", ["artifacts/booster.ubj", "code/pipeline/features.py"])
@@ -275,10 +268,10 @@ def test_70_a_champion_changed_in_the_artifact_store_is_refused_and_nothing_move
     register: Callable[..., registry.Candidate],
     logged: tuple[str, str],
     unique_name: str,
-    labeled: tuple[LabeledSet, LabeledSet],
+    small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> None:
     champion = register(4.0)
-    flows.promote_exclusively(champion, labeled[1])
+    flows.promote_exclusively(champion, small_labeled[1])
     # Whoever can write the bucket's mlflow/ prefix replaces a file of the logged model.
     model_id = logged[0].removeprefix("models:/")
     stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
@@ -291,23 +284,23 @@ def test_70_a_champion_changed_in_the_artifact_store_is_refused_and_nothing_move
         match=rf"the files of the champion models:/{unique_name}/1 do not match the digest "
         "recorded at registration",
     ):
-        flows.promote_exclusively(challenger, labeled[1])
+        flows.promote_exclusively(challenger, small_labeled[1])
     assert aliases(unique_name) == {"challenger": 1, "champion": 1}
 
 
 def test_70_a_champion_without_a_recorded_digest_is_not_rescored_and_nothing_moves(
     register: Callable[..., registry.Candidate],
     unique_name: str,
-    labeled: tuple[LabeledSet, LabeledSet],
+    small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> None:
     champion = register(4.0)
-    flows.promote_exclusively(champion, labeled[1])
+    flows.promote_exclusively(champion, small_labeled[1])
     # Registered before digests were recorded: its files cannot be checked.
     MlflowClient().delete_model_version_tag(unique_name, champion.version, registry.DIGEST_TAG)
     challenger = register(3.0, key="green_tripdata_2023-03.parquet:1")  # forces a re-scoring
 
     with pytest.raises(PipelineError) as raised:
-        flows.promote_exclusively(challenger, labeled[1])
+        flows.promote_exclusively(challenger, small_labeled[1])
 
     assert str(raised.value) == (
         f"cannot re-score the champion models:/{unique_name}/1: it has no model_sha256 tag "

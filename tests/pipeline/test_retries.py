@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from mlflow.exceptions import MlflowException
+from prefect.cache_policies import NO_CACHE
 
 from pipeline import flows
 from pipeline.errors import PipelineError, TransientError
@@ -57,3 +58,31 @@ def test_every_io_stage_is_retried_with_backoff_and_training_is_not() -> None:
     for stage in (flows.build_features, flows.train, flows.score):
         assert stage.retries == 0, stage.name
     assert flows.train.timeout_seconds == flows.TRAIN_TIMEOUT_SECONDS == 3600
+
+
+def _stage() -> None:
+    """A stand-in for a stage's function."""
+
+
+def test_a_new_io_task_gets_the_retry_options_and_keeps_its_own() -> None:
+    # The flow's tasks are made when pipeline.flows is imported; these make new ones, so that
+    # a change to the option helpers shows here (mutmut cannot reach import-time code).
+    made = flows._io_task("probe-io", task_run_name="probe-{x}", timeout_seconds=9)(_stage)
+
+    assert made.name == "probe-io"
+    assert made.fn is _stage
+    assert made.retries == flows.IO_RETRIES
+    assert made.retry_delay_seconds == [5, 10, 20]
+    assert made.retry_jitter_factor == 0.5
+    assert made.retry_condition_fn is flows._worth_retrying
+    assert made.cache_policy is NO_CACHE
+    assert (made.task_run_name, made.timeout_seconds) == ("probe-{x}", 9)
+
+
+def test_a_new_task_is_not_cached_nor_retried_and_keeps_its_options() -> None:
+    made = flows._task("probe", timeout_seconds=7)(_stage)
+
+    assert (made.name, made.fn) == ("probe", _stage)
+    assert made.cache_policy is NO_CACHE
+    assert made.retries == 0
+    assert made.timeout_seconds == 7

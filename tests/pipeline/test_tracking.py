@@ -211,3 +211,17 @@ def test_other_mlflow_errors_pass_through_unchanged(error: Exception) -> None:
     with pytest.raises(type(error)) as raised:
         call()
     assert raised.value is error
+
+
+def test_an_http_error_without_a_response_passes_through_unchanged() -> None:
+    # requests raises some HTTPErrors (a redirect loop, a refused body) before any answer.
+    error = requests.HTTPError("no answer")
+    assert tracking._http_status(error) is None
+
+    @tracking.mlflow_call
+    def call() -> None:
+        raise error
+
+    with pytest.raises(requests.HTTPError) as raised:
+        call()
+    assert raised.value is error

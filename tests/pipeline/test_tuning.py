@@ -50,11 +50,15 @@ def test_a_seed_fixes_the_sampled_configurations() -> None:
         assert config.num_boost_round == TINY.num_boost_round
 
 
+# The local cluster's scheduler serves HTTP on 8787, or on another port with this warning when
+# another Dask cluster on the machine holds 8787: harmless (its dashboard is off).
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
+@pytest.mark.slow  # a Dask cluster of worker processes: a minute on a loaded 2-core machine
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_the_search_nests_its_trials_and_logs_a_reusable_best(
-    real_data_dir: Path, unique_name: str
+    synthetic_data_dir: Path, unique_name: str
 ) -> None:
-    first = tuning_flow(search_of(real_data_dir, unique_name, seed=3))
+    first = tuning_flow(search_of(synthetic_data_dir, unique_name, seed=3))
     assert [trial.number for trial in first.trials] == [0, 1]
     assert first.best_rmse == min(trial.rmse for trial in first.trials)
     client = MlflowClient()
@@ -77,5 +81,5 @@ def test_the_search_nests_its_trials_and_logs_a_reusable_best(
     usable = TrainingParameters.model_validate({"hyperparameters": best}).hyperparameters
     assert usable == first.best_hyperparameters
 
-    again = tuning_flow(search_of(real_data_dir, unique_name, seed=3))
+    again = tuning_flow(search_of(synthetic_data_dir, unique_name, seed=3))
     assert [t.config for t in again.trials] == [t.config for t in first.trials]

@@ -69,20 +69,22 @@ def test_a_window_names_its_months_and_its_label() -> None:
 
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_a_window_is_trained_on_and_tracked_month_by_month(
-    real_data_dir: Path, unique_name: str
+    synthetic_data_dir: Path, unique_name: str
 ) -> None:
     window = ("2022-12", "2023-01")
     summary = training(
         TrainingParameters(
             train_months="2022-12..2023-01",
             val_month="2023-02",
-            data_dir=str(real_data_dir),
+            data_dir=str(synthetic_data_dir),
             model_name=unique_name,
             experiment=unique_name,
             hyperparameters=QUICK,
         )
     )
-    rows = {month: len(load_month(str(real_data_dir), "green", month).trips) for month in window}
+    rows = {
+        month: len(load_month(str(synthetic_data_dir), "green", month).trips) for month in window
+    }
     assert summary.train_month == "2022-12..2023-01"
     assert summary.train_months == list(window)
     assert summary.train_rows == sum(rows.values())
@@ -99,7 +101,7 @@ def test_a_window_is_trained_on_and_tracked_month_by_month(
         ("green_tripdata_2022-12", "training"): rows["2022-12"],
         ("green_tripdata_2023-01", "training"): rows["2023-01"],
         ("green_tripdata_2023-02", "validation"): len(
-            load_month(str(real_data_dir), "green", "2023-02").trips
+            load_month(str(synthetic_data_dir), "green", "2023-02").trips
         ),
     }
 

@@ -20,6 +20,8 @@ from scripts.twin import SERVICES, Twin, TwinConfig, TwinState, up
 from scripts.twin.settings import (
     DUMMY_AWS_CREDENTIALS,
     check_service,
+    control_secret_arns,
+    new_secret,
     write_private_json,
 )
 
@@ -199,3 +201,32 @@ def test_the_twins_worker_polls_as_the_worker_hosts_unit_does(tmp_path: Path) ->
     # A manually triggered run waits at most this long for a worker (Prefect's default: 10 s).
     assert float(WORKER_POLLING_ENVIRONMENT["PREFECT_WORKER_QUERY_SECONDS"]) <= 2
     assert twin_worker["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+
+
+def test_each_control_secret_field_gets_the_arn_of_its_own_secret() -> None:
+    names = [
+        "db_password",
+        "mlflow_db_password",
+        "mlflow_auth_db_password",
+        "prefect_db_password",
+        "mlflow_admin_password",
+        "mlflow_worker_password",
+        "mlflow_flask_secret_key",
+        "prefect_auth_string",
+    ]
+    arns = {name: f"arn:aws:secretsmanager:us-east-1:1:secret:{name}" for name in names}
+
+    fields = control_secret_arns(arns)
+
+    assert fields == {f"{name}_secret_arn": arns[name] for name in names}
+    # A secret the emulator did not create is an empty ARN (its boot step skips it).
+    assert control_secret_arns({}) == dict.fromkeys(fields, "")
+
+
+def test_a_new_secret_is_32_random_letters_and_digits() -> None:
+    drawn = {new_secret() for _ in range(20)}
+    assert len(drawn) == 20
+    for secret in drawn:
+        assert len(secret) == 32
+        assert secret.isascii()
+        assert secret.isalnum()
