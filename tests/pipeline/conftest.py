@@ -138,6 +138,8 @@ class FileServer:
     failures: dict[str, list[int]] = field(default_factory=dict)
     # paths whose body is cut short (Content-Length promises more than is sent)
     truncated: set[str] = field(default_factory=set)
+    # path -> where it moved: answered with a 302 to that path (as a CDN redirects)
+    moved: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -167,6 +169,12 @@ def tlc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]
             pending = server_state.failures.get(self.path)
             if pending:
                 self.send_error(pending.pop(0))
+                return
+            if self.path in server_state.moved:
+                self.send_response(302)
+                self.send_header("Location", server_state.moved[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             path = directory.parent / self.path.lstrip("/")
             if not path.is_file():

@@ -10,6 +10,7 @@ import pytest
 from pipeline.cache import RECORD_SUFFIX
 from pipeline.data import download, file_name, load_month
 from pipeline.errors import PipelineError, TransientError
+from tests.pipeline.synthetic import parquet_bytes, synthetic_trips
 
 NAME = file_name("green", "2023-01")
 
@@ -109,3 +110,18 @@ def test_an_unwritable_data_dir_is_a_clear_error(
     blocker.write_text("")  # a file where the directory should be created
     with pytest.raises(PipelineError, match=f"cannot write {blocker / 'data' / NAME}"):
         download(f"{tlc_server.base_url}/{NAME}", blocker / "data" / NAME)
+
+
+def test_a_month_the_site_redirects_to_elsewhere_is_downloaded_from_there(
+    tlc_server: Any, tmp_path: Path
+) -> None:
+    content = parquet_bytes(synthetic_trips("2023-01", rows=300))
+    elsewhere = tlc_server.directory.parent / "moved"
+    elsewhere.mkdir()
+    (elsewhere / NAME).write_bytes(content)
+    tlc_server.moved[f"/trip-data/{NAME}"] = f"/moved/{NAME}"
+
+    download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+
+    assert (tmp_path / NAME).read_bytes() == content
+    assert tlc_server.requests == [f"/trip-data/{NAME}", f"/moved/{NAME}"]
