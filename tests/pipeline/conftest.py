@@ -32,6 +32,24 @@ from tests.pipeline.synthetic import SMALL_CONFIG, synthetic_trips, write_months
 TRAIN_MONTH, VAL_MONTH = "2023-01", "2023-02"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``make mutate``, the tests needing Prefect's harness judge only the flow's mutants.
+
+    mutmut runs each mutant in a fresh pytest session and names it in ``MUTANT_UNDER_TEST``.
+    Those tests start a Prefect server and most run the training flow (a minute on a loaded
+    machine), and every mutant of the load, features, train, registry and tracking stages
+    reaches them: a survivor there would pay for all of them. Those stages are judged by their
+    unit tests. Leaving tests out can only turn a kill into a survivor, never the reverse.
+    """
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if "__mutmut_" not in mutant or mutant.startswith("pipeline.flows."):
+        return
+    under_prefect = [item for item in items if "prefect_api" in getattr(item, "fixturenames", ())]
+    if under_prefect:
+        config.hook.pytest_deselected(items=under_prefect)
+        items[:] = [item for item in items if item not in under_prefect]
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The directory holding the real green 2023-01 and 2023-02 files."""
