@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pipeline.cache import RECORD_SUFFIX
@@ -125,3 +126,40 @@ def test_a_month_the_site_redirects_to_elsewhere_is_downloaded_from_there(
 
     assert (tmp_path / NAME).read_bytes() == content
     assert tlc_server.requests == [f"/trip-data/{NAME}", f"/moved/{NAME}"]
+
+
+def test_the_progress_bar_names_the_file_and_counts_binary_kilobytes(
+    tlc_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content = parquet_bytes(synthetic_trips("2023-01", rows=300))
+    (tlc_server.directory / NAME).write_bytes(content)
+    size = f"{len(content) / 1024:.1f}k"  # e.g. 13.8k: 1024 bytes a kilobyte
+
+    download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+
+    bar = capsys.readouterr().err.strip().split("\r")[-1]
+    assert bar.startswith(f"{NAME}: 100%|")
+    assert f"| {size}/{size} [" in bar
+    assert bar.endswith("B/s]")  # bytes
+
+
+def test_a_network_error_is_named_with_its_own_words(closed_port_url: str, tmp_path: Path) -> None:
+    with pytest.raises(TransientError) as raised:
+        download(f"{closed_port_url}/{NAME}", tmp_path / NAME)
+    assert str(raised.value) == (
+        f"could not download {closed_port_url}/{NAME}: [Errno 111] Connection refused"
+    )
+
+
+def test_a_network_error_without_words_is_named_by_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dropped(*args: object, **kwargs: object) -> None:
+        raise httpx.RemoteProtocolError("")
+
+    monkeypatch.setattr(httpx, "stream", dropped)
+    with pytest.raises(TransientError) as raised:
+        download(f"https://mirror.example.com/{NAME}", tmp_path / NAME)
+    assert str(raised.value) == (
+        f"could not download https://mirror.example.com/{NAME}: RemoteProtocolError"
+    )
