@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline import data
 from pipeline.cache import RECORD_SUFFIX
 from pipeline.data import download, file_name, load_month
 from pipeline.errors import PipelineError, TransientError
@@ -163,3 +164,23 @@ def test_a_network_error_without_words_is_named_by_its_kind(
     assert str(raised.value) == (
         f"could not download https://mirror.example.com/{NAME}: RemoteProtocolError"
     )
+
+
+def test_the_partial_download_is_a_hidden_file_beside_the_month(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beside it: the final rename stays on one filesystem (atomic). Hidden: never a month.
+    content = parquet_bytes(synthetic_trips("2023-01", rows=300))
+    seen: list[list[str]] = []
+
+    def stream(url: str, out: Any, *, label: str) -> None:
+        out.write(content)
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    monkeypatch.setattr(data, "_stream_to", stream)
+    download(f"https://mirror.example.com/{NAME}", tmp_path / NAME)
+
+    [[partial]] = seen
+    assert partial.startswith(f".{NAME}.")
+    assert files_in(tmp_path) == [NAME, NAME + RECORD_SUFFIX]
+    assert (tmp_path / NAME).read_bytes() == content
