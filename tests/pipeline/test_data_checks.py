@@ -193,3 +193,74 @@ def test_a_connection_failure_is_worth_a_retry() -> None:
         f"cannot access {URI}: Could not connect to the endpoint URL: "
         '"https://s3.us-east-1.amazonaws.com"'
     )
+
+
+class _FailingBucket:
+    """An S3 client holding ``objects``, refusing (AccessDenied) the keys in ``refused``."""
+
+    def __init__(self, objects: dict[str, bytes], refused: set[str]) -> None:
+        self.objects, self.refused = objects, refused
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        if Key in self.refused:
+            raise _client_error("AccessDenied")
+        if Key not in self.objects:
+            raise _client_error("NoSuchKey")
+        content = self.objects[Key]
+
+        class Body:
+            def read(self) -> bytes:
+                return content
+
+        return {"Body": Body()}
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes) -> None:
+        if Key in self.refused:
+            raise _client_error("AccessDenied")
+        self.objects[Key] = Body
+
+    def upload_file(self, filename: str, bucket: str, key: str) -> None:
+        if key in self.refused:
+            raise _client_error("AccessDenied")
+        self.objects[key] = Path(filename).read_bytes()
+
+
+NAME = "green_tripdata_2023-01.parquet"
+
+
+def _s3_with(monkeypatch: pytest.MonkeyPatch, bucket: _FailingBucket) -> None:
+    monkeypatch.setattr(data.boto3, "client", lambda service: bucket)
+
+
+def test_a_refused_download_record_is_an_error_naming_the_month(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    places = data.cache.entries(data.TLC_BASE_URL, NAME, allow_insecure=False)
+    entry = places[0]
+    bucket = _FailingBucket({f"data/{entry.key}": b"content"}, refused={f"data/{entry.record_key}"})
+    _s3_with(monkeypatch, bucket)
+    with pytest.raises(PipelineError) as raised:
+        data._s3_parquet("s3://bucket/data", NAME, places)
+    assert str(raised.value).startswith(f"cannot access s3://bucket/data/{entry.key}: AccessDenied")
+
+
+@pytest.mark.parametrize("refused", ["record", "month"])
+def test_a_refused_upload_of_a_downloaded_month_is_an_error_naming_it(
+    refused: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    places = data.cache.entries(data.TLC_BASE_URL, NAME, allow_insecure=False)
+    entry = places[-1]
+    key = f"data/{entry.record_key if refused == 'record' else entry.key}"
+    _s3_with(monkeypatch, _FailingBucket({}, refused={key}))
+    monkeypatch.setattr(data, "download", _fake_download)
+    with pytest.raises(PipelineError) as raised:
+        data._s3_parquet("s3://bucket/data", NAME, places)
+    assert str(raised.value).startswith(f"cannot access s3://bucket/data/{entry.key}: AccessDenied")
+
+
+def _fake_download(url: str, local: Path) -> None:
+    """What :func:`pipeline.data.download` leaves: the file and its record beside it."""
+    content = b"PAR1" + b"\0" * 8 + b"PAR1"
+    local.write_bytes(content)
+    record = data.cache.Record.of(content, url)
+    local.with_name(local.name + data.cache.RECORD_SUFFIX).write_bytes(record.to_json())
