@@ -604,7 +604,7 @@ def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT
 def worker_plan(settings: WorkerHostSettings, layout: HostLayout = HOST_LAYOUT) -> HostPlan:
     """A worker host: one Prefect process worker (with Dask, a client of the cluster, and the
     first daskWorkers hosts a Dask worker); it reads only two secrets, neither an admin's."""
-    services = (prefect_worker_service(settings, layout),)
+    services: tuple[ServiceSpec, ...] = (prefect_worker_service(settings, layout),)
     if settings.dask is not None:
         from hostboot.dask_cluster import as_dask_client, worker_service  # they build on this
 
