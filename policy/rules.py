@@ -411,7 +411,6 @@ RULES: tuple[Rule, ...] = (
         "The bootstrap is a oneshot unit retried until it succeeds; services require it.",
         (INSTANCE, LAUNCH_TEMPLATE),
         ec2_bootstrap_retried,
-        ec2_dask_tls,
     ),
     Rule(
         "ec2-migrates-before-serving",
