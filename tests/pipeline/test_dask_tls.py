@@ -50,7 +50,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
         processes=False,
         protocol="tls",
         security=security,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: 8787 may be taken,
     ) as cluster:
         yield cluster
 

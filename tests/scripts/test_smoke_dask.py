@@ -20,7 +20,10 @@ from tests.support.tls_identities import authority, identity
 @pytest.fixture(scope="module")
 def tcp_cluster() -> Iterator[LocalCluster]:
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=":0",  # a free port: 8787 may be taken
     ) as cluster:
         yield cluster
 
@@ -41,7 +44,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loca
         processes=False,
         protocol="tls",
         security=security,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: 8787 may be taken,
     ) as cluster:
         yield cluster, paths
 
