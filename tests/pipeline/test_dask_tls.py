@@ -35,8 +35,9 @@ def parameters(address: str) -> TrainingParameters:
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A LocalCluster that speaks TLS only, its certificates signed by a CA of its own."""
-    paths = identity(authority("cluster CA"), "scheduler").write(tmp_path_factory.mktemp("cluster"))
+    """A LocalCluster that speaks TLS only, its certificates signed by a CA of its own (the
+    files of ``cluster_identity``)."""
+    paths = cluster_identity(tmp_path_factory)
     roles = ("scheduler", "worker", "client")
     security = Security(
         tls_ca_file=paths["ca"],
@@ -50,9 +51,17 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
         processes=False,
         protocol="tls",
         security=security,
-        dashboard_address=":0",  # a free port: 8787 may be taken,
+        dashboard_address=":0",  # a free port: 8787 may be taken
     ) as cluster:
         yield cluster
+
+
+def cluster_identity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The cluster's identity files (made once: the cluster and its clients share them)."""
+    directory = tmp_path_factory.getbasetemp() / "cluster-identity"
+    if not directory.exists():
+        identity(authority("cluster CA"), "scheduler").write(directory)
+    return {name: str(directory / f"{name}.pem") for name in ("ca", "cert", "key")}
 
 
 def client_settings(paths: dict[str, str]) -> dict[str, str]:
@@ -62,13 +71,12 @@ def client_settings(paths: dict[str, str]) -> dict[str, str]:
 
 
 def test_a_tls_scheduler_is_reached_with_the_configured_identity(
-    tls_cluster: LocalCluster, tmp_path: Path
+    tls_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     address = tls_cluster.scheduler_address
     assert address.startswith("tls://")
-    ca_dir = Path(tls_cluster.security.tls_ca_file).parent
-    client_paths = {name: str(ca_dir / f"{name}.pem") for name in ("ca", "cert", "key")}
-    with dask.config.set(client_settings(client_paths)), connect(parameters(address)) as client:
+    settings = client_settings(cluster_identity(tmp_path_factory))
+    with dask.config.set(settings), connect(parameters(address)) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
     assert len(workers) == 1
 

@@ -44,7 +44,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loca
         processes=False,
         protocol="tls",
         security=security,
-        dashboard_address=":0",  # a free port: 8787 may be taken,
+        dashboard_address=":0",  # a free port: 8787 may be taken
     ) as cluster:
         yield cluster, paths
 
