@@ -12,26 +12,38 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from pathlib import Path
+from functools import reduce
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 
 import boto3
+import distributed  # noqa: F401  (its config defaults, which dask_config.set edits)
 import hostboot
 import pytest
 import yaml
+from dask import config as dask_config
 from hostboot.cloudconfig import USER_DATA_LIMIT_BYTES, gzip_user_data
 from hostboot.dask_cluster import (
     TLS_FILES_SCRIPT,
     DaskSettings,
     instance_memory_mib,
+    scheduler_service,
+    tls_dir,
     tls_files_object,
     worker_memory_limit,
+    worker_service,
 )
+from hostboot.services import HostLayout, ServiceSpec
 from moto import mock_aws
 
+from pipeline.ports import free_port
+from scripts.smoke import CheckFailed, dask_cluster
 from tests.hosts.rendered_hosts import (
     CONTROL,
     CONTROL_IP,
@@ -361,3 +373,71 @@ def test_75_tls_files_refuses_a_broken_identity_and_writes_nothing(
     assert line.startswith("tls_files: ")
     assert message in line
     assert not target.exists()
+
+
+# -- the rendered command lines, run -------------------------------------------------------------
+
+
+def _run_spec(spec: ServiceSpec, ports: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A service's command line and environment, as its unit runs them, with ``ports``
+    (rendered -> free) substituted so that the test binds only free ports on loopback."""
+    argv = [reduce(lambda word, p: word.replace(*p), ports.items(), word) for word in spec.argv]
+    environment = {**os.environ, **spec.environment}
+    Path(spec.working_directory).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        argv, env=environment, cwd=spec.working_directory, start_new_session=True
+    )
+
+
+def test_74_the_rendered_scheduler_and_worker_form_a_tls_cluster(tmp_path: Path) -> None:
+    """The units' very command lines (TLS flags, tls:// address, memory limit, options) make
+    a cluster that a client with the workers' identity reaches, and that refuses plain TCP."""
+    layout = HostLayout(
+        venv=PurePosixPath(Path(sys.executable).parent.parent),
+        config_dir=PurePosixPath(tmp_path / "etc"),
+        state_dir=PurePosixPath(tmp_path / "var"),
+        scripts_dir=PurePosixPath(tmp_path / "opt"),
+        service_groups=False,
+    )
+    paths = identity(authority(), "cluster").write(Path(tls_dir(layout)))
+    control = dataclasses.replace(CONTROL, private_ip="127.0.0.1", dask=dask(SCHEDULER_TLS))
+    worker = dataclasses.replace(
+        WORKER, control_private_ip="127.0.0.1", dask=dask(WORKERS_TLS, run_worker=True)
+    )
+    assert control.dask is not None
+    assert worker.dask is not None
+    port = str(free_port())
+    ports = {"8786": port, "127.0.0.1:8787": "127.0.0.1:0", "8790:8799": "0", "8800:8809": "0"}
+    processes = [
+        _run_spec(scheduler_service(control, control.dask, layout), ports),
+        _run_spec(worker_service(worker, worker.dask, layout), ports),
+    ]
+    address = f"tls://127.0.0.1:{port}"
+    settings = {
+        "distributed.comm.tls.ca-file": paths["ca"],
+        "distributed.comm.tls.client.cert": paths["cert"],
+        "distributed.comm.tls.client.key": paths["key"],
+    }
+    try:
+        deadline = time.monotonic() + 90
+        verdict = ""
+        with dask_config.set(settings):
+            while not verdict:
+                try:
+                    verdict = dask_cluster(address, "1")
+                except CheckFailed:
+                    assert time.monotonic() < deadline, "no TLS cluster of 1 worker in 90 s"
+                    assert all(p.poll() is None for p in processes), "a Dask process exited"
+                    time.sleep(0.5)
+        assert verdict == f"{address} answers with 1 workers"
+        with pytest.raises(CheckFailed, match="cannot reach"):
+            dask_cluster(f"tcp://127.0.0.1:{port}", "1")  # plain TCP: refused
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
