@@ -339,6 +339,14 @@ class Check:
     run: Callable[[], str]
 
 
+def dask_checks(env: dict[str, str]) -> list[Check]:
+    """The Dask cluster's check, when the env file names one (a stack with daskWorkers)."""
+    address = env.get(DASK_ADDRESS)
+    if not address:
+        return []
+    return [Check("dask-cluster", (), lambda: dask_cluster(address, env.get(DASK_WORKERS, "")))]
+
+
 def run_checks(checks: list[Check]) -> list[Verdict]:
     """Run ``checks`` in order; one whose needs did not pass is skipped."""
     verdicts: dict[str, Verdict] = {}
@@ -375,17 +383,6 @@ def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
             "PREFECT_API_AUTH_STRING",
             _basic(env["PREFECT_API_AUTH_STRING"]),
         )
-        dask = (
-            [
-                Check(
-                    "dask-cluster",
-                    (),
-                    lambda: dask_cluster(env[DASK_ADDRESS], env.get(DASK_WORKERS, "")),
-                )
-            ]
-            if env.get(DASK_ADDRESS)
-            else []
-        )
         return run_checks(
             [
                 Check("mlflow-health", (), lambda: health(mlflow, "/health")),
@@ -395,7 +392,7 @@ def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
                 Check("prefect-auth", ("prefect-health",), lambda: prefect_auth(prefect)),
                 Check("work-pool", ("prefect-auth",), lambda: work_pool(prefect, pool)),
                 Check("worker", ("work-pool",), lambda: live_worker(prefect, pool)),
-                *dask,
+                *dask_checks(env),
             ]
         )
 

@@ -13,7 +13,7 @@ from distributed.security import Security
 
 from pipeline.dask_engine import TLS_SETTINGS
 from pipeline.ports import free_port
-from scripts.smoke import Check, CheckFailed, CheckSkipped, dask_cluster, run_checks
+from scripts.smoke import Check, CheckFailed, CheckSkipped, dask_checks, dask_cluster, run_checks
 from tests.support.tls_identities import authority, identity
 
 
@@ -91,3 +91,13 @@ def test_a_tls_scheduler_without_an_identity_is_skipped_not_failed(
             [Check("dask-cluster", (), lambda: dask_cluster(cluster.scheduler_address, "1"))]
         )
     assert verdict.outcome == "SKIP"
+
+
+def test_the_check_runs_only_when_the_env_file_names_a_cluster(
+    tcp_cluster: LocalCluster,
+) -> None:
+    assert dask_checks({"MLFLOW_TRACKING_URI": "http://localhost:5000"}) == []
+    assert dask_checks({"MLOPS_DASK_SCHEDULER_ADDRESS": ""}) == []
+    env = {"MLOPS_DASK_SCHEDULER_ADDRESS": tcp_cluster.scheduler_address, "MLOPS_DASK_WORKERS": "2"}
+    (verdict,) = run_checks(dask_checks(env))
+    assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS")
