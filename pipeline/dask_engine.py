@@ -185,16 +185,39 @@ def train_and_evaluate(
     # The client is not the process's default (a flow may run several): make it the current
     # one for every collection and helper used here.
     with client.as_current():
-        return _train_and_evaluate(
-            client,
-            data_dir,
-            months,
-            val_set,
-            color=color,
-            config=config,
-            base_url=base_url,
-            allow_insecure_mirror=allow_insecure_mirror,
-        )
+        try:
+            return _train_and_evaluate(
+                client,
+                data_dir,
+                months,
+                val_set,
+                color=color,
+                config=config,
+                base_url=base_url,
+                allow_insecure_mirror=allow_insecure_mirror,
+            )
+        except Exception as exc:
+            if not lost_a_worker(exc):
+                raise
+            raise PipelineError(
+                f"the Dask cluster lost a worker during the run ({type(exc).__name__}: {exc}); "
+                "XGBoost's Dask training cannot go on without one of its workers, so the run "
+                "failed and nothing was registered. See the workers' logs (a worker above its "
+                "memory limit is restarted), then run again"
+            ) from exc
+
+
+def lost_a_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is how Dask or xgboost.dask report a worker gone mid-computation: its
+    results cancelled or lost, the worker killed, its connection closed, or (xgboost.dask)
+    a training task re-run on a worker that replaced it."""
+    from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, FutureCancelledError | KilledWorker | CommClosedError):
+        return True
+    return isinstance(exc, ValueError) and "Invalid worker address" in str(exc)
 
 
 def _train_and_evaluate(
