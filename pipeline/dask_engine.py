@@ -8,7 +8,8 @@ No Prefect imports, like every stage module: the flow's ``train-on-dask`` task w
   configuration, which a stack's worker hosts set for their flow runs
   (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._CLIENT__CERT``, ``..._CLIENT__KEY``: the
   host's identity in ``/etc/mlops/dask``); their ``MLOPS_XGBOOST_TRACKER_PORT`` is the one
-  port their firewall opens for xgboost's tracker on the scheduler's host.
+  port their firewall opens for xgboost's tracker on the scheduler's host. The workers of an
+  existing cluster get this run's ``pipeline`` when theirs differs (:func:`share_pipeline`).
 - **Data**: each training month is one partition, loaded on a worker by the same
   :func:`pipeline.data.load_month` as the local engine (cache, download, checksum and schema
   checks included), from a local directory the workers share or from ``s3://``. The driver
@@ -30,9 +31,10 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,6 +106,7 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
                 f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
             ) from exc
         with client:
+            share_pipeline(client)
             yield client
         return
     workers = parameters.dask_workers or 1
@@ -117,6 +120,76 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
     )
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def _digest_of_pipeline() -> Callable[[], str | None]:
+    """:func:`pipeline_digest`, made inside a function so that it travels to the workers by
+    value (cloudpickle pickles a module-level function by name, and a worker without
+    ``pipeline`` could not import it)."""
+
+    def digest_of_pipeline() -> str | None:
+        import hashlib
+        import pkgutil
+
+        try:
+            import pipeline
+        except ImportError:
+            return None
+        digest = hashlib.sha256()
+        names = ["__init__", *sorted(m.name for m in pkgutil.iter_modules(pipeline.__path__))]
+        for name in names:
+            source = pkgutil.get_data("pipeline", f"{name}.py") or b""
+            digest.update(name.encode() + b"\0" + source)
+        return digest.hexdigest()
+
+    return digest_of_pipeline
+
+
+# sha256 of the ``pipeline`` package the calling process imports (every module's source, by
+# name), None when it cannot import it; run on the workers with ``client.run``.
+pipeline_digest = _digest_of_pipeline()
+
+
+def share_pipeline(client: Client) -> None:
+    """Make the cluster's workers run this run's ``pipeline``.
+
+    A cluster of our own (the stack's: long-lived, its hosts install no project code) may not
+    have it, or have another version from an earlier run: then the package is uploaded as a
+    zip named by its digest (``client.upload_file``: new workers get it too) and the workers
+    restarted, so that no module of another version stays imported. Refused when the workers
+    still differ afterwards.
+    """
+    import tempfile
+
+    local = pipeline_digest()
+    if local is None:
+        raise PipelineError("this process cannot import pipeline: nothing to share with Dask")
+    if set(client.run(pipeline_digest).values()) <= {local}:
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        archive = _pipeline_archive(Path(directory) / f"pipeline-{local[:16]}.zip")
+        client.upload_file(str(archive), load=True)
+    client.restart()
+    found = client.run(pipeline_digest)
+    stale = sorted(worker for worker, digest in found.items() if digest != local)
+    if stale:
+        raise PipelineError(
+            f"the Dask workers {', '.join(stale)} still run another version of pipeline after "
+            "it was uploaded and they were restarted"
+        )
+
+
+def _pipeline_archive(path: Path) -> Path:
+    """A zip of the ``pipeline`` package's modules (importable from the zip itself)."""
+    import zipfile
+
+    import pipeline
+
+    package = Path(pipeline.__file__).parent
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for module in sorted(package.glob("*.py")):
+            archive.write(module, f"pipeline/{module.name}")
+    return path
 
 
 def tls_security(address: str) -> Security | None:
