@@ -61,6 +61,7 @@ def kill_a_worker_once_training(watcher: Client, killed: list[int], stop: thread
         stop.wait(0.1)
 
 
+@pytest.mark.slow  # the real months on a Dask cluster of worker processes
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_a_worker_killed_mid_training_fails_the_run_with_nothing_registered(
     real_data_dir: Path, unique_name: str, cluster: tuple[LocalCluster, Client]
