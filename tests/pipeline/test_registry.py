@@ -298,8 +298,14 @@ def test_70_a_champion_without_a_digest_is_not_rescored(
 ) -> None:
     registry.promote(register(4.0), small_labeled[1])
     MlflowClient().delete_model_version_tag(unique_name, "1", registry.DIGEST_TAG)
-    with pytest.raises(PipelineError, match=r"it has no model_sha256 tag"):
+    with pytest.raises(PipelineError) as raised:
         registry.champion_rmse(unique_name, OTHER_KEY, small_labeled[1])
+    assert str(raised.value) == (
+        f"cannot re-score the champion models:/{unique_name}/1: it has no model_sha256 tag "
+        "(registered before model digests were recorded), so its files cannot be checked. "
+        "Check them and tag the version with model_sha256, or move the champion alias to a "
+        "version that has one"
+    )
 
 
 def test_a_registry_failure_other_than_no_such_model_is_raised(
