@@ -104,3 +104,11 @@ def test_predictions_are_kept_within_the_target_s_1_to_60_minutes() -> None:
     predicted = predict_minutes(booster, pd.DataFrame())
 
     assert predicted.tolist() == [1.0, 1.0, 1.0, 17.25, 60.0, 60.0]
+
+
+def test_nthread_0_is_one_thread_where_the_cores_cannot_be_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # os.cpu_count() may not know
+
+    assert CONFIG.model_copy(update={"nthread": 0}).xgboost_params()["nthread"] == 1
