@@ -112,3 +112,12 @@ def test_nthread_0_is_one_thread_where_the_cores_cannot_be_counted(
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # os.cpu_count() may not know
 
     assert CONFIG.model_copy(update={"nthread": 0}).xgboost_params()["nthread"] == 1
+
+
+def test_training_runs_up_to_the_configured_rounds_while_validation_improves() -> None:
+    # A small learning rate: every round improves the validation RMSE, so none is cut.
+    slow = CONFIG.model_copy(
+        update={"learning_rate": 0.05, "num_boost_round": 25, "early_stopping_rounds": 25}
+    )
+
+    assert train_model(_month(1), _month(2), slow).num_boosted_rounds() == 25
