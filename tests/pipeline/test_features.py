@@ -212,3 +212,13 @@ def test_a_dask_partition_is_the_features_with_the_duration_as_one_more_column()
     )
     with pytest.raises(PipelineError, match=r"^empty: none of its 1 trips"):
         labeled_frame(frame.iloc[:1], label="empty")
+
+
+def test_zone_ids_in_an_object_column_are_coded_as_numbers() -> None:
+    # A frame built from mixed Python values (None for an unknown zone) holds objects.
+    zones = pd.Series([7, None, 265, 300], dtype=object)
+
+    coded = pd.Series(zone_categorical(zones))
+
+    assert coded.isna().tolist() == [False, True, False, True]
+    assert coded.iloc[[0, 2]].tolist() == [7, 265]
