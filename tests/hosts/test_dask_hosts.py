@@ -44,6 +44,7 @@ from moto import mock_aws
 
 from pipeline.ports import free_port
 from scripts.smoke import CheckFailed, dask_cluster
+from scripts.twin.tls import authority, identity
 from tests.hosts.rendered_hosts import (
     CONTROL,
     CONTROL_IP,
@@ -55,7 +56,6 @@ from tests.hosts.rendered_hosts import (
     unit_environment,
 )
 from tests.hosts.test_hostboot_validators import exec_paths, run, tool, verify_unit
-from tests.support.tls_identities import authority, identity
 
 SCHEDULER_TLS = secret_arn("dask-scheduler-tls")
 WORKERS_TLS = secret_arn("dask-workers-tls")
