@@ -72,7 +72,7 @@ def test_invariant_33_mlflow_basic_auth_allowed_hosts_proxied_artifacts_sized(
     assert f"/mlflow_auth?{tls}\n" in auth_ini
 
 
-def test_invariant_73_mlflow_trusts_a_checked_password_for_a_minute_at_most(
+def test_invariant_77_mlflow_trusts_a_checked_password_for_a_minute_at_most(
     control: Rendered,
 ) -> None:
     environment = unit_environment(parse_unit(control.units()["mlflow.service"]))
