@@ -9,7 +9,7 @@ import xgboost as xgb
 from pipeline import registry, tracking
 from pipeline.data import MonthData
 from pipeline.features import LabeledSet
-from pipeline.model import log_model
+from pipeline.model import LoggedModel, log_model
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
 
@@ -17,13 +17,13 @@ pytestmark = pytest.mark.usefixtures("mlflow_store")
 @pytest.fixture
 def logged(
     unique_name: str, booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
-) -> tuple[str, str]:
-    """The session's booster logged as a pyfunc model in a fresh run: (model URI, run ID)."""
+) -> tuple[LoggedModel, str]:
+    """The session's booster logged as a pyfunc model in a fresh run: (the model, run ID)."""
     tracking.configure_tracking()
     run_id = tracking.start_run(experiment=unique_name, run_name="registry", tags={})
-    uri = log_model(run_id, booster, labeled[1].trips)
+    model = log_model(run_id, booster, labeled[1].trips)
     tracking.end_run(run_id)
-    return uri, run_id
+    return model, run_id
 
 
 def test_no_champion_without_a_registered_model(
@@ -32,7 +32,7 @@ def test_no_champion_without_a_registered_model(
     assert registry.champion_rmse(unique_name, "any", labeled[1]) is None
 
 
-def test_registration_moves_no_alias(logged: tuple[str, str], unique_name: str) -> None:
+def test_registration_moves_no_alias(logged: tuple[LoggedModel, str], unique_name: str) -> None:
     registry.register(
         logged[0],
         model_name=unique_name,
@@ -46,7 +46,7 @@ def test_registration_moves_no_alias(logged: tuple[str, str], unique_name: str) 
 
 
 def test_an_equal_score_does_not_take_champion(
-    logged: tuple[str, str], unique_name: str, labeled: tuple[LabeledSet, LabeledSet]
+    logged: tuple[LoggedModel, str], unique_name: str, labeled: tuple[LabeledSet, LabeledSet]
 ) -> None:
     first, second = (
         registry.register(
