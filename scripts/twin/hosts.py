@@ -410,10 +410,29 @@ class HostsTwin:
 
     def start_database(self) -> None:
         """A throwaway PostgreSQL cluster with TLS from a test CA, as RDS: role + first db."""
+        make_test_ca(self.ca_dir, self.node(DATABASE).address)
+        init_cluster(self.database_dir)
+        self.run_database()
+        config = TwinConfig(
+            name=self.config.name, postgres_host=str(self.database_dir), postgres_port=POSTGRES_PORT
+        )
+        with standins.postgres(config) as conn:
+            first = self.control_settings(self.state.secret_arns).mlflow_db  # RDS's db_name
+            standins.create_role_and_first_database(conn, config, self.secret("db_password"), first)
+
+    @property
+    def ca_dir(self) -> Path:
+        """The test CA and the database stand-in's certificate."""
+        return self.config.state_dir / "ca"
+
+    @property
+    def database_dir(self) -> Path:
+        """The database stand-in's cluster and socket."""
+        return self.config.state_dir / "db"
+
+    def run_database(self) -> None:
+        """The database stand-in's server, on its cluster as it is; return once it answers."""
         node = self.node(DATABASE)
-        directory = self.config.state_dir / "db"
-        tls = make_test_ca(self.config.state_dir / "ca", node.address)
-        init_cluster(directory)
         self.launch(
             "postgres",
             node.namespace,
@@ -424,28 +443,43 @@ class HostsTwin:
                 "--",
                 postgres_binary(),
                 "-D",
-                str(directory / "data"),
+                str(self.database_dir / "data"),
                 "-c",
                 f"listen_addresses={node.address}",
                 "-c",
                 f"port={POSTGRES_PORT}",
                 "-c",
-                f"unix_socket_directories={directory}",
+                f"unix_socket_directories={self.database_dir}",
                 "-c",
                 "ssl=on",
                 "-c",
-                f"ssl_cert_file={tls['server.crt']}",
+                f"ssl_cert_file={self.ca_dir / 'server.crt'}",
                 "-c",
-                f"ssl_key_file={tls['server.key']}",
+                f"ssl_key_file={self.ca_dir / 'server.key'}",
             ],
         )
-        config = TwinConfig(
-            name=self.config.name, postgres_host=str(directory), postgres_port=POSTGRES_PORT
+        self.wait("PostgreSQL", "postgres", lambda: pg_ready(self.database_dir), _STAND_IN_SECONDS)
+
+    def stop_database(self) -> None:
+        """Take the database stand-in down: connections to it are refused (a fault: RDS
+        rebooting, or still creating when a host boots). Its data stays."""
+        self.stop_stand_in("postgres")
+
+    def hide_secret(self, name: str) -> None:
+        """Make Secrets Manager refuse to read the secret ``name`` (a fault): it is marked for
+        deletion, as a secret deleted by mistake is, so GetSecretValue answers an error."""
+        arn = self.state.secret_arns[name]
+        client = self.aws("secretsmanager")
+        hostnet.inside(
+            self.node(STANDINS).namespace,
+            lambda: client.delete_secret(SecretId=arn, RecoveryWindowInDays=7),
         )
-        self.wait("PostgreSQL", "postgres", lambda: pg_ready(directory), _STAND_IN_SECONDS)
-        with standins.postgres(config) as conn:
-            first = self.control_settings(self.state.secret_arns).mlflow_db  # RDS's db_name
-            standins.create_role_and_first_database(conn, config, self.secret("db_password"), first)
+
+    def restore_secret(self, name: str) -> None:
+        """Undo :meth:`hide_secret`: the same ARN and value answer again."""
+        arn = self.state.secret_arns[name]
+        client = self.aws("secretsmanager")
+        hostnet.inside(self.node(STANDINS).namespace, lambda: client.restore_secret(SecretId=arn))
 
     # -- hosts ------------------------------------------------------------------------------
 
@@ -504,7 +538,7 @@ class HostsTwin:
             user_data=user_data,
             aws_endpoint=self.aws_endpoint,
             package_index=f"http://{self.node(STANDINS).address}:{INDEX_PORT}/",
-            ca_bundle=(self.config.state_dir / "ca" / "ca.crt").read_text(),
+            ca_bundle=(self.ca_dir / "ca.crt").read_text(),
             ca_bundle_path=ca_file,
         )
 
@@ -581,6 +615,11 @@ class HostsTwin:
                 found[fields.pop("Id")] = fields
         return {name: found.get(name, {}) for name in names}
 
+    def resident_memory(self, host: str) -> dict[str, float]:
+        """Resident memory (MiB) of each unit running on ``host``."""
+        shown = containers.in_container(self.leader(host), "ps", "-e", "-o", "unit=,rss=")
+        return memory_by_unit(shown.stdout)
+
     def upload(self, path: Path, key: str) -> None:
         """Put a local file into the twin's bucket (from the stand-ins' namespace)."""
         s3 = self.aws("s3")
@@ -622,10 +661,14 @@ class HostsTwin:
 
     def stop_package_index(self) -> None:
         """Take the package index down: connections to it are refused (a fault)."""
-        recorded = supervisor.recorded_process(self.state.processes.get("package-index"))
+        self.stop_stand_in("package-index")
+
+    def stop_stand_in(self, name: str) -> None:
+        """Stop the stand-in process ``name`` (and its children), if it runs."""
+        recorded = supervisor.recorded_process(self.state.processes.get(name))
         if recorded is not None:
             supervisor.stop_tree(recorded, supervisor.StopPolicy(timeout_seconds=10.0))
-        self.stopped("package-index")
+        self.stopped(name)
 
     def plan_services(self, host: str) -> tuple[hostboot.ServiceSpec, ...]:
         """The services ``host`` runs."""
@@ -914,11 +957,27 @@ def status(state_dir: Path) -> tuple[list[str], bool]:
     for node in twin.hosts:
         try:
             units = twin.units(node.name)
+            memory = twin.resident_memory(node.name)
         except OpsError as exc:
             lines.append(f"{node.name} ({node.address}): {exc}")
             healthy = False
             continue
         for unit, state in units.items():
-            lines.append(f"{node.name} ({node.address})  {unit:<24} {state}")
+            shown = f"{memory[unit]:.0f} MiB" if unit in memory else "-"
+            lines.append(f"{node.name} ({node.address})  {unit:<24} {state:<10} {shown}")
             healthy = healthy and state == "active"
     return lines, healthy
+
+
+def memory_by_unit(ps_output: str) -> dict[str, float]:
+    """Resident memory in MiB per systemd unit, from ``ps -e -o unit=,rss=`` (RSS in KiB;
+    processes of no unit, ``-``, left out). Summed over each unit's processes: a service's
+    workers are its own. (The containers get no memory controller, so systemd's
+    ``MemoryCurrent`` is not set there.)"""
+    memory: dict[str, float] = {}
+    for line in ps_output.splitlines():
+        unit, _, rss = line.strip().rpartition(" ")
+        unit = unit.strip()
+        if unit and unit != "-" and rss.isdigit():
+            memory[unit] = memory.get(unit, 0.0) + int(rss) / 1024
+    return memory

@@ -146,8 +146,6 @@ class Mlflow:
 
 
 # Every month is seeded into the bucket; should one be missing, the pipeline would download
-# it: point that at a closed loopback port so no test ever reaches the internet.
-# Every month is seeded into the bucket; should one be missing, the pipeline would download
 # it: point that at a closed loopback port so no test ever reaches the internet (https: the
 # pipeline refuses plain http unless a mirror is explicitly allowed).
 NO_DOWNLOAD = "tlc_base_url=https://127.0.0.1:9/no-download-in-tests"

@@ -41,6 +41,17 @@ def test_every_host_boots_to_all_units_active(hosts_twin: HostsHandle) -> None:
         assert all(state == "active" for state in states.values()), (host, states)
     boot = hosts_twin.twin.state.boot_seconds
     print(f"twin up --hosts: {hosts_twin.up_seconds:.0f} s; boot to all units active: {boot}")
+    for host in (node.name for node in hosts_twin.twin.hosts):
+        memory = hosts_twin.twin.resident_memory(host)
+        running = [
+            unit
+            for unit, props in hosts_twin.twin.unit_properties(host, "SubState").items()
+            if props["SubState"] == "running"
+        ]
+        assert running, host
+        assert all(memory.get(unit, 0) > 0 for unit in running), (host, memory)
+        shown = ", ".join(f"{unit} {memory[unit]:.0f} MiB" for unit in running)
+        print(f"{host}: resident memory, idle: {shown}")
 
 
 def test_each_service_runs_as_its_user_from_the_root_owned_venv_sandboxed(

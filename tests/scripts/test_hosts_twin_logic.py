@@ -23,6 +23,7 @@ from scripts.twin.hosts import (
     HostsConfig,
     host_packages,
     ingress_rules,
+    memory_by_unit,
     topology,
 )
 
@@ -175,3 +176,17 @@ def test_imds_answers_only_with_a_token(metadata: str) -> None:
         headers={"X-aws-ec2-metadata-token": token},
     )
     assert region.text == "eu-west-1"
+
+
+def test_each_units_resident_memory_is_the_sum_of_its_processes() -> None:
+    shown = """init.scope                      12108
+mlflow.service                  290288
+prefect-server.service          252424
+mlflow.service                  320344
+-                                4832
+"""
+    assert memory_by_unit(shown) == {
+        "init.scope": 12108 / 1024,
+        "mlflow.service": (290288 + 320344) / 1024,
+        "prefect-server.service": 252424 / 1024,
+    }
