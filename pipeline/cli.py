@@ -236,10 +236,10 @@ def _still_needed(
 def _collector_paused() -> Iterator[None]:
     """No cyclic garbage collection during the pipeline's imports; what they built is frozen.
 
-    Importing Prefect, MLflow and XGBoost allocates over a million objects, none of them
-    garbage, and the collections that allocation triggers took a sixth of the imports' time.
-    Frozen (moved out of the collector's reach), they are not traversed again by every full
-    collection during the flow.
+    Importing Prefect, MLflow and XGBoost leaves some 300,000 objects for the collector to
+    track, next to no garbage, and the collections that allocating them triggers took a sixth
+    of the imports' CPU. Frozen (moved out of the collector's reach), they are not walked again
+    by every full collection during the flow (7 in a run before, 1 after).
     """
     enabled = gc.isenabled()
     gc.disable()

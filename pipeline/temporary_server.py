@@ -130,8 +130,9 @@ def serve(port: int) -> None:
     """The server process: Prefect's API on loopback ``port``, unless the settings name one.
 
     The garbage collector stays paused while Prefect's modules are imported and its
-    application is built (about half a million objects, none of them garbage: the collections
-    that allocation triggers took a tenth of the boot), and runs again once it is built.
+    application is built (over 400,000 objects left for it to track, next to no garbage: the
+    collections that allocating them triggers took a tenth of the boot's CPU), and runs again
+    once it is built.
     """
     gc.disable()
     from prefect.settings import PREFECT_API_URL
