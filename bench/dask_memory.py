@@ -5,7 +5,8 @@ green 2022-01..2022-12 and 2023-02):
 
 1. builds a window of ``12 * N`` months in a scratch directory: the twelve real months of
    2022 and, before them, the same months again with their timestamps moved back by whole
-   years (the loader keeps only trips within the month a file is named for), N <= 3;
+   years (the loader keeps only trips within the month a file is named for), N <= 3 here
+   (:mod:`bench.dask_scale` builds larger windows with the same :func:`build_window`);
 2. trains on that window, validating on 2023-02, with the local engine in a child process,
    sampling its resident memory every 20 ms: the **local peak**;
 3. trains on the same window with the Dask engine, a LocalCluster of 2 workers each limited
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,24 +46,33 @@ RMSE_TOLERANCE = 0.02
 CONFIG = {"num_boost_round": 60, "early_stopping_rounds": 10}
 
 
-def build_window(source: Path, target: Path, copies: int) -> tuple[str, ...]:
-    """Months of the window written into ``target`` (and the validation month beside them)."""
+def build_window(source: Path, target: Path, months: int) -> tuple[str, ...]:
+    """The last ``months`` months of the window, written into ``target`` (the validation month
+    beside them).
+
+    The twelve real months of 2022 are the end of the window; before them come the same months
+    again with their timestamps moved back by whole years, as many years as ``months`` needs.
+    """
     import pandas as pd
 
-    months = []
+    if months < 1:
+        raise ValueError(f"a window has at least one month, got {months}")
+    copies = -(-months // 12)
+    names = []
     for copy in range(copies - 1, -1, -1):
         year = REAL_YEAR - copy
         for month in range(1, 13):
-            real = source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet"
-            name = f"{year}-{month:02d}"
-            frame = pd.read_parquet(real)
-            for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
-                frame[column] = frame[column] - pd.DateOffset(years=copy)
-            frame.to_parquet(target / f"{COLOR}_tripdata_{name}.parquet", index=False)
-            months.append(name)
+            names.append((copy, month, f"{year}-{month:02d}"))
+    window = names[-months:]
+    for copy, month, name in window:
+        real = source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet"
+        frame = pd.read_parquet(real)
+        for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
+            frame[column] = frame[column] - pd.DateOffset(years=copy)
+        frame.to_parquet(target / f"{COLOR}_tripdata_{name}.parquet", index=False)
     val = f"{COLOR}_tripdata_{VAL_MONTH}.parquet"
     (target / val).write_bytes((source / val).read_bytes())
-    return tuple(months)
+    return tuple(name for _, _, name in window)
 
 
 def train_local(data_dir: str, months: list[str]) -> dict[str, Any]:
@@ -127,9 +139,52 @@ HARD_LIMIT = {
 }
 
 
-def measure(argv: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
-    """Run ``argv``; its JSON result and the peak resident set of each process of its tree."""
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, **HARD_LIMIT})
+@dataclass(frozen=True)
+class Measured:
+    """One child process: its JSON result, each process's peak resident set, its wall time."""
+
+    result: dict[str, Any]
+    peaks: dict[str, int]
+    wall_seconds: float
+    stderr: str
+
+    @property
+    def largest(self) -> tuple[str, int]:
+        """The process of the tree with the largest peak (``pid:role``) and that peak."""
+        return max(self.peaks.items(), key=lambda item: item[1])
+
+
+def measure(
+    argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Measured:
+    """Run ``argv`` in ``env`` (default: ours with :data:`HARD_LIMIT`), sampling each process
+    of its tree apart."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **HARD_LIMIT} if env is None else env,
+            cwd=cwd,
+        )
+        peaks = _sample_tree(child)
+        out, _ = child.communicate()
+        wall = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if child.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(argv[:6])} failed with status {child.returncode}:\n{stderr[-3000:]}"
+        )
+    return Measured(json.loads(out.decode().strip().splitlines()[-1]), peaks, wall, stderr)
+
+
+def _sample_tree(child: subprocess.Popen[bytes]) -> dict[str, int]:
+    """The peak resident set of each process of ``child``'s tree (``pid:role``) until it ends.
+
+    Standard output is read after the end: the children print one JSON line, which a pipe holds.
+    """
     peaks: dict[int, int] = {}
     roles: dict[int, str] = {}
     root = psutil.Process(child.pid)
@@ -146,12 +201,7 @@ def measure(argv: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
                 continue
             peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
         time.sleep(SAMPLE_SECONDS)
-    out, _ = child.communicate()
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed with status {child.returncode}")
-    return json.loads(out.decode().strip().splitlines()[-1]), {
-        f"{pid}:{roles[pid]}": peak for pid, peak in peaks.items()
-    }
+    return {f"{pid}:{roles[pid]}": peak for pid, peak in peaks.items()}
 
 
 def _role(process: psutil.Process) -> str:
@@ -160,7 +210,7 @@ def _role(process: psutil.Process) -> str:
     Dask renames its worker processes (``dask worker [tcp://...]``) once they start.
     """
     command = " ".join(process.cmdline())
-    if "bench.dask_memory" in command:
+    if "bench.dask_memory" in command or "pipeline tune" in command:
         return "driver"
     if "resource_tracker" in command:
         return "tracker"
@@ -178,18 +228,19 @@ def run(copies: int, fraction: float, reuse_local: bool) -> dict[str, Any]:
     if not source:
         raise SystemExit("PIPELINE_DATA_DIR must hold green 2022-01..2022-12 and 2023-02")
     with tempfile.TemporaryDirectory(prefix="dask-memory-") as scratch:
-        months = build_window(Path(source), Path(scratch), copies)
+        months = build_window(Path(source), Path(scratch), 12 * copies)
         me = [sys.executable, "-m", "bench.dask_memory"]
         measured = Path(tempfile.gettempdir()) / f"bench-dask-memory-local-{copies}.json"
         if reuse_local and measured.is_file():  # the local engine's run takes minutes here
             local, local_peak = json.loads(measured.read_text())
         else:
-            local, local_peaks = measure([*me, "--child", "local", scratch, *months])
-            local_peak = max(local_peaks.values())
+            measured_local = measure([*me, "--child", "local", scratch, *months])
+            local, local_peak = measured_local.result, measured_local.largest[1]
             measured.write_text(json.dumps([local, local_peak]) + "\n")
         limit = int(local_peak * fraction)
         print(f"local: {local}, peak {mib(local_peak)} MiB", file=sys.stderr, flush=True)
-        dask, dask_peaks = measure([*me, "--child", "dask", scratch, f"{limit}B", *months])
+        measured_dask = measure([*me, "--child", "dask", scratch, f"{limit}B", *months])
+        dask, dask_peaks = measured_dask.result, measured_dask.peaks
     workers = {k: v for k, v in dask_peaks.items() if k.endswith(":worker")}
     largest_worker = max(workers.values())
     return {

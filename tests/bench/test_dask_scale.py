@@ -1,0 +1,89 @@
+"""The local-against-Dask bench's own logic: its windows, its rates and its extrapolation.
+
+The measurements themselves are the bench's (``python -m bench.dask_scale``), never a test's.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import dask_scale
+from bench.dask_memory import build_window
+
+
+def _real_months(directory: Path) -> None:
+    """Tiny stand-ins for green 2022-01..12 and 2023-02: one trip in each."""
+    for name in [f"2022-{month:02d}" for month in range(1, 13)] + ["2023-02"]:
+        pickup = pd.Timestamp(f"{name}-15 10:00")
+        pd.DataFrame(
+            {
+                "lpep_pickup_datetime": [pickup],
+                "lpep_dropoff_datetime": [pickup + pd.Timedelta(minutes=12)],
+            }
+        ).to_parquet(directory / f"green_tripdata_{name}.parquet", index=False)
+
+
+@pytest.mark.parametrize(
+    ("months", "first"), [(1, "2022-12"), (12, "2022-01"), (13, "2021-12"), (192, "2007-01")]
+)
+def test_a_window_ends_at_the_real_year_and_moves_earlier_copies_back_by_whole_years(
+    tmp_path: Path, months: int, first: str
+) -> None:
+    source, target = tmp_path / "real", tmp_path / "window"
+    source.mkdir()
+    target.mkdir()
+    _real_months(source)
+
+    window = build_window(source, target, months)
+
+    assert (len(window), window[0], window[-1]) == (months, first, "2022-12")
+    copy = pd.read_parquet(target / f"green_tripdata_{first}.parquet")
+    assert copy["lpep_pickup_datetime"].iloc[0] == pd.Timestamp(f"{first}-15 10:00")
+    assert (target / "green_tripdata_2023-02.parquet").is_file()
+    assert len(list(target.glob("*.parquet"))) == months + 1
+
+
+def test_a_window_of_no_months_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one month"):
+        build_window(tmp_path, tmp_path, 0)
+
+
+def test_the_search_rate_counts_from_the_first_batch_to_the_last_trial() -> None:
+    log = "\n".join(
+        [
+            "21:00:00.000 | INFO    | Flow run 'x' - starting",
+            "21:00:10.000 | INFO    | Flow run 'x' - trial 0: RMSE 5.1",
+            "21:00:10.500 | INFO    | Flow run 'x' - trial 1: RMSE 5.2",
+            "21:00:40.000 | INFO    | Flow run 'x' - trial 2: RMSE 5.0",
+            "21:00:40.500 | INFO    | Flow run 'x' - trial 3: RMSE 5.3",
+        ]
+    )
+    times = dask_scale._trial_times(log)
+
+    assert dask_scale._steady_rate(times, trials=4, parallel=2) == pytest.approx(4.0)
+    assert dask_scale._steady_rate(times, trials=5, parallel=2) is None  # a trial not logged
+
+
+def _scale(months: int, seconds: float, peak: float) -> dict[str, object]:
+    engine = {"seconds": seconds, "largest_process_mib": peak}
+    return {"months": months, "rows": months * 1000, "local": engine, "dask": engine}
+
+
+def test_768_months_are_extrapolated_on_the_growth_between_the_two_largest_windows() -> None:
+    guess = dask_scale.extrapolate([_scale(1, 1, 100), _scale(12, 10, 400), _scale(192, 80, 800)])
+
+    assert guess is not None
+    assert guess["from"] == [12, 192]
+    # 16 times the data doubled the peak; 4 times more grows it by 2 ** 0.5.
+    assert guess["local"]["largest_process_mib"] == pytest.approx(800 * 2**0.5, abs=0.1)
+    assert guess["rows"] == 768_000
+    measured = [_scale(months, 1, 1) for months in (12, 192, 768)]
+    assert dask_scale.extrapolate(measured) is None
+
+
+def test_scales_outside_the_bench_are_refused_by_name() -> None:
+    assert dask_scale._scales("1,12,192,768") == [1, 12, 192, 768]
+    assert dask_scale._scales("") == []
+    with pytest.raises(Exception, match=r"\[24\] not among the scales"):
+        dask_scale._scales("1,24")
