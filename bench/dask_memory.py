@@ -5,8 +5,8 @@ green 2022-01..2022-12 and 2023-02):
 
 1. builds a window of ``12 * N`` months in a scratch directory: the twelve real months of
    2022 and, before them, the same months again with their timestamps moved back by whole
-   years (the loader keeps only trips within the month a file is named for), N <= 3 here
-   (:mod:`bench.dask_scale` builds larger windows with the same :func:`build_window`);
+   years (the loader keeps only trips within the month a file is named for), as many years as
+   N asks (the engines' functions are called, not ``--train-months`` with its 36 months);
 2. trains on that window, validating on 2023-02, with the local engine in a child process,
    sampling its resident memory every 20 ms: the **local peak**;
 3. trains on the same window with the Dask engine, a LocalCluster of 2 workers each limited
@@ -264,7 +264,9 @@ def run(copies: int, fraction: float, reuse_local: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument(
+        "--copies", type=int, default=1, help="years in the window (12 months each; default 1)"
+    )
     parser.add_argument("--fraction", type=float, default=0.8)
     parser.add_argument(
         "--reuse-local",
@@ -273,6 +275,8 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.copies < 1:
+        parser.error(f"--copies must be at least 1, got {arguments.copies}")
     if arguments.child:
         kind, data_dir, *rest = arguments.child
         if kind == "local":
