@@ -5,8 +5,9 @@ green 2022-01..2022-12 and 2023-02):
 
 1. builds a window of ``12 * N`` months in a scratch directory: the twelve real months of
    2022 and, before them, the same months again with their timestamps moved back by whole
-   years (the loader keeps only trips within the month a file is named for), as many years as
-   N asks (the engines' functions are called, not ``--train-months`` with its 36 months);
+   years (the loader keeps only trips within the month a file is named for) to 2009, then on
+   from 2024 (:func:`window_years`); the engines' functions are called, not ``--train-months``
+   with its 36 months;
 2. trains on that window, validating on 2023-02, with the local engine in a child process,
    sampling its resident memory every 20 ms: the **local peak**;
 3. trains on the same window with the Dask engine, a LocalCluster of 2 workers each limited
@@ -46,33 +47,41 @@ RMSE_TOLERANCE = 0.02
 CONFIG = {"num_boost_round": 60, "early_stopping_rounds": 10}
 
 
-def build_window(source: Path, target: Path, months: int) -> tuple[str, ...]:
-    """The last ``months`` months of the window, written into ``target`` (the validation month
-    beside them).
+# TLC records start in 2009 (the loader refuses earlier months), and 2023 holds the validation
+# month: copies of 2022 go back by whole years to 2009, then on from 2024.
+FIRST_YEAR = 2009
+SKIPPED_YEAR = 2023
 
-    The twelve real months of 2022 are the end of the window; before them come the same months
-    again with their timestamps moved back by whole years, as many years as ``months`` needs.
+
+def window_years(copies: int) -> list[int]:
+    """The years of a window of ``copies`` copies of 2022, nearest to the real year first."""
+    back = list(range(REAL_YEAR, FIRST_YEAR - 1, -1))
+    on = range(SKIPPED_YEAR + 1, SKIPPED_YEAR + 1 + max(0, copies - len(back)))
+    return [*back, *on][:copies]
+
+
+def build_window(source: Path, target: Path, months: int) -> tuple[str, ...]:
+    """A window of ``months`` months written into ``target`` (the validation month beside
+    them), in order.
+
+    The real months of 2022 end it (the last ``months`` of them for a shorter window); beyond a
+    year come the same months again with their timestamps moved by whole years
+    (:func:`window_years`): the loader keeps only trips within the month a file is named for.
     """
     import pandas as pd
 
     if months < 1:
         raise ValueError(f"a window has at least one month, got {months}")
     copies = -(-months // 12)
-    names = []
-    for copy in range(copies - 1, -1, -1):
-        year = REAL_YEAR - copy
-        for month in range(1, 13):
-            names.append((copy, month, f"{year}-{month:02d}"))
-    window = names[-months:]
-    for copy, month, name in window:
-        real = source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet"
-        frame = pd.read_parquet(real)
+    wanted = [(year, month) for year in window_years(copies) for month in range(12, 0, -1)][:months]
+    for year, month in wanted:
+        frame = pd.read_parquet(source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet")
         for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
-            frame[column] = frame[column] - pd.DateOffset(years=copy)
-        frame.to_parquet(target / f"{COLOR}_tripdata_{name}.parquet", index=False)
+            frame[column] = frame[column] + pd.DateOffset(years=year - REAL_YEAR)
+        frame.to_parquet(target / f"{COLOR}_tripdata_{year}-{month:02d}.parquet", index=False)
     val = f"{COLOR}_tripdata_{VAL_MONTH}.parquet"
     (target / val).write_bytes((source / val).read_bytes())
-    return tuple(name for _, _, name in window)
+    return tuple(f"{year}-{month:02d}" for year, month in sorted(wanted))
 
 
 def train_local(data_dir: str, months: list[str]) -> dict[str, Any]:

@@ -4,12 +4,14 @@
 (``$PIPELINE_DATA_DIR`` must hold green 2022-01..2022-12, 2023-01 and 2023-02). Issue 11's bench:
 
 1. **scale**: for each window of ``--scales`` months (1: 2022-12; 12: the year 2022; 192 and
-   768: 16x and 64x that year, the real months again moved back by whole years, built by
+   768: 16x and 64x that year, the real months again moved by whole years, built by
    :func:`bench.dask_memory.build_window` in a scratch directory under the system's temporary
-   directory and deleted after), trains with the local engine, then with the Dask engine on a
-   LocalCluster of 2 workers at Dask's defaults (memory limit ``auto``, spilling on), each in a
-   child process whose every process is sampled apart: the wall time and the **largest single
-   process's peak resident set**, the figure that decides whether the data fits a machine.
+   directory and deleted after; TLC records start in 2009, so past 14 years the copies go on
+   from 2024, 2023 holding the validation month), trains with the local engine, then with the
+   Dask engine on a LocalCluster of 2 workers at Dask's defaults (memory limit ``auto``,
+   spilling on), each in a child process whose every process is sampled apart: the wall time
+   and the **largest single process's peak resident set**, the figure that decides whether the
+   data fits a machine.
    Windows over 36 months are beyond ``--train-months``' limit: the children call the engines'
    functions (:func:`bench.dask_memory.train_local`, :func:`bench.dask_memory.train_dask`), as
    :mod:`bench.dask_memory` does, not the command line;
@@ -21,7 +23,8 @@
 Scales not measured are extrapolated to 768 months from the two largest measured, on a power
 law, and labelled so. On 2 cores shared with other work, times are indicative; the memory
 figures are the result. Writes ``bench/results/dask-scale-<date>.{json,md}`` after each
-measurement, so an interrupted run keeps what it measured.
+measurement, so an interrupted run keeps what it measured, merged into the day's earlier
+results (a scale or K measured again replaces its entry).
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ from typing import Any
 
 import psutil
 
-from bench.dask_memory import CONFIG, VAL_MONTH, Measured, build_window, measure, mib
+from bench.dask_memory import (
+    CONFIG,
+    SKIPPED_YEAR,
+    VAL_MONTH,
+    Measured,
+    build_window,
+    measure,
+    mib,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SCALES = (1, 12, 192)
@@ -79,13 +90,20 @@ def measure_scale(source: Path, months: int, say: Any) -> dict[str, Any]:
     return {
         "months": months,
         "label": _label(months),
-        "window": f"{window[0]}..{window[-1]}",
+        "window": _window_label(window),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": engines["local"]["rows"],
         **engines,
         "largest_dask_over_local": round(
             engines["dask"]["largest_process_mib"] / engines["local"]["largest_process_mib"], 3
         ),
     }
+
+
+def _window_label(window: tuple[str, ...]) -> str:
+    """``FROM..TO``, naming the year a window longer than 14 years leaves out."""
+    skipped = f", without {SKIPPED_YEAR}" if window[-1] > f"{SKIPPED_YEAR}" else ""
+    return f"{window[0]}..{window[-1]}{skipped}"
 
 
 def _engine_figures(measured: Measured, load_before: float) -> dict[str, Any]:
@@ -136,6 +154,7 @@ def measure_tuning(source: Path, trials: int, parallel: int, say: Any) -> dict[s
         "largest": f"{name.split(':')[1]}, {mib(peak)} MiB",
         "best_rmse": round(measured.result["best_rmse"], 4),
         "load_1min": [before, _load()],
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     say(f"  {summary['trials_per_minute_search']} trials/min (search), {summary['largest']}")
     return summary
@@ -246,13 +265,26 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 
 def write(doc: dict[str, Any]) -> Path:
-    """The results document and its tables, written over the day's previous ones."""
-    doc["extrapolated"] = extrapolate(doc["scales"])
+    """The results document and its tables, merged into the day's: a scale or a K measured
+    again replaces its entry, the others stay (each entry says when it was measured)."""
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"dask-scale-{doc['date'][:10]}"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(render_markdown(doc))
+    merged = dict(doc)
+    if stem.with_suffix(".json").is_file():
+        earlier = json.loads(stem.with_suffix(".json").read_text())
+        merged["scales"] = _merge(earlier["scales"], doc["scales"], "months")
+        merged["tuning"] = _merge(earlier["tuning"], doc["tuning"], "parallel")
+    merged["extrapolated"] = extrapolate(merged["scales"])
+    stem.with_suffix(".json").write_text(json.dumps(merged, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(render_markdown(merged))
     return stem
+
+
+def _merge(earlier: list[dict[str, Any]], now: list[dict[str, Any]], key: str) -> list[Any]:
+    """``earlier``'s entries with ``now``'s in place of those of the same ``key``, by key."""
+    entries = {entry[key]: entry for entry in earlier}
+    entries.update({entry[key]: entry for entry in now})
+    return [entries[value] for value in sorted(entries)]
 
 
 def _scales(text: str) -> list[int]:
@@ -310,7 +342,7 @@ def main() -> None:
         doc["scales"].append(measure_scale(Path(source), months, _say))
         write(doc)
     stem = write(doc)
-    print(render_markdown(doc))
+    print(stem.with_suffix(".md").read_text())
     print(f"written: {stem}.json, {stem}.md")
 
 

@@ -3,6 +3,7 @@
 The measurements themselves are the bench's (``python -m bench.dask_scale``), never a test's.
 """
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +26,17 @@ def _real_months(directory: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("months", "first"), [(1, "2022-12"), (12, "2022-01"), (13, "2021-12"), (192, "2007-01")]
+    ("months", "first", "last"),
+    [
+        (1, "2022-12", "2022-12"),
+        (12, "2022-01", "2022-12"),
+        (13, "2021-12", "2022-12"),
+        (168, "2009-01", "2022-12"),
+        (192, "2009-01", "2025-12"),
+    ],
 )
-def test_a_window_ends_at_the_real_year_and_moves_earlier_copies_back_by_whole_years(
-    tmp_path: Path, months: int, first: str
+def test_copies_of_the_real_year_go_back_by_whole_years_to_2009_then_on_from_2024(
+    tmp_path: Path, months: int, first: str, last: str
 ) -> None:
     source, target = tmp_path / "real", tmp_path / "window"
     source.mkdir()
@@ -37,9 +45,11 @@ def test_a_window_ends_at_the_real_year_and_moves_earlier_copies_back_by_whole_y
 
     window = build_window(source, target, months)
 
-    assert (len(window), window[0], window[-1]) == (months, first, "2022-12")
-    copy = pd.read_parquet(target / f"green_tripdata_{first}.parquet")
-    assert copy["lpep_pickup_datetime"].iloc[0] == pd.Timestamp(f"{first}-15 10:00")
+    assert (len(window), window[0], window[-1]) == (months, first, last)
+    assert not [month for month in window if month.startswith("2023")]
+    for month in (first, last):
+        copy = pd.read_parquet(target / f"green_tripdata_{month}.parquet")
+        assert copy["lpep_pickup_datetime"].iloc[0] == pd.Timestamp(f"{month}-15 10:00")
     assert (target / "green_tripdata_2023-02.parquet").is_file()
     assert len(list(target.glob("*.parquet"))) == months + 1
 
@@ -87,3 +97,24 @@ def test_scales_outside_the_bench_are_refused_by_name() -> None:
     assert dask_scale._scales("") == []
     with pytest.raises(Exception, match=r"\[24\] not among the scales"):
         dask_scale._scales("1,24")
+
+
+def test_a_day_s_results_keep_what_a_later_run_did_not_measure_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dask_scale, "RESULTS", tmp_path)
+    tuning = {
+        "parallel": 1, "trials": 8, "trials_per_minute_search": 6.0,
+        "trials_per_minute_process": 5.0, "process_seconds": 90.0, "largest": "worker, 500 MiB",
+        "best_rmse": 4.4, "load_1min": [1.0, 1.0],
+    }  # fmt: skip
+    first = {"date": "2026-11-29T21:00:00+00:00", "machine": {}, "scales": [], "tuning": [tuning]}
+    dask_scale.write(first)
+    again = {**tuning, "trials_per_minute_search": 7.0}
+    dask_scale.write({**first, "tuning": [again, {**tuning, "parallel": 2}]})
+
+    written = json.loads((tmp_path / "dask-scale-2026-11-29.json").read_text())
+    assert [(run["parallel"], run["trials_per_minute_search"]) for run in written["tuning"]] == [
+        (1, 7.0),
+        (2, 6.0),
+    ]
