@@ -80,13 +80,14 @@ def _scale(months: int, seconds: float, peak: float) -> dict[str, object]:
     return {"months": months, "rows": months * 1000, "local": engine, "dask": engine}
 
 
-def test_768_months_are_extrapolated_on_the_growth_between_the_two_largest_windows() -> None:
-    guess = dask_scale.extrapolate([_scale(1, 1, 100), _scale(12, 10, 400), _scale(192, 80, 800)])
+def test_768_months_are_extrapolated_on_the_line_through_the_two_largest_windows() -> None:
+    guess = dask_scale.extrapolate([_scale(1, 1, 100), _scale(12, 10, 400), _scale(192, 82, 760)])
 
     assert guess is not None
     assert guess["from"] == [12, 192]
-    # 16 times the data doubled the peak; 4 times more grows it by 2 ** 0.5.
-    assert guess["local"]["largest_process_mib"] == pytest.approx(800 * 2**0.5, abs=0.1)
+    # 2 MiB and 0.4 s a month from 12 to 192 months; 576 months more.
+    assert guess["local"]["largest_process_mib"] == pytest.approx(760 + 2 * 576)
+    assert guess["dask"]["seconds"] == pytest.approx(82 + 0.4 * 576)
     assert guess["rows"] == 768_000
     measured = [_scale(months, 1, 1) for months in (12, 192, 768)]
     assert dask_scale.extrapolate(measured) is None
