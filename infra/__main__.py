@@ -12,10 +12,18 @@ from artifact_store import ArtifactStore, ArtifactStoreArgs
 from config import load
 from control_host import ControlHost, ControlHostArgs
 from credentials import Credentials, CredentialsArgs
+from dask_tls import DaskTls, DaskTlsArgs
 from database import Database, DatabaseArgs
 from firewall import Firewall, FirewallArgs
 from guardrails import Guardrails, GuardrailsArgs
-from hostboot.names import MLFLOW_ADMIN_USERNAME, MLFLOW_PORT, PREFECT_PORT, WORK_POOL
+from hostboot.dask_cluster import tls_files_object
+from hostboot.names import (
+    DASK_SCHEDULER_PORT,
+    MLFLOW_ADMIN_USERNAME,
+    MLFLOW_PORT,
+    PREFECT_PORT,
+    WORK_POOL,
+)
 from hosts import HostContext, resolve_ami, upload_boot_objects
 from network import Network, NetworkArgs
 from workers import Workers, WorkersArgs
@@ -42,7 +50,11 @@ network = Network(
 )
 firewall = Firewall(
     "mlops",
-    FirewallArgs(vpc_id=network.vpc_id, service_ingress_cidrs=cfg.service_ingress_cidrs),
+    FirewallArgs(
+        vpc_id=network.vpc_id,
+        service_ingress_cidrs=cfg.service_ingress_cidrs,
+        dask=cfg.dask_enabled,
+    ),
     scope,
 )
 store = ArtifactStore(
@@ -75,7 +87,24 @@ database = Database(
     scope,
 )
 
-boot_objects = upload_boot_objects("mlops-boot", store.bucket_name, hostboot.boot_objects(), scope)
+# With Dask, the TLS identities, and the script that writes them on the hosts (read from the
+# bucket by digest, like the host lock).
+dask_tls = (
+    DaskTls(
+        "mlops-dask",
+        DaskTlsArgs(
+            scheduler_ip=network.control_private_ip,
+            recovery_window_days=cfg.secret_recovery_days,
+        ),
+        scope,
+    )
+    if cfg.dask_enabled
+    else None
+)
+objects = hostboot.boot_objects()
+if dask_tls is not None:
+    objects[tls_files_object().key] = tls_files_object().text.encode()
+boot_objects = upload_boot_objects("mlops-boot", store.bucket_name, objects, scope)
 hosts = HostContext(
     environment=cfg.environment,
     region=cfg.region,
@@ -102,6 +131,7 @@ control = ControlHost(
         db_address=database.address,
         db_port=database.port,
         db_username=database.username,
+        dask_tls_secret_arn=dask_tls.scheduler.arn if dask_tls else None,
     ),
     scope,
 )
@@ -114,6 +144,8 @@ workers = Workers(
         subnet_ids=network.host_subnet_ids,
         security_group_id=firewall.worker_group_id,
         control_private_ip=control.private_ip,
+        dask_tls_secret_arn=dask_tls.workers.arn if dask_tls else None,
+        dask_workers=cfg.dask_workers,
     ),
     scope,
 )
@@ -143,6 +175,11 @@ pulumi.export("db_endpoint", database.endpoint)
 pulumi.export("mlflow_admin_username", MLFLOW_ADMIN_USERNAME)
 pulumi.export("mlflow_admin_password", credentials.mlflow_admin_password.value)
 pulumi.export("prefect_api_auth_string", credentials.prefect_auth_string.value)
+pulumi.export(
+    "dask_scheduler_address",
+    f"tls://{control.private_ip}:{DASK_SCHEDULER_PORT}" if cfg.dask_enabled else "",
+)
+pulumi.export("dask_workers", cfg.dask_workers)
 if cfg.expires_at:
     pulumi.export("expires_at", cfg.default_tags["ExpiresAt"])
 if guardrails.alert_topic_arn is not None:

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pulumi
 from hostboot import schedule
+from hostboot.dask_cluster import worker_memory_limit
 from hostboot.names import ENVIRONMENTS
 
 NAMESPACE = "mlops-platform"
@@ -40,6 +41,7 @@ KEYS = (
     "budgetAlertEmail",
     "expiresAt",
     "restoreFromSnapshot",
+    "daskWorkers",
 )
 MAX_WORKERS = 20
 MAX_BUDGET_USD = 1_000_000
@@ -100,6 +102,13 @@ class StackConfig:
     budget_alert_email: str | None
     expires_at: datetime | None  # ephemeral stacks only
     restore_from_snapshot: str | None
+    dask_workers: int  # 0: no Dask cluster; else the first N worker hosts run a Dask worker
+
+    @property
+    def dask_enabled(self) -> bool:
+        """A Dask scheduler on the control host and workers on the first ``dask_workers``
+        worker hosts; off (0), the stack renders exactly what it did before Dask existed."""
+        return self.dask_workers > 0
 
     @property
     def is_prod(self) -> bool:
@@ -372,10 +381,12 @@ def parse(raw: Mapping[str, str | None], *, project: str = NAMESPACE, stack: str
             _optional(_matching(_SNAPSHOT)),
             None,
         ),
+        dask_workers=read.integer("daskWorkers", 0, MAX_WORKERS),
     )
     if not read.errors:  # rules between keys only make sense once each key is valid
         config = _with_schedule(config, read, raw.get(_full("hostSchedule")) or "")
         _check_environment_rules(config, read)
+        _check_dask(config, read)
     if read.errors:
         raise ConfigError(
             "stack configuration refused:\n" + "\n".join(f"  - {e}" for e in read.errors)
@@ -417,6 +428,22 @@ def _check_environment_rules(config: StackConfig, read: _Reader) -> None:
             f"at least {PROD_MIN_BACKUP_DAYS} in prod",
             str(config.db_backup_retention_days),
         )
+
+
+def _check_dask(config: StackConfig, read: _Reader) -> None:
+    """Each Dask worker runs on a worker host of its own, which must have memory to spare."""
+    if config.dask_workers > config.worker_count:
+        read.refuse(
+            "daskWorkers",
+            f"at most workerCount ({config.worker_count}): each Dask worker runs on a worker "
+            "host of its own",
+            str(config.dask_workers),
+        )
+    if config.dask_enabled:
+        try:
+            worker_memory_limit(config.worker_instance_type)
+        except ValueError as exc:
+            read.refuse("daskWorkers", f"0 with workerInstanceType {exc}", str(config.dask_workers))
 
 
 def load() -> StackConfig:

@@ -16,6 +16,7 @@ from typing import Any
 import hostboot
 import pulumi
 from artifact_store import MLFLOW_PREFIX
+from hostboot.dask_cluster import DaskSettings, tls_files_object
 from hostboot.locks import BOOT_PREFIX
 from hosts import BOOT_ACTIONS, HostContext, HostSpec, checked_user_data, host_instance
 from iam import HostIdentity, HostIdentityArgs, ObjectGrant
@@ -41,6 +42,8 @@ class ControlHostArgs:
     db_address: pulumi.Input[str]
     db_port: pulumi.Input[int]
     db_username: str
+    # Set: the control host runs the Dask scheduler with this TLS identity (secret ARN).
+    dask_tls_secret_arn: pulumi.Input[str] | None = None
 
 
 class ControlHost(pulumi.ComponentResource):
@@ -64,7 +67,10 @@ class ControlHost(pulumi.ComponentResource):
                     ObjectGrant(MLFLOW_PREFIX, MLFLOW_ARTIFACT_ACTIONS),
                     ObjectGrant(BOOT_PREFIX, BOOT_ACTIONS),
                 ],
-                secret_arns=[secret.arn for secret in secrets.all()],
+                secret_arns=[
+                    *(secret.arn for secret in secrets.all()),
+                    *([args.dask_tls_secret_arn] if args.dask_tls_secret_arn is not None else []),
+                ],
             ),
             pulumi.ResourceOptions(parent=self),
         )
@@ -115,8 +121,15 @@ def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
             prefect_auth_string_secret_arn=values["prefect_auth_string"],
             work_pool=context.work_pool,
             instance_type=args.instance_type,
+            dask=(
+                DaskSettings(tls_secret_arn=values["dask_tls"], tls_script=tls_files_object())
+                if "dask_tls" in values
+                else None
+            ),
         )
         return checked_user_data(hostboot.render_control_user_data(settings))
+
+    dask = {} if args.dask_tls_secret_arn is None else {"dask_tls": args.dask_tls_secret_arn}
 
     return pulumi.Output.all(
         bucket=context.bucket_name,
@@ -130,4 +143,5 @@ def control_user_data(args: ControlHostArgs) -> pulumi.Output[str]:
         mlflow_worker_password=secrets.mlflow_worker_password.arn,
         mlflow_flask_secret_key=secrets.mlflow_flask_secret_key.arn,
         prefect_auth_string=secrets.prefect_auth_string.arn,
+        **dask,
     ).apply(render)

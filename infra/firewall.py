@@ -6,6 +6,12 @@ the CIDRs listed in ``serviceIngressCidrs`` (empty by default: operators use an 
 Egress is what the hosts need: HTTPS anywhere (AWS APIs such as SSM, Secrets Manager and S3,
 the dnf repositories, PyPI), PostgreSQL to the database (control host), and MLflow and Prefect
 to the control host (workers). Rules are separate resources; the groups carry none inline.
+
+With Dask (``daskWorkers`` above 0, :func:`dask_rules`), between the stack's own groups only:
+the scheduler (8786) and xgboost's tracker (8789) on the control host from the workers; the
+Dask worker and nanny port ranges on the workers from the control host and from each other;
+the kernel's ephemeral ports between workers (xgboost's collective, worker to worker). The
+scheduler's dashboard (8787) listens on the control host's loopback: no rule at all.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from hostboot.names import MLFLOW_PORT, POSTGRES_PORT, PREFECT_PORT
+from hostboot.names import (
+    DASK_NANNY_PORTS,
+    DASK_PEER_PORTS,
+    DASK_SCHEDULER_PORT,
+    DASK_TRACKER_PORT,
+    DASK_WORKER_PORTS,
+    MLFLOW_PORT,
+    POSTGRES_PORT,
+    PREFECT_PORT,
+)
 
 HTTPS_PORT = 443
 HTTPS_EGRESS = "HTTPS to AWS APIs (SSM, Secrets Manager, S3), dnf repositories and PyPI"
@@ -37,10 +52,82 @@ class Rule:
     description: str
     peer: str | None = None  # another of GROUPS
     cidr: str | None = None
+    to_port: int | None = None  # a range from ``port`` to this; None: ``port`` alone
+
+    @property
+    def last_port(self) -> int:
+        """The range's last port (``port`` for a single port)."""
+        return self.port if self.to_port is None else self.to_port
 
 
-def traffic_matrix(service_ingress_cidrs: Sequence[str] = ()) -> tuple[Rule, ...]:
-    """Every rule between the groups, and from ``service_ingress_cidrs`` to the services."""
+def _between(
+    name: str, port: int, to_port: int | None, description: str, *, to: str, peer: str
+) -> tuple[Rule, Rule]:
+    """``peer``'s egress to group ``to`` on the ports, and ``to``'s matching ingress."""
+    return (
+        Rule(
+            direction="ingress",
+            name=f"{to}-{name}-from-{peer}",
+            group=to,
+            port=port,
+            to_port=to_port,
+            description=f"{description} from the {peer} group",
+            peer=peer,
+        ),
+        Rule(
+            direction="egress",
+            name=f"{peer}-to-{to}-{name}",
+            group=peer,
+            port=port,
+            to_port=to_port,
+            description=f"{description} on the {to} group",
+            peer=to,
+        ),
+    )
+
+
+def dask_rules() -> tuple[Rule, ...]:
+    """The Dask cluster's rules: each between two of the stack's groups, never a CIDR."""
+    worker_ranges = (
+        ("dask-worker", DASK_WORKER_PORTS, "Dask worker"),
+        ("dask-nanny", DASK_NANNY_PORTS, "Dask nanny"),
+    )
+    rules = [
+        *_between(
+            "dask-scheduler",
+            DASK_SCHEDULER_PORT,
+            None,
+            "Dask scheduler (TLS)",
+            to="control",
+            peer="worker",
+        ),
+        *_between(
+            "xgboost-tracker",
+            DASK_TRACKER_PORT,
+            None,
+            "xgboost collective tracker",
+            to="control",
+            peer="worker",
+        ),
+        *_between(
+            "xgboost-peers",
+            *DASK_PEER_PORTS,
+            "xgboost collective peers (ephemeral ports)",
+            to="worker",
+            peer="worker",
+        ),
+    ]
+    for name, (first, last), description in worker_ranges:
+        for peer in ("control", "worker"):
+            rules += _between(name, first, last, f"{description} (TLS)", to="worker", peer=peer)
+    return tuple(rules)
+
+
+def traffic_matrix(
+    service_ingress_cidrs: Sequence[str] = (), *, dask: bool = False
+) -> tuple[Rule, ...]:
+    """Every rule between the groups, and from ``service_ingress_cidrs`` to the services;
+    with ``dask``, the Dask cluster's too."""
     rules = [
         Rule(
             direction="ingress",
@@ -100,6 +187,8 @@ def traffic_matrix(service_ingress_cidrs: Sequence[str] = ()) -> tuple[Rule, ...
             )
             for cidr in service_ingress_cidrs
         ]
+    if dask:
+        rules += dask_rules()
     return tuple(rules)
 
 
@@ -109,6 +198,7 @@ class FirewallArgs:
 
     vpc_id: pulumi.Input[str]
     service_ingress_cidrs: Sequence[str] = ()
+    dask: bool = False  # the Dask cluster's rules (daskWorkers above 0)
 
 
 class Firewall(pulumi.ComponentResource):
@@ -135,12 +225,12 @@ class Firewall(pulumi.ComponentResource):
             "ingress": aws.vpc.SecurityGroupIngressRule,
             "egress": aws.vpc.SecurityGroupEgressRule,
         }
-        for rule in traffic_matrix(args.service_ingress_cidrs):
+        for rule in traffic_matrix(args.service_ingress_cidrs, dask=args.dask):
             self._rule(
                 kinds[rule.direction],
                 f"{name}-{rule.name}",
                 groups[rule.group],
-                rule.port,
+                (rule.port, rule.last_port),
                 rule.description,
                 peer=groups[rule.peer] if rule.peer else None,
                 cidr=rule.cidr,
@@ -175,19 +265,20 @@ class Firewall(pulumi.ComponentResource):
         kind: type[aws.vpc.SecurityGroupIngressRule] | type[aws.vpc.SecurityGroupEgressRule],
         name: str,
         group: aws.ec2.SecurityGroup,
-        port: int,
+        ports: tuple[int, int],
         description: str,
         *,
         peer: aws.ec2.SecurityGroup | None = None,
         cidr: str | None = None,
     ) -> None:
-        """One TCP ``port`` rule of ``group`` (ingress or egress) with ``peer`` or ``cidr``."""
+        """One TCP rule of ``group`` (ingress or egress) on ``ports`` (first, last) with
+        ``peer`` or ``cidr``."""
         kind(
             name,
             security_group_id=group.id,
             ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
+            from_port=ports[0],
+            to_port=ports[1],
             referenced_security_group_id=peer.id if peer else None,
             cidr_ipv4=cidr,
             description=description,

@@ -4,6 +4,12 @@ No Prefect imports, like every stage module: the flow's ``train-on-dask`` task w
 
 - **Cluster**: an existing scheduler (``dask_address``, ``tcp://`` or ``tls://``), or a
   ``LocalCluster`` of ``dask_workers`` processes started for the run and stopped after it.
+  A ``tls://`` scheduler is reached with distributed's ``Security`` from Dask's
+  configuration, which a stack's worker hosts set for their flow runs
+  (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._CLIENT__CERT``, ``..._CLIENT__KEY``: the
+  host's identity in ``/etc/mlops/dask``); their ``MLOPS_XGBOOST_TRACKER_PORT`` is the one
+  port their firewall opens for xgboost's tracker on the scheduler's host. The workers of an
+  existing cluster get this run's ``pipeline`` when theirs differs (:func:`share_pipeline`).
 - **Data**: each training month is one partition, loaded on a worker by the same
   :func:`pipeline.data.load_month` as the local engine (cache, download, checksum and schema
   checks included), from a local directory the workers share or from ``s3://``. The driver
@@ -25,9 +31,10 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,11 +60,20 @@ from pipeline.train import TrainConfig
 if TYPE_CHECKING:
     import xgboost as xgb
     from distributed import Client
+    from distributed.security import Security
+    from xgboost.collective import Config as CollectiveConfig
 
 # Long enough for a scheduler on another host to answer; short enough that a wrong address
 # fails the run at once rather than after training would have started.
 CONNECT_TIMEOUT_SECONDS = 20
 _PAIR = "zone_pair"
+# Dask's TLS settings a client needs (config key -> the environment variable that sets it).
+TLS_SETTINGS = {
+    "distributed.comm.tls.ca-file": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
+    "distributed.comm.tls.client.cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+    "distributed.comm.tls.client.key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
+}
+TRACKER_PORT_VARIABLE = "MLOPS_XGBOOST_TRACKER_PORT"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,14 +92,21 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
 
     if parameters.dask_address is not None:
         address = parameters.dask_address
+        security = tls_security(address)
         try:
-            client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
+            client = Client(
+                address,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                set_as_default=False,
+                security=security,
+            )
         except (OSError, TimeoutError) as exc:
             raise PipelineError(
                 f"cannot reach the Dask scheduler at {address} (dask_address) within "
                 f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
             ) from exc
         with client:
+            share_pipeline(client)
             yield client
         return
     workers = parameters.dask_workers or 1
@@ -97,6 +120,117 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
     )
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def _digest_of_pipeline() -> Callable[[], str | None]:
+    """:func:`pipeline_digest`, made inside a function so that it travels to the workers by
+    value (cloudpickle pickles a module-level function by name, and a worker without
+    ``pipeline`` could not import it)."""
+
+    def digest_of_pipeline() -> str | None:
+        import hashlib
+        import pkgutil
+
+        try:
+            import pipeline
+        except ImportError:
+            return None
+        digest = hashlib.sha256()
+        names = ["__init__", *sorted(m.name for m in pkgutil.iter_modules(pipeline.__path__))]
+        for name in names:
+            source = pkgutil.get_data("pipeline", f"{name}.py") or b""
+            digest.update(name.encode() + b"\0" + source)
+        return digest.hexdigest()
+
+    return digest_of_pipeline
+
+
+# sha256 of the ``pipeline`` package the calling process imports (every module's source, by
+# name), None when it cannot import it; run on the workers with ``client.run``.
+pipeline_digest = _digest_of_pipeline()
+
+
+def share_pipeline(client: Client) -> None:
+    """Make the cluster's workers run this run's ``pipeline``.
+
+    A cluster of our own (the stack's: long-lived, its hosts install no project code) may not
+    have it, or have another version from an earlier run: then the package is uploaded as a
+    zip named by its digest (``client.upload_file``: new workers get it too) and the workers
+    restarted, so that no module of another version stays imported. Refused when the workers
+    still differ afterwards.
+    """
+    import tempfile
+
+    local = pipeline_digest()
+    if local is None:
+        raise PipelineError("this process cannot import pipeline: nothing to share with Dask")
+    if set(client.run(pipeline_digest).values()) <= {local}:
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        archive = _pipeline_archive(Path(directory) / f"pipeline-{local[:16]}.zip")
+        client.upload_file(str(archive), load=True)
+    client.restart()
+    found = client.run(pipeline_digest)
+    stale = sorted(worker for worker, digest in found.items() if digest != local)
+    if stale:
+        raise PipelineError(
+            f"the Dask workers {', '.join(stale)} still run another version of pipeline after "
+            "it was uploaded and they were restarted"
+        )
+
+
+def _pipeline_archive(path: Path) -> Path:
+    """A zip of the ``pipeline`` package's modules (importable from the zip itself)."""
+    import zipfile
+
+    import pipeline
+
+    package = Path(pipeline.__file__).parent
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for module in sorted(package.glob("*.py")):
+            archive.write(module, f"pipeline/{module.name}")
+    return path
+
+
+def tls_security(address: str) -> Security | None:
+    """distributed's ``Security`` for a ``tls://`` scheduler, from Dask's configuration (on a
+    stack's worker host, the identity its flow runs inherit); None for ``tcp://``.
+
+    Refuses, naming the variables, when a setting is missing or names an unreadable file:
+    the connection would otherwise fail later with a bare TLS error.
+    """
+    if not address.startswith("tls://"):
+        return None
+    import dask.config
+    from distributed.security import Security
+
+    missing = [var for key, var in TLS_SETTINGS.items() if not dask.config.get(key, None)]
+    if missing:
+        raise PipelineError(
+            f"{address} is a TLS scheduler: the client's CA, certificate and key must be set "
+            f"({', '.join(missing)} unset; a stack's worker hosts set them for their flow runs)"
+        )
+    unreadable = [
+        f"{var}={path}"
+        for key, var in TLS_SETTINGS.items()
+        if not os.access(path := str(dask.config.get(key)), os.R_OK)
+    ]
+    if unreadable:
+        raise PipelineError(f"cannot read the Dask TLS files: {', '.join(unreadable)}")
+    return Security(require_encryption=True)
+
+
+def collective_config() -> CollectiveConfig | None:
+    """xgboost's collective settings: the tracker on the port ``MLOPS_XGBOOST_TRACKER_PORT``
+    names (the one a stack's firewall opens on the scheduler's host), else xgboost's choice."""
+    port = os.environ.get(TRACKER_PORT_VARIABLE)
+    if not port:
+        return None
+    from xgboost.collective import Config
+
+    if not port.isdigit():
+        raise PipelineError(f"{TRACKER_PORT_VARIABLE} must be a port number, got {port!r}")
+    return Config(tracker_port=int(port))
 
 
 def describe(client: Client) -> str:
@@ -206,6 +340,7 @@ def _train_and_evaluate(
         evals=[(val_matrix, "validation")],
         early_stopping_rounds=config.early_stopping_rounds,
         verbose_eval=False,
+        coll_cfg=collective_config(),
     )
     del train_matrix, val_matrix
     booster: xgb.Booster = output["booster"]

@@ -1,6 +1,6 @@
 """EC2: the hosts' metadata options, addresses, volumes, identity and user data, and what a
 host must wait for at boot, and what the control host's servers wait for (invariants 16-21, 48,
-50, 52, 57-62, 72).
+50, 52, 57-62, 72, 74).
 
 The user data checks read what the host will run, rendered by infra/hostboot: no key in it,
 database TLS verified, the bootstrap retried, only hashed installs.
@@ -45,6 +45,8 @@ DISTRIBUTION_PIP = re.compile(r"\bpython3[0-9.]*-pip\b")
 BOOTSTRAP_UNIT = "mlops-bootstrap.service"
 _POSTGRES_URL = re.compile(r"postgresql(?:\+\w+)?://[^\s\"']+")
 _CORS_ORIGINS = re.compile(r"--cors-allowed-origins\s+\"?([^\s\"]+)")
+_DASK_COMMAND = re.compile(r"ExecStart=\S*/dask (scheduler|worker)\b([^\n]*)")
+_DASK_TLS_FILES = ("--tls-ca-file", "--tls-cert", "--tls-key")
 
 
 def _metadata_problems(options: Mapping[str, Any]) -> Iterator[str]:
@@ -131,6 +133,35 @@ def ec2_service_transport(_: str, props: Mapping[str, Any], ctx: Context) -> Ite
             yield f"MLflow's CORS origins hold a wildcard: {origins}"
     if "prefect server start" in text and "meta skuid" not in text:
         yield "the Prefect server's user is not refused the instance metadata (nft meta skuid)"
+
+
+def _option(words: list[str], flag: str) -> str | None:
+    """The value after ``flag`` in a command line's words, None when absent."""
+    return words[words.index(flag) + 1] if flag in words[:-1] else None
+
+
+def ec2_dask_tls(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """74 as far as the user data shows it: the Dask scheduler and workers are started with
+    TLS files, the scheduler on the tls protocol with its dashboard on loopback, the workers
+    on tls:// addresses, and both refuse unencrypted connections."""
+    text = user_data_text(props)
+    commands = _DASK_COMMAND.findall(text)
+    for role, line in commands:
+        words = line.split()
+        for flag in _DASK_TLS_FILES:
+            if not _option(words, flag):
+                yield f"the Dask {role} is started without {flag}"
+        if role == "scheduler":
+            if _option(words, "--protocol") != "tls":
+                yield "the Dask scheduler is not started with --protocol tls"
+            dashboard = _option(words, "--dashboard-address") or ""
+            if "--no-dashboard" not in words and not dashboard.startswith("127.0.0.1:"):
+                yield f"the Dask dashboard listens beyond loopback: {dashboard or 'default'}"
+        plain = [w for w in words if "://" in w and not w.startswith("tls://")]
+        if plain:
+            yield f"the Dask {role} names an address other than tls://: {plain}"
+    if commands and "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=true" not in text:
+        yield "Dask does not require encryption (DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION)"
 
 
 def ec2_hashed_installs(_: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:

@@ -80,6 +80,12 @@ RANDOM_ID = "random:index/randomId:RandomId"
 SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"  # noqa: S105
 
+# TLS (pulumi-tls): the Dask cluster's CA and identities
+TLS_PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+TLS_SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
+TLS_CERT_REQUEST = "tls:index/certRequest:CertRequest"
+TLS_LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
+
 # Guardrails: the expiry schedule, the budget and its alert topic
 SCHEDULE = "aws:scheduler/schedule:Schedule"
 BUDGET = "aws:budgets/budget:Budget"

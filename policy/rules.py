@@ -3,7 +3,8 @@ which check, on which resource types. Read this table first; the checks live bes
 service (``s3_checks``, ``rds_checks``, ``ec2_checks``, ``sg_checks``, ``iam_checks``), the
 readers they share in ``properties`` and ``sg_rules``, the type tokens in ``resource_types``.
 
-The pack covers invariants 1-31, 37-39, 43-45, 47-52, 57-62 and 72 (those a policy can see).
+The pack covers invariants 1-31, 37-39, 43-45, 47-52, 57-62 and 72-74 (those a policy can
+see).
 Importing this module builds nothing and starts nothing: ``policies()`` returns the
 pulumi-policy ``Policy`` objects that ``__main__.py`` hands to ``PolicyPack`` (and that the
 tests call directly, without the Pulumi CLI).
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from ec2_checks import (
     control_host_termination_protected,
     ec2_bootstrap_retried,
+    ec2_dask_tls,
     ec2_encrypted_volumes,
     ec2_hashed_installs,
     ec2_identity,
@@ -97,6 +99,7 @@ from s3_checks import (
 )
 from sg_checks import (
     groups_do_not_mix_rule_styles,
+    sg_dask_ports,
     sg_default_group_empty,
     sg_described,
     sg_egress_limited,
@@ -304,6 +307,13 @@ RULES: tuple[Rule, ...] = (
         sg_service_ports,
     ),
     Rule(
+        "sg-dask-ports",
+        (73,),
+        "The Dask ports admit only the stack's groups; the dashboard port is never opened.",
+        RULE_TYPES,
+        sg_dask_ports,
+    ),
+    Rule(
         "sg-described",
         (25,),
         "Every security group and rule has a description.",
@@ -319,7 +329,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "sg-egress-limited",
         (27,),
-        "Egress: HTTPS to CIDRs; the database and service ports to groups.",
+        "Egress: HTTPS to CIDRs; the database, service and Dask ports to groups.",
         RULE_TYPES,
         sg_egress_limited,
     ),
@@ -374,6 +384,13 @@ RULES: tuple[Rule, ...] = (
         "User data: database TLS verified, MLflow CORS listed, Prefect server off IMDS.",
         (INSTANCE,),
         ec2_service_transport,
+    ),
+    Rule(
+        "ec2-dask-tls",
+        (74,),
+        "User data: the Dask scheduler and workers speak TLS only (tls://, --tls-* files).",
+        (INSTANCE, LAUNCH_TEMPLATE),
+        ec2_dask_tls,
     ),
     Rule(
         "ec2-hashed-installs",

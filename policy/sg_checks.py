@@ -1,6 +1,7 @@
 """Security groups: no ingress from the internet, from outside private space or on SSH; the
-service ports only from groups and configured CIDRs; every rule described; egress limited; the
-default group empty; one rule style per group (invariants 17, 22-27, 37, 43)."""
+service ports only from groups and configured CIDRs; the Dask ports only from groups, the
+dashboard's never; every rule described; egress limited; the default group empty; one rule
+style per group (invariants 17, 22-27, 37, 43, 73)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import ipaddress
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hostboot.names import MLFLOW_PORT, POSTGRES_PORT, PREFECT_PORT
+from hostboot.names import (
+    DASK_DASHBOARD_PORT,
+    DASK_NANNY_PORTS,
+    DASK_PEER_PORTS,
+    DASK_SCHEDULER_PORT,
+    DASK_TRACKER_PORT,
+    DASK_WORKER_PORTS,
+    MLFLOW_PORT,
+    POSTGRES_PORT,
+    PREFECT_PORT,
+)
 from properties import Context, Finding, configuring, items, of_type
 from pulumi_policy.policy import PolicyResource
 from resource_types import EGRESS_RULE, GROUP, GROUP_RULE, INGRESS_RULE
@@ -16,6 +27,14 @@ from sg_rules import WORLD, SgRule, describe, rules_of
 
 SERVICE_PORTS = (MLFLOW_PORT, PREFECT_PORT)
 HTTPS_PORT = 443
+# The Dask cluster's ports (first, last), which only the stack's groups may reach (73).
+DASK_PORT_RANGES = (
+    (DASK_SCHEDULER_PORT, DASK_SCHEDULER_PORT),
+    (DASK_TRACKER_PORT, DASK_TRACKER_PORT),
+    DASK_WORKER_PORTS,
+    DASK_NANNY_PORTS,
+    DASK_PEER_PORTS,
+)
 
 # Ingress may come only from private address space (invariant 37): RFC 1918 and RFC 6598.
 # infra/config.py holds the same list for the config check; tests/policy checks they agree.
@@ -82,6 +101,23 @@ def sg_service_ports(resource_type: str, props: Mapping[str, Any], ctx: Context)
             yield f"MLflow/Prefect ingress from CIDRs not configured: {sorted(unlisted)}"
 
 
+def _overlaps(rule: SgRule, ports: tuple[int, int]) -> bool:
+    return rule.protocol == "-1" or (rule.from_port <= ports[1] and ports[0] <= rule.to_port)
+
+
+def sg_dask_ports(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    """73: the Dask ports admit only the stack's groups (TLS aside, a scheduler runs whatever
+    its clients send); the dashboard listens on loopback and is reached through SSM only."""
+    for rule in rules_of(resource_type, props):
+        if rule.direction != "ingress":
+            continue
+        if rule.covers(DASK_DASHBOARD_PORT):
+            yield f"the Dask dashboard port {DASK_DASHBOARD_PORT} is opened: {describe(rule)}"
+        dask = [ports for ports in DASK_PORT_RANGES if _overlaps(rule, ports)]
+        if dask and rule.cidrs:
+            yield f"Dask ports {dask} admit CIDRs, not only the stack's groups: {describe(rule)}"
+
+
 def sg_described(resource_type: str, props: Mapping[str, Any], ctx: Context) -> Iterator[str]:
     if resource_type == GROUP and str(props.get("description") or "").strip() in (
         "",
@@ -101,8 +137,15 @@ def sg_egress_limited(resource_type: str, props: Mapping[str, Any], ctx: Context
         port = rule.single_tcp_port
         if rule.cidrs and port != HTTPS_PORT:
             yield f"egress to CIDRs other than HTTPS: {describe(rule)}"
-        if rule.references_group and port not in allowed_to_groups:
-            yield f"egress to a group on a port other than {allowed_to_groups}: {describe(rule)}"
+        inside_dask = any(
+            rule.protocol == "tcp" and first <= rule.from_port <= rule.to_port <= last
+            for first, last in DASK_PORT_RANGES
+        )
+        if rule.references_group and port not in allowed_to_groups and not inside_dask:
+            yield (
+                f"egress to a group on a port other than {allowed_to_groups} and the Dask "
+                f"ports {DASK_PORT_RANGES}: {describe(rule)}"
+            )
         if not rule.cidrs and not rule.references_group:
             yield f"egress to an unrecognised destination: {describe(rule)}"
 

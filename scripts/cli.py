@@ -67,6 +67,15 @@ MlflowPortOption = Annotated[
 PrefectPortOption = Annotated[
     int, typer.Option("--prefect-port", min=1, max=65535, help="Local end of the Prefect tunnel.")
 ]
+DaskDashboardPortOption = Annotated[
+    int,
+    typer.Option(
+        "--dask-dashboard-port",
+        min=1,
+        max=65535,
+        help="Local end of the Dask dashboard's tunnel (stacks with daskWorkers above 0).",
+    ),
+]
 NameArgument = Annotated[str, typer.Argument(help="Stack name, e.g. pr-42.")]
 _DEFAULT_PORTS = LocalPorts()
 
@@ -100,9 +109,12 @@ def tunnel(
     stack: StackOption,
     mlflow_port: MlflowPortOption = _DEFAULT_PORTS.mlflow,
     prefect_port: PrefectPortOption = _DEFAULT_PORTS.prefect,
+    dask_dashboard_port: DaskDashboardPortOption = _DEFAULT_PORTS.dask_dashboard,
 ) -> None:
-    """Forward the control host's MLflow and Prefect ports to localhost (SSM) until Ctrl-C."""
-    run_tunnel(stack, LocalPorts(mlflow=mlflow_port, prefect=prefect_port), typer.echo)
+    """Forward the control host's MLflow and Prefect ports (and the Dask dashboard, with a
+    cluster) to localhost (SSM) until Ctrl-C."""
+    ports = LocalPorts(mlflow=mlflow_port, prefect=prefect_port, dask_dashboard=dask_dashboard_port)
+    run_tunnel(stack, ports, typer.echo)
 
 
 @app.command()

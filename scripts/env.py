@@ -4,6 +4,10 @@ The stack's URIs name the control host's private address, reachable only inside 
 From a laptop the services are reached through ``mlops tunnel`` (SSM port forwarding onto
 localhost), so ``--via-tunnel`` writes the same URIs with the tunnel's local ends instead;
 MLflow accepts them because the control host lists ``localhost`` in ``--allowed-hosts``.
+
+A stack with a Dask cluster (output ``dask_scheduler_address`` not empty) adds
+``MLOPS_DASK_SCHEDULER_ADDRESS`` and ``MLOPS_DASK_WORKERS`` (what ``mlops smoke`` checks),
+except through the tunnel, which forwards the scheduler's dashboard but not the scheduler.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ ENV_OUTPUTS = (
     "mlflow_admin_password",
     "prefect_api_auth_string",
 )
+# Optional outputs: a stack deployed before Dask existed has none of them.
+DASK_OUTPUTS = ("dask_scheduler_address", "dask_workers")
 # Variables whose values are credentials: written to the file, never shown.
 SECRET_VARIABLES = frozenset({"MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"})
 
@@ -33,6 +39,17 @@ SECRET_VARIABLES = frozenset({"MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRI
 def through_tunnel(uri: str, local_port: int) -> str:
     """``uri`` with its host and port replaced by the tunnel's local end ``localhost:PORT``."""
     return urlsplit(uri)._replace(netloc=f"localhost:{local_port}").geturl()
+
+
+def dask_variables(outputs: Mapping[str, object], tunnel: LocalPorts | None) -> dict[str, str]:
+    """The Dask cluster's variables, when the stack has one and it is reachable from here."""
+    address = outputs.get("dask_scheduler_address")
+    if not isinstance(address, str) or not address or tunnel is not None:
+        return {}
+    return {
+        "MLOPS_DASK_SCHEDULER_ADDRESS": address,
+        "MLOPS_DASK_WORKERS": str(outputs.get("dask_workers", "")),
+    }
 
 
 def env_from_outputs(outputs: Mapping[str, str], tunnel: LocalPorts | None) -> dict[str, str]:
@@ -55,8 +72,9 @@ def env_from_outputs(outputs: Mapping[str, str], tunnel: LocalPorts | None) -> d
 
 def write_stack_env(stack: str, env_file: Path, tunnel: LocalPorts | None) -> dict[str, str]:
     """Write the variables of ``stack`` to ``env_file`` (mode 0600) and return them."""
-    outputs = string_outputs(stack, stack_outputs(stack, show_secrets=True), ENV_OUTPUTS)
-    values = env_from_outputs(outputs, tunnel)
+    every_output = stack_outputs(stack, show_secrets=True)
+    outputs = string_outputs(stack, every_output, ENV_OUTPUTS)
+    values = env_from_outputs(outputs, tunnel) | dask_variables(every_output, tunnel)
     try:
         write_env_file(env_file, values)
     except OSError as exc:

@@ -13,6 +13,10 @@ Each check gives one verdict (PASS, FAIL, or SKIP when a check it builds on fail
   ``PREFECT_API_AUTH_STRING``.
 - ``work-pool``: the work pool exists.
 - ``worker``: at least one worker of that pool is ONLINE (heartbeating).
+- ``dask-cluster`` (only when the env file names a cluster, ``MLOPS_DASK_SCHEDULER_ADDRESS``):
+  the scheduler answers and sees ``MLOPS_DASK_WORKERS`` workers. A ``tls://`` scheduler is
+  reached with Dask's TLS settings from the environment, as the flow runs reach it; without
+  them (a laptop: the identity stays on the hosts) the check is skipped, saying so.
 
 Talks plain HTTP (the servers' REST APIs) so that every failure maps to a precise verdict:
 a refused connection, a Host header the server rejects, a credential it rejects (401).
@@ -47,8 +51,17 @@ _ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 _RETRY_SECONDS = 10.0
 
 
+DASK_ADDRESS = "MLOPS_DASK_SCHEDULER_ADDRESS"
+DASK_WORKERS = "MLOPS_DASK_WORKERS"
+_DASK_TIMEOUT_SECONDS = 10
+
+
 class CheckFailed(Exception):
     """A check's negative verdict; the message says what was wrong."""
+
+
+class CheckSkipped(Exception):
+    """A check that cannot run from here; the message says why (not a failure)."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +301,35 @@ def live_worker(prefect: Service, pool: str) -> str:
     return f"ONLINE: {', '.join(online)}"
 
 
+def dask_cluster(address: str, expected_workers: str) -> str:
+    """The Dask scheduler answers and sees the expected number of workers."""
+    from distributed import Client
+
+    from pipeline.dask_engine import tls_security
+    from pipeline.errors import PipelineError
+
+    if not expected_workers.isdigit():
+        raise CheckFailed(f"{DASK_WORKERS} must be a number of workers, got {expected_workers!r}")
+    try:
+        security = tls_security(address)
+    except PipelineError as exc:
+        raise CheckSkipped(f"cannot authenticate to {address} from here: {exc}") from None
+    try:
+        with Client(
+            address, timeout=_DASK_TIMEOUT_SECONDS, set_as_default=False, security=security
+        ) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+    except (OSError, TimeoutError) as exc:
+        raise CheckFailed(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    if len(workers) != int(expected_workers):
+        names = ", ".join(sorted(str(w.get("name")) for w in workers.values())) or "none"
+        raise CheckFailed(
+            f"the scheduler at {address} sees {len(workers)} workers ({names}); "
+            f"{DASK_WORKERS} expects {expected_workers}"
+        )
+    return f"{address} answers with {len(workers)} workers"
+
+
 @dataclass(frozen=True)
 class Check:
     """A named check, the checks it builds on, and how to run it."""
@@ -295,6 +337,14 @@ class Check:
     name: str
     needs: tuple[str, ...]
     run: Callable[[], str]
+
+
+def dask_checks(env: dict[str, str]) -> list[Check]:
+    """The Dask cluster's check, when the env file names one (a stack with daskWorkers)."""
+    address = env.get(DASK_ADDRESS)
+    if not address:
+        return []
+    return [Check("dask-cluster", (), lambda: dask_cluster(address, env.get(DASK_WORKERS, "")))]
 
 
 def run_checks(checks: list[Check]) -> list[Verdict]:
@@ -309,6 +359,8 @@ def run_checks(checks: list[Check]) -> list[Verdict]:
             verdicts[check.name] = Verdict(check.name, "PASS", check.run())
         except CheckFailed as exc:
             verdicts[check.name] = Verdict(check.name, "FAIL", str(exc))
+        except CheckSkipped as exc:
+            verdicts[check.name] = Verdict(check.name, "SKIP", str(exc))
     return list(verdicts.values())
 
 
@@ -340,6 +392,7 @@ def smoke_test(env: dict[str, str], pool: str) -> list[Verdict]:
                 Check("prefect-auth", ("prefect-health",), lambda: prefect_auth(prefect)),
                 Check("work-pool", ("prefect-auth",), lambda: work_pool(prefect, pool)),
                 Check("worker", ("work-pool",), lambda: live_worker(prefect, pool)),
+                *dask_checks(env),
             ]
         )
 

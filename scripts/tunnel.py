@@ -1,11 +1,14 @@
 """``mlops tunnel``: the control host's MLflow and Prefect ports forwarded onto localhost.
 
-Two SSM sessions (``aws ssm start-session --document-name AWS-StartPortForwardingSession``),
-one per service, so no inbound rule and no SSH key is needed: the instance's SSM agent dials
-out. Each session runs in its own process group, so Ctrl-C reaches only this command, which
-then stops both sessions (the aws CLI and its session-manager-plugin child) and exits 0;
-SIGTERM does the same (a script running the tunnel in the background stops it that way).
-If either session ends on its own, the other is stopped too and the command fails.
+With a Dask cluster (stack output ``dask_scheduler_address`` not empty), the scheduler's
+dashboard too: it listens on the control host's loopback, where the SSM session lands.
+
+One SSM session per service (``aws ssm start-session --document-name
+AWS-StartPortForwardingSession``), so no inbound rule and no SSH key is needed: the instance's
+SSM agent dials out. Each session runs in its own process group, so Ctrl-C reaches only this
+command, which then stops every session (the aws CLI and its session-manager-plugin child) and
+exits 0; SIGTERM does the same (a script running the tunnel in the background stops it that
+way). If a session ends on its own, the others are stopped too and the command fails.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hostboot.names import MLFLOW_PORT, PREFECT_PORT
+from hostboot.names import DASK_DASHBOARD_PORT, MLFLOW_PORT, PREFECT_PORT
 
 from scripts.common import OpsError, require_tool, stack_outputs, string_outputs
 
@@ -34,6 +37,7 @@ class LocalPorts:
 
     mlflow: int = MLFLOW_PORT
     prefect: int = PREFECT_PORT
+    dask_dashboard: int = DASK_DASHBOARD_PORT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,8 +49,9 @@ class Forward:
     local_port: int
 
 
-def forwards(outputs: Mapping[str, str], ports: LocalPorts) -> list[Forward]:
-    """The two forwards, with remote ports taken from the stack's service URIs."""
+def forwards(outputs: Mapping[str, str], ports: LocalPorts, *, dask: bool = False) -> list[Forward]:
+    """The forwards, with remote ports taken from the stack's service URIs; with ``dask``,
+    the Dask dashboard's too."""
     result = []
     for service, key, local_port in (
         ("MLflow", "mlflow_tracking_uri", ports.mlflow),
@@ -56,6 +61,14 @@ def forwards(outputs: Mapping[str, str], ports: LocalPorts) -> list[Forward]:
         if remote_port is None:
             raise OpsError(f"stack output {key} has no port: {outputs[key]!r}")
         result.append(Forward(service=service, remote_port=remote_port, local_port=local_port))
+    if dask:
+        result.append(
+            Forward(
+                service="Dask dashboard",
+                remote_port=DASK_DASHBOARD_PORT,
+                local_port=ports.dask_dashboard,
+            )
+        )
     return result
 
 
@@ -85,7 +98,7 @@ def _check_port_free(forward: Forward) -> None:
         try:
             probe.bind(("127.0.0.1", forward.local_port))
         except OSError:
-            option = f"--{forward.service.lower()}-port"
+            option = f"--{forward.service.lower().replace(' ', '-')}-port"
             raise OpsError(
                 f"local port {forward.local_port} for {forward.service} is in use: "
                 f"free it or pass another one with {option}"
@@ -128,10 +141,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_tunnel(stack: str, ports: LocalPorts, announce: Callable[[str], None]) -> None:
     """Forward the stack's MLflow and Prefect ports to localhost until Ctrl-C."""
-    outputs = string_outputs(stack, stack_outputs(stack), TUNNEL_OUTPUTS)
+    every_output = stack_outputs(stack)
+    outputs = string_outputs(stack, every_output, TUNNEL_OUTPUTS)
     aws = require_tool("aws")
     require_tool("session-manager-plugin")
-    planned = forwards(outputs, ports)
+    planned = forwards(outputs, ports, dask=bool(every_output.get("dask_scheduler_address")))
     for forward in planned:
         _check_port_free(forward)
     sessions: list[tuple[Forward, subprocess.Popen[bytes]]] = []

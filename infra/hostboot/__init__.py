@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hostboot.cloudconfig import boot_objects, render_user_data
+from hostboot.dask_cluster import DaskSettings
 from hostboot.names import MLFLOW_PORT, PREFECT_PORT, WORK_POOL
 from hostboot.services import (
     HOST_LAYOUT,
@@ -34,6 +35,7 @@ __all__ = [
     "HOST_LAYOUT",
     "BootConfig",
     "ControlHostSettings",
+    "DaskSettings",
     "HostLayout",
     "HostPlan",
     "ServiceSpec",
@@ -103,6 +105,7 @@ class ControlHostSettings:
     prefect_db_user: str = "prefect"
     worker_experiments: tuple[str, ...] = WORKER_EXPERIMENTS
     worker_models: tuple[str, ...] = WORKER_MODELS
+    dask: DaskSettings | None = None  # None: no Dask scheduler (daskWorkers 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +123,7 @@ class WorkerHostSettings:
     prefect_auth_string_secret_arn: str
     control_mlflow_port: int = MLFLOW_PORT
     control_prefect_port: int = PREFECT_PORT
+    dask: DaskSettings | None = None  # None: no Dask on this host (daskWorkers 0)
 
 
 def render_control_user_data(settings: ControlHostSettings) -> str:

@@ -128,7 +128,8 @@ def render_user_data(plan: HostPlan, *, title: str, bucket: str) -> str:
     boot_json = json.dumps(plan.boot.to_json_dict(layout.service_groups), indent=1)
     bootstrap_unit = _bootstrap_unit(layout, region=plan.boot.region, bucket=bucket, lock=lock)
     units = [BOOTSTRAP_UNIT, *(f"{service.name}.service" for service in plan.services)]
-    document = {
+    document: dict[str, Any] = {"groups": list(plan.groups())} if plan.groups() else {}
+    document |= {
         "users": [
             "default",
             *(

@@ -29,7 +29,9 @@ BOOT_PREFIX = "bootstrap/"  # the bucket prefix hosts may read at boot
 
 # Pinned in requirements.txt but never run on a host: infrastructure as code and the S3
 # emulator (requirements-dev.txt's tools are not in the host lock's input at all).
-LOCAL_ONLY_PACKAGES = frozenset({"pulumi", "pulumi-aws", "pulumi-random", "pulumi-policy", "moto"})
+LOCAL_ONLY_PACKAGES = frozenset(
+    {"pulumi", "pulumi-aws", "pulumi-random", "pulumi-policy", "pulumi-tls", "moto"}
+)
 # Installed from the user data before the host lock can be read from the bucket, in this
 # order: pip (the version the lock was resolved and tested with), then boto3 and its closure.
 PIP = "pip"

@@ -30,3 +30,16 @@ ENVIRONMENTS: Final = ("dev", "prod", "ephemeral")
 
 # The markdown artifact the training flow publishes with its metrics; `mlops run` reads it.
 METRICS_ARTIFACT_KEY: Final = "training-metrics"
+
+# Dask (docs/dask.md, "On the stack"), only when the stack's daskWorkers is above 0. The
+# scheduler listens on the control host (TLS only); its dashboard on the control host's
+# loopback (the SSM tunnel reaches it); xgboost's collective tracker is started on the
+# scheduler's host at a fixed port so that one rule admits it. Each worker host's Dask worker
+# and nanny take a port of their fixed range; xgboost's peers talk between worker hosts on
+# the kernel's ephemeral ports.
+DASK_SCHEDULER_PORT: Final = 8786
+DASK_DASHBOARD_PORT: Final = 8787
+DASK_TRACKER_PORT: Final = 8789
+DASK_WORKER_PORTS: Final = (8790, 8799)
+DASK_NANNY_PORTS: Final = (8800, 8809)
+DASK_PEER_PORTS: Final = (32768, 60999)

@@ -143,6 +143,12 @@ class ServiceSpec:
     prepares: str | None = None
     # Units this one needs to have started (a step: succeeded) before it starts.
     requires: tuple[str, ...] = ()
+    # Groups the service user also belongs to while it runs (files it may read, such as the
+    # Dask TLS identity's).
+    supplementary_groups: tuple[str, ...] = ()
+    # Commands run as root before it starts, in order (systemd: ExecStartPre=+), after the
+    # IMDS firewall: fetching what only root may read (the Dask TLS identity).
+    root_pre_start: tuple[tuple[str, ...], ...] = ()
 
     def env_file_template(self) -> str:
         """The env file's content before secrets are substituted."""
@@ -234,6 +240,10 @@ class HostPlan:
     def users(self) -> tuple[str, ...]:
         """The dedicated service users, in order of first use."""
         return tuple(dict.fromkeys(service.user for service in self.services))
+
+    def groups(self) -> tuple[str, ...]:
+        """The groups the services join besides their users' own (created before the users)."""
+        return tuple(dict.fromkeys(g for s in self.services for g in s.supplementary_groups))
 
     def users_without_instance_credentials(self) -> tuple[str, ...]:
         """The service users refused the instance metadata service."""
@@ -332,7 +342,7 @@ def service_databases(settings: ControlHostSettings) -> tuple[ServiceDatabase, .
     )
 
 
-def _base_environment(layout: HostLayout, user: str, region: str) -> dict[str, str]:
+def base_environment(layout: HostLayout, user: str, region: str) -> dict[str, str]:
     """What every service gets: HOME (its state directory), the region, no telemetry."""
     return {
         **_COMMON_ENVIRONMENT,
@@ -398,7 +408,7 @@ def mlflow_service(settings: ControlHostSettings, layout: HostLayout) -> Service
             f"s3://{settings.artifact_bucket}/mlflow",
         ),
         environment={
-            **_base_environment(layout, user, settings.region),
+            **base_environment(layout, user, settings.region),
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         },
@@ -438,7 +448,7 @@ def prefect_server_service(settings: ControlHostSettings, layout: HostLayout) ->
             str(settings.prefect_port),
         ),
         environment={
-            **_base_environment(layout, user, settings.region),
+            **base_environment(layout, user, settings.region),
             "PREFECT_HOME": str(home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
@@ -489,7 +499,7 @@ def prefect_worker_service(settings: WorkerHostSettings, layout: HostLayout) -> 
             "never",
         ),
         environment={
-            **_base_environment(layout, user, settings.region),
+            **base_environment(layout, user, settings.region),
             "PREFECT_HOME": str(layout.home(user) / "prefect"),
             **WORKER_POLLING_ENVIRONMENT,
             # MLflow reads a run back only to print its link when it ends: the flow publishes
@@ -550,7 +560,11 @@ def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT
     prefect, prefect_migrate = with_migrations(
         prefect_server_service(settings, layout), layout, "prefect"
     )
-    services = (mlflow_migrate, mlflow, prefect_migrate, prefect)
+    services: tuple[ServiceSpec, ...] = (mlflow_migrate, mlflow, prefect_migrate, prefect)
+    if settings.dask is not None:
+        from hostboot.dask_cluster import scheduler_service  # it builds on this module
+
+        services += (scheduler_service(settings, settings.dask, layout),)
     verified = settings.db_sslmode != "disable"
     boot = BootConfig(
         region=settings.region,
@@ -588,8 +602,15 @@ def control_plan(settings: ControlHostSettings, layout: HostLayout = HOST_LAYOUT
 
 
 def worker_plan(settings: WorkerHostSettings, layout: HostLayout = HOST_LAYOUT) -> HostPlan:
-    """A worker host: one Prefect process worker; it reads only two secrets, neither an admin's."""
-    services = (prefect_worker_service(settings, layout),)
+    """A worker host: one Prefect process worker (with Dask, a client of the cluster, and the
+    first daskWorkers hosts a Dask worker); it reads only two secrets, neither an admin's."""
+    services: tuple[ServiceSpec, ...] = (prefect_worker_service(settings, layout),)
+    if settings.dask is not None:
+        from hostboot.dask_cluster import as_dask_client, worker_service  # they build on this
+
+        services = (as_dask_client(services[0], settings, settings.dask, layout),)
+        if settings.dask.run_worker:
+            services += (worker_service(settings, settings.dask, layout),)
     boot = BootConfig(
         region=settings.region,
         secrets={

@@ -77,6 +77,7 @@ def start_lines(spec: ServiceSpec) -> list[str]:
     lines = []
     if spec.imds_firewall is not None:
         lines.append(f"ExecStartPre=+{NFT} -f {spec.imds_firewall}")
+    lines += [f"ExecStartPre=+{exec_line(argv)}" for argv in spec.root_pre_start]
     lines.append(f"ExecStart={exec_line(spec.argv)}")
     if spec.post_start:
         lines.append(f"ExecStartPost={exec_line(spec.post_start)}")
@@ -115,6 +116,11 @@ def render_unit(spec: ServiceSpec) -> str:
         *(["Type=oneshot", "RemainAfterExit=yes"] if spec.prepares else ["Type=simple"]),
         f"User={spec.user}",
         f"Group={spec.user}",
+        *(
+            [f"SupplementaryGroups={' '.join(spec.supplementary_groups)}"]
+            if spec.supplementary_groups
+            else []
+        ),
         f"StateDirectory={spec.user}",
         f"WorkingDirectory={spec.working_directory}",
         f"EnvironmentFile={spec.env_file}",

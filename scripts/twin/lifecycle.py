@@ -35,7 +35,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -386,19 +386,9 @@ class Twin:
         """
         lines = []
         for step in self.steps(name):
-            process = self.process(step.name)
             log = self.log_path(step.name)
             log.parent.mkdir(parents=True, exist_ok=True)
-            process.cwd.mkdir(parents=True, exist_ok=True)  # systemd: StateDirectory=
-            result = subprocess.run(
-                step.argv,
-                env=process.env,
-                cwd=process.cwd,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=step.start_timeout_seconds,
-            )
+            result = self.run_in_unit(step.name, step.argv, step.start_timeout_seconds)
             with log.open("a") as handle:
                 handle.write(result.stderr)
             said = [line for line in result.stderr.splitlines() if line.startswith("migrate: ")]
@@ -413,18 +403,26 @@ class Twin:
     def run_post_start(self, name: str) -> None:
         """Run service ``name``'s post-start step (``ExecStartPost=``) with its environment."""
         spec = self.specs()[name]
+        result = self.run_in_unit(name, spec.post_start, spec.start_timeout_seconds)
+        if result.returncode:
+            raise OpsError(f"{name}'s post-start step failed: {result.stderr.strip()}")
+
+    def run_in_unit(
+        self, name: str, argv: Sequence[str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` to its end as a command of unit ``name`` runs: its environment and
+        working directory (created, as systemd's ``StateDirectory=``), output captured."""
         process = self.process(name)
-        result = subprocess.run(
-            spec.post_start,
+        process.cwd.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(
+            list(argv),
             env=process.env,
             cwd=process.cwd,
             capture_output=True,
             text=True,
             check=False,
-            timeout=spec.start_timeout_seconds,
+            timeout=timeout,
         )
-        if result.returncode:
-            raise OpsError(f"{name}'s post-start step failed: {result.stderr.strip()}")
 
     # -- the environment ------------------------------------------------------------------
 

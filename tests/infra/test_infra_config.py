@@ -133,6 +133,11 @@ BAD_VALUES = [
     ("restoreFromSnapshot", "1-starts-with-a-digit"),
     ("restoreFromSnapshot", "ends-with-"),
     ("restoreFromSnapshot", "two--hyphens"),
+    # the Dask cluster
+    ("daskWorkers", "-1"),
+    ("daskWorkers", "21"),
+    ("daskWorkers", "one"),
+    ("daskWorkers", "2"),  # more than workerCount (1 in dev)
 ]
 
 
@@ -270,3 +275,22 @@ def test_an_ephemeral_stack_must_carry_an_expiry(harness: Harness) -> None:
 def test_only_ephemeral_stacks_expire(harness: Harness, stack: str) -> None:
     message = refusal(harness, stack, expiresAt="2026-12-01T09:00:00Z")
     assert f"expected empty in a {stack} stack (only ephemeral stacks expire)" in message
+
+
+def test_dask_workers_are_parsed_and_off_by_default(harness: Harness) -> None:
+    assert parse_stack(harness, "dev").dask_workers == 0
+    assert not parse_stack(harness, "dev").dask_enabled
+    config = parse_stack(harness, "dev", workerCount="3", daskWorkers="2")
+    assert (config.dask_workers, config.dask_enabled) == (2, True)
+
+
+def test_dask_workers_beyond_the_worker_hosts_refused_naming_both_keys(harness: Harness) -> None:
+    message = refusal(harness, "prod", workerCount="2", daskWorkers="3")
+    assert "mlops-platform:daskWorkers: expected at most workerCount (2)" in message
+    assert "got '3'" in message
+
+
+def test_dask_on_worker_hosts_too_small_to_share_refused(harness: Harness) -> None:
+    message = refusal(harness, "dev", workerInstanceType="t3.small", daskWorkers="1")
+    assert "mlops-platform:daskWorkers: expected 0 with workerInstanceType t3.small" in message
+    assert parse_stack(harness, "dev", workerInstanceType="t3.small").dask_workers == 0

@@ -612,6 +612,9 @@ def test_stack_outputs_named_as_in_architecture(run: ProgramRun) -> None:
         "mlflow_admin_username": "admin",
         "mlflow_admin_password": outputs["mlflow_admin_password"],
         "prefect_api_auth_string": outputs["prefect_api_auth_string"],
+        # No Dask cluster in the example stacks (daskWorkers 0): tests/infra/test_infra_dask.py
+        "dask_scheduler_address": "",
+        "dask_workers": 0,
         # Cost guardrails: the budget's alert topic (a budget by default), an ephemeral expiry.
         "budget_alert_topic_arn": run.one(TOPIC).state["arn"],
         **({"expires_at": "2026-12-01T09:00:00Z"} if run.environment == "ephemeral" else {}),

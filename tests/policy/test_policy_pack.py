@@ -47,7 +47,14 @@ from resource_types import (
 from rules import RULES
 from sg_checks import PRIVATE_INGRESS_RANGES
 
-from tests.support.policy_pack import Declared, Stack, evaluate, policy_names, program_stack
+from tests.support.policy_pack import (
+    DASK_STACK,
+    Declared,
+    Stack,
+    evaluate,
+    policy_names,
+    program_stack,
+)
 from tests.support.program import ROOT
 
 
@@ -55,16 +62,21 @@ def test_the_program_passes_every_policy(stack: Stack) -> None:
     assert evaluate(stack) == []
 
 
-def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_57_to_62_and_72() -> (
+def test_the_policies_cover_invariants_1_to_31_37_to_39_43_to_45_47_48_50_52_57_to_62_72_74() -> (
     None
 ):
     covered = {n for rule in RULES for n in rule.invariants}
     # 32 (secret outputs) is asserted in tests/infra; 33-36 are about the hosts' services,
     # 40-42 about the CI workflows (tests/scripts/test_workflows.py), 49, 51 and 53 in tests/hosts
-    # and tests/infra, 63-64 in tests/hosts; 72 in tests/hosts too, and here.
+    # and tests/infra, 63-64 in tests/hosts; 72 in tests/hosts too, and here; 75-76 (the Dask
+    # TLS files, Dask off renders nothing) in tests/hosts and tests/infra.
     assert covered == set(range(1, 32)) | {37, 38, 39, 43, 44, 45} | {47, 48, 50, 52} | set(
         range(57, 63)
-    ) | {72}
+    ) | {72, 73, 74}
+
+
+def test_a_stack_with_a_dask_cluster_passes_every_policy() -> None:
+    assert evaluate(program_stack(DASK_STACK)) == []
 
 
 def test_environment_falls_back_to_the_provider_tag_then_to_prod() -> None:
@@ -334,6 +346,48 @@ BREAKAGES: list[tuple[str, str, Breakage]] = [
         rewrite_user_data("control", "- python3.11\n", "- python3.11\n- python3.11-pip\n"),
     ),
     ("dev", "ec2-host-lock-uploaded", tampered_host_lock),
+    (
+        DASK_STACK,
+        "sg-dask-ports",
+        set_on(
+            INGRESS_RULE,
+            "dask-scheduler-from-worker",
+            cidrIpv4="10.42.0.0/16",
+            referencedSecurityGroupId=None,
+        ),
+    ),
+    (
+        DASK_STACK,
+        "sg-dask-ports",
+        set_on(INGRESS_RULE, "dask-nanny-from-control", fromPort=8787),
+    ),
+    (
+        DASK_STACK,
+        "sg-egress-limited",
+        set_on(EGRESS_RULE, "to-control-dask-scheduler", toPort=9000),
+    ),
+    (
+        DASK_STACK,
+        "ec2-dask-tls",
+        rewrite_user_data("worker-1", "worker tls://", "worker tcp://"),
+    ),
+    (
+        DASK_STACK,
+        "ec2-dask-tls",
+        rewrite_user_data("control", "--protocol tls", "--protocol tcp"),
+    ),
+    (
+        DASK_STACK,
+        "ec2-dask-tls",
+        rewrite_user_data(
+            "control", "--dashboard-address 127.0.0.1:8787", "--dashboard-address :8787"
+        ),
+    ),
+    (
+        DASK_STACK,
+        "ec2-dask-tls",
+        rewrite_user_data("worker-1", " --tls-key /etc/mlops/dask/key.pem", ""),
+    ),
     ("dev", "ec2-host-lock-uploaded", drop_dependency("control", BUCKET_OBJECT)),
     ("dev", "ec2-bootstrap-retried", rewrite_user_data("control", "Type=oneshot", "Type=simple")),
     (

@@ -132,3 +132,36 @@ def test_env_into_a_directory_that_does_not_exist_is_one_error_line(
         f"error: cannot write env file {env_file}: No such file or directory\n"
     )
     _assert_no_secret_shown(result)
+
+
+@pytest.mark.parametrize("tunnel", [False, True])
+def test_env_names_the_dask_cluster_only_where_it_is_reachable(
+    fake_tools, dev_outputs, tmp_path: Path, tunnel: bool
+) -> None:
+    outputs = {**dev_outputs, "dask_scheduler_address": "tls://10.42.0.10:8786", "dask_workers": 2}
+    fake_tools.answer(OUTPUT_COMMAND, stdout=json.dumps(outputs))
+    env_file = tmp_path / "mlops.env"
+
+    result = _env("--env-file", str(env_file), *(["--via-tunnel"] if tunnel else []))
+
+    assert result.exit_code == 0, result.stderr
+    values = read_env_file(env_file)
+    if tunnel:  # the tunnel forwards the dashboard, not the scheduler
+        assert not {k for k in values if k.startswith("MLOPS_DASK_")}
+    else:
+        assert values["MLOPS_DASK_SCHEDULER_ADDRESS"] == "tls://10.42.0.10:8786"
+        assert values["MLOPS_DASK_WORKERS"] == "2"
+
+
+@pytest.mark.parametrize("address", [None, ""])
+def test_env_of_a_stack_without_dask_names_no_cluster(
+    fake_tools, dev_outputs, tmp_path: Path, address: str | None
+) -> None:
+    """A stack deployed before Dask has no such output; one with daskWorkers 0 an empty one."""
+    outputs = dict(dev_outputs)
+    if address is not None:
+        outputs |= {"dask_scheduler_address": address, "dask_workers": 0}
+    fake_tools.answer(OUTPUT_COMMAND, stdout=json.dumps(outputs))
+    env_file = tmp_path / "mlops.env"
+    assert _env("--env-file", str(env_file)).exit_code == 0
+    assert not {k for k in read_env_file(env_file) if k.startswith("MLOPS_DASK_")}

@@ -196,6 +196,13 @@ def test_the_remote_ports_come_from_the_stack_s_uris_and_the_local_ones_from_the
     assert LocalPorts() == LocalPorts(mlflow=5000, prefect=4200)
 
 
+def test_a_stack_with_dask_also_forwards_the_scheduler_s_dashboard() -> None:
+    planned = forwards(STACK_URIS, LocalPorts(dask_dashboard=18787), dask=True)
+    assert planned[-1] == Forward(service="Dask dashboard", remote_port=8787, local_port=18787)
+    assert len(planned) == 3
+    assert LocalPorts().dask_dashboard == 8787
+
+
 @pytest.mark.parametrize("key", ["mlflow_tracking_uri", "prefect_api_url"])
 def test_a_service_uri_without_a_port_is_refused_naming_the_output(key: str) -> None:
     outputs = {**STACK_URIS, key: "http://10.42.0.10/api"}

@@ -32,7 +32,7 @@ from pulumi_policy.policy import (
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from tests.support.program import ProgramRun, run_program
+from tests.support.program import ProgramRun, run_program, stack_config
 
 
 @dataclass
@@ -169,10 +169,18 @@ def policy_names(violations: Sequence[Violation]) -> set[str]:
 
 
 _STACKS: dict[str, Stack] = {}
+# Not an example stack: dev with a Dask cluster (two worker hosts, one a Dask worker).
+DASK_STACK = "dev-dask"
+DASK_OVERRIDES = {f"{NAMESPACE}:workerCount": 2, f"{NAMESPACE}:daskWorkers": 1}
 
 
 def program_stack(name: str) -> Stack:
-    """A fresh copy of an example stack's resources (the program runs once per stack)."""
+    """A fresh copy of an example stack's resources, or ``DASK_STACK``'s (the program runs
+    once per stack)."""
     if name not in _STACKS:
-        _STACKS[name] = stack_of(run_program(name))
+        if name == DASK_STACK:
+            run = run_program("dev", stack_config("dev", DASK_OVERRIDES))
+        else:
+            run = run_program(name)
+        _STACKS[name] = stack_of(run)
     return copy.deepcopy(_STACKS[name])

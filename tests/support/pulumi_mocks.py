@@ -10,11 +10,13 @@ which the stock mock provider never sees.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import random
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -55,6 +57,10 @@ from resource_types import (
     SUBNET,
     SUBNET_RESERVATION,
     SUBSCRIPTION,
+    TLS_CERT_REQUEST,
+    TLS_LOCALLY_SIGNED_CERT,
+    TLS_PRIVATE_KEY,
+    TLS_SELF_SIGNED_CERT,
     TOPIC,
     TOPIC_POLICY,
     VERSIONING,
@@ -446,6 +452,74 @@ def _budget(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[s
     return f"{ACCOUNT}:{name}", {"name": name, "arn": f"arn:aws:budgets::{ACCOUNT}:budget/{name}"}
 
 
+def _pem(m: Mocks, label: str, size: int) -> str:
+    """A PEM block of ``size`` random bytes: the shape pulumi-tls returns (not a usable key)."""
+    body = base64.b64encode(m.rng.randbytes(size)).decode()
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
+
+
+def _validity(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A certificate's validity window from its requested hours, as pulumi-tls reports it."""
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    end = start + timedelta(hours=int(inputs["validityPeriodHours"]))
+    return {
+        "validityStartTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "validityEndTime": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "readyForRenewal": False,
+    }
+
+
+def _tls_key(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    labels = {"RSA": "RSA PRIVATE KEY", "ECDSA": "EC PRIVATE KEY", "ED25519": "PRIVATE KEY"}
+    algorithm = inputs.get("algorithm", "RSA")
+    if algorithm not in labels:
+        raise ValueError(f"pulumi-tls has no key algorithm {algorithm!r}")
+    fingerprint = ":".join(f"{b:02x}" for b in m.rng.randbytes(16))
+    return m.hex_id("", 40), {
+        "privateKeyPem": _pem(m, labels[algorithm], 121),
+        "privateKeyPemPkcs8": _pem(m, "PRIVATE KEY", 138),
+        "privateKeyOpenssh": _pem(m, "OPENSSH PRIVATE KEY", 240),
+        "publicKeyPem": _pem(m, "PUBLIC KEY", 91),
+        "publicKeyOpenssh": "ecdsa-sha2-nistp256 "
+        + base64.b64encode(m.rng.randbytes(104)).decode(),
+        "publicKeyFingerprintMd5": fingerprint,
+        "publicKeyFingerprintSha256": "SHA256:" + base64.b64encode(m.rng.randbytes(32)).decode(),
+    }
+
+
+def _tls_self_signed(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "BEGIN" not in inputs.get("privateKeyPem", ""):
+        raise ValueError("a self-signed certificate needs its private key's PEM")
+    serial = str(m.rng.getrandbits(127))
+    return serial, {
+        "certPem": _pem(m, "CERTIFICATE", 420),
+        "keyAlgorithm": "ECDSA",
+        **_validity(inputs),
+    }
+
+
+def _tls_request(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "BEGIN" not in inputs.get("privateKeyPem", ""):
+        raise ValueError("a certificate request needs its private key's PEM")
+    return m.hex_id("", 40), {
+        "certRequestPem": _pem(m, "CERTIFICATE REQUEST", 300),
+        "keyAlgorithm": "ECDSA",
+    }
+
+
+def _tls_signed(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    for key in ("certRequestPem", "caCertPem", "caPrivateKeyPem"):
+        if "BEGIN" not in inputs.get(key, ""):
+            raise ValueError(f"a locally signed certificate needs {key}")
+    serial = str(m.rng.getrandbits(127))
+    return serial, {
+        "certPem": _pem(m, "CERTIFICATE", 440),
+        "caKeyAlgorithm": "ECDSA",
+        **_validity(inputs),
+    }
+
+
 def _provider(m: Mocks, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return m.hex_id("", 32), {}
 
@@ -491,4 +565,8 @@ _MODELS: dict[str, Model] = {
     TOPIC_POLICY: _topic_policy,
     SUBSCRIPTION: _subscription,
     BUDGET: _budget,
+    TLS_PRIVATE_KEY: _tls_key,
+    TLS_SELF_SIGNED_CERT: _tls_self_signed,
+    TLS_CERT_REQUEST: _tls_request,
+    TLS_LOCALLY_SIGNED_CERT: _tls_signed,
 }

@@ -1,0 +1,100 @@
+"""An existing cluster whose workers run another ``pipeline`` (the stack's: its hosts install no
+project code) gets this run's, uploaded and its workers restarted, before the run uses it.
+
+The cluster is a ``dask scheduler`` and a ``dask worker`` (with its nanny) started here as
+processes; the worker imports a stand-in ``pipeline`` package first, as a worker that served
+another version would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from pipeline.dask_engine import connect, pipeline_digest
+from pipeline.parameters import TrainingParameters
+from pipeline.ports import free_port
+
+DASK = str(Path(sys.executable).parent / "dask")
+READY_SECONDS = 60
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def stale_cluster(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and one worker that imports a stand-in ``pipeline`` package."""
+    stand_in = tmp_path / "other" / "pipeline"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text('"""Another version of the package."""\n')
+    environment = {**os.environ, "PYTHONPATH": str(stand_in.parent)}
+    address = f"tcp://127.0.0.1:{free_port()}"
+    port = address.rsplit(":", 1)[1]
+    common = {"cwd": tmp_path, "env": environment, "start_new_session": True}
+    processes = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+            **common,  # type: ignore[call-overload]
+        )
+    ]
+    processes.append(
+        subprocess.Popen(
+            [DASK, "worker", address, "--nworkers", "1", "--no-dashboard"],
+            **common,  # type: ignore[call-overload]
+        )
+    )
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            try:
+                with Client(address, timeout=5, set_as_default=False) as client:
+                    if client.scheduler_info(n_workers=-1)["workers"]:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"no worker at {address} in {READY_SECONDS} s"
+            assert all(p.poll() is None for p in processes), "a Dask process exited"
+            time.sleep(0.5)
+        yield address
+    finally:
+        _stop(processes)
+
+
+def test_workers_with_another_pipeline_get_this_runs(stale_cluster: str) -> None:
+    local = pipeline_digest()
+    assert local is not None
+    with Client(stale_cluster, set_as_default=False) as client:
+        (before,) = client.run(pipeline_digest).values()
+    assert before is not None
+    assert before != local  # the stand-in
+
+    parameters = TrainingParameters.model_validate(
+        {
+            "train_month": "2023-01",
+            "val_month": "2023-02",
+            "engine": "dask",
+            "dask_address": stale_cluster,
+        }
+    )
+    with connect(parameters) as client:
+        assert set(client.run(pipeline_digest).values()) == {local}
+        # (a lambda travels by value: the worker cannot import this test module)
+        (origin,) = client.run(lambda: __import__("pipeline").__file__).values()
+    assert origin.endswith(f"pipeline-{local[:16]}.zip/pipeline/__init__.py"), origin

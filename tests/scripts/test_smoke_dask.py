@@ -1,0 +1,103 @@
+"""``mlops smoke``'s ``dask-cluster`` check against real Dask schedulers started here: a
+LocalCluster of in-process workers, on plain TCP and on TLS (certificates from a test CA)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask.config
+import pytest
+from distributed import LocalCluster
+from distributed.security import Security
+
+from pipeline.dask_engine import TLS_SETTINGS
+from pipeline.ports import free_port
+from scripts.smoke import Check, CheckFailed, CheckSkipped, dask_checks, dask_cluster, run_checks
+from tests.support.tls_identities import authority, identity
+
+
+@pytest.fixture(scope="module")
+def tcp_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=":0",  # a free port: 8787 may be taken
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, dict]]:
+    paths = identity(authority(), "workers").write(tmp_path_factory.mktemp("tls"))
+    roles = ("scheduler", "worker", "client")
+    security = Security(
+        tls_ca_file=paths["ca"],
+        **{f"tls_{role}_cert": paths["cert"] for role in roles},
+        **{f"tls_{role}_key": paths["key"] for role in roles},
+        require_encryption=True,
+    )
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tls",
+        security=security,
+        dashboard_address=":0",  # a free port: 8787 may be taken
+    ) as cluster:
+        yield cluster, paths
+
+
+def test_the_scheduler_sees_the_expected_workers(tcp_cluster: LocalCluster) -> None:
+    verdict = dask_cluster(tcp_cluster.scheduler_address, "2")
+    assert verdict == f"{tcp_cluster.scheduler_address} answers with 2 workers"
+
+
+def test_a_missing_worker_fails_naming_the_counts(tcp_cluster: LocalCluster) -> None:
+    with pytest.raises(CheckFailed, match=r"sees 2 workers .*MLOPS_DASK_WORKERS expects 3"):
+        dask_cluster(tcp_cluster.scheduler_address, "3")
+
+
+def test_an_unreachable_scheduler_fails() -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(CheckFailed, match=f"cannot reach the Dask scheduler at {address}"):
+        dask_cluster(address, "1")
+
+
+def test_a_worker_count_that_is_not_a_number_fails(tcp_cluster: LocalCluster) -> None:
+    with pytest.raises(CheckFailed, match="MLOPS_DASK_WORKERS must be a number"):
+        dask_cluster(tcp_cluster.scheduler_address, "")
+
+
+def test_a_tls_scheduler_is_checked_with_the_hosts_identity(
+    tls_cluster: tuple[LocalCluster, dict],
+) -> None:
+    cluster, paths = tls_cluster
+    keys = list(TLS_SETTINGS)
+    settings = {keys[0]: paths["ca"], keys[1]: paths["cert"], keys[2]: paths["key"]}
+    with dask.config.set(settings):
+        assert dask_cluster(cluster.scheduler_address, "1").endswith("answers with 1 workers")
+
+
+def test_a_tls_scheduler_without_an_identity_is_skipped_not_failed(
+    tls_cluster: tuple[LocalCluster, dict], tmp_path: Path
+) -> None:
+    cluster, _ = tls_cluster
+    with dask.config.set(dict.fromkeys(TLS_SETTINGS)):
+        with pytest.raises(CheckSkipped, match="DASK_DISTRIBUTED__COMM__TLS__CA_FILE"):
+            dask_cluster(cluster.scheduler_address, "1")
+        (verdict,) = run_checks(
+            [Check("dask-cluster", (), lambda: dask_cluster(cluster.scheduler_address, "1"))]
+        )
+    assert verdict.outcome == "SKIP"
+
+
+def test_the_check_runs_only_when_the_env_file_names_a_cluster(
+    tcp_cluster: LocalCluster,
+) -> None:
+    assert dask_checks({"MLFLOW_TRACKING_URI": "http://localhost:5000"}) == []
+    assert dask_checks({"MLOPS_DASK_SCHEDULER_ADDRESS": ""}) == []
+    env = {"MLOPS_DASK_SCHEDULER_ADDRESS": tcp_cluster.scheduler_address, "MLOPS_DASK_WORKERS": "2"}
+    (verdict,) = run_checks(dask_checks(env))
+    assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS")
