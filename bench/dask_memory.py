@@ -205,7 +205,9 @@ def _sample_tree(child: subprocess.Popen[bytes]) -> dict[str, int]:
         for process in tree:
             try:
                 rss = process.memory_info().rss
-                roles.setdefault(process.pid, _role(process))
+                # The last role seen: a child read between fork and exec still shows its parent's
+                # command line; the root is the driver in any case.
+                roles[process.pid] = "driver" if process is root else _role(process)
             except psutil.Error:
                 continue
             peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
