@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def measure_scale(source: Path, months: int, say: Any) -> dict[str, Any]:
+def measure_scale(source: Path, months: int, say: Callable[[str], None]) -> dict[str, Any]:
     """Both engines on a window of ``months`` months."""
     with tempfile.TemporaryDirectory(prefix="dask-scale-") as scratch:
         say(f"{_label(months)}: building the window in {scratch}")
@@ -123,7 +124,9 @@ def _engine_figures(measured: Measured, load_before: float) -> dict[str, Any]:
     return figures
 
 
-def measure_tuning(source: Path, trials: int, parallel: int, say: Any) -> dict[str, Any]:
+def measure_tuning(
+    source: Path, trials: int, parallel: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """``pipeline tune`` on one month, ``parallel`` trials at a time, on the embedded default."""
     from bench.__main__ import embedded_env
 
