@@ -95,5 +95,8 @@ lint: venv ## ruff and mypy
 	cd infra && ../$(BIN)/mypy .
 	cd policy && ../$(BIN)/mypy .
 
-bench: venv ## benchmark: course vs our stages vs the full flow, and scaling (writes bench/results/)
+# Months of each local-against-Dask window (bench/dask_scale.py): 768 (64x 2022) takes hours.
+DASK_SCALES ?= 1,12,192
+bench: venv ## benchmark: course vs our stages vs the full flow, scaling, local vs Dask (bench/results/)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.dask_scale --scales=$(DASK_SCALES)

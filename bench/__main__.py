@@ -1,6 +1,7 @@
 """Run the whole benchmark, write ``bench/results/bench-<date>.{json,md}`` and print the table.
 
     python -m bench [--runs 3] [--scales 1 4 16] [--twin-runs 5]
+    python -m bench --only twin [--twin-runs 5]   # the twin case alone: bench-<date>-twin.*
 
 Cases, all on the real months (green, train 2023-01, validate 2023-02) in $PIPELINE_DATA_DIR:
   1. course   the course pipeline (DictVectorizer, its tuned XGBoost, 100 rounds)
@@ -209,6 +210,12 @@ def run_all(runs: int, scales: list[int], twin_runs: int) -> dict[str, Any]:
     return doc
 
 
+def run_twin_only(twin_runs: int) -> dict[str, Any]:
+    """The twin case alone (its results document): to measure a change to the deployed path
+    without the 7 minutes of the embedded cases. No goal is checked: it needs the flow case."""
+    return {**_environment(), "twin": _twin_case(twin_runs, data_dir())}
+
+
 def _twin_case(runs: int, directory: str) -> dict[str, Any]:
     """Case 6, or why it was skipped."""
     reason = "--twin-runs 0" if runs < 1 else twin.postgres_missing()
@@ -273,18 +280,7 @@ def _document(series: dict[str, Series], cold: Sample, scales: list[int]) -> dic
 
     low, high = series[f"stages_x{min(scales)}"], series[f"stages_x{max(scales)}"]
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "versions": {
-            name: metadata.version(name)
-            for name in ("xgboost", "pandas", "scikit-learn", "prefect", "mlflow")
-        },
-        "data": {"color": COLOR, "train_month": TRAIN_MONTH, "val_month": VAL_MONTH},
+        **_environment(),
         "cases": {name: s.summary() for name, s in series.items()},
         "flow_cold_first_run": {
             "process_wall_seconds": cold.wall_seconds,
@@ -304,6 +300,34 @@ def _document(series: dict[str, Series], cold: Sample, scales: list[int]) -> dic
             "memory_growth_per_doubling": growth(low.median("rss"), high.median("rss")),
         },
     }
+
+
+def _environment() -> dict[str, Any]:
+    """When, on what machine and with which versions the figures were measured."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            name: metadata.version(name)
+            for name in ("xgboost", "pandas", "scikit-learn", "prefect", "mlflow")
+        },
+        "data": {"color": COLOR, "train_month": TRAIN_MONTH, "val_month": VAL_MONTH},
+    }
+
+
+def render_twin_markdown(doc: dict[str, Any]) -> str:
+    """The table of a twin-only results document."""
+    lines = [
+        f"# Benchmark {doc['date']}, twin case only",
+        "",
+        f"Machine: {doc['machine']}; versions: {doc['versions']}.",
+    ]
+    return "\n".join(lines + _twin_markdown(doc["twin"])) + "\n"
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -393,14 +417,25 @@ def main() -> None:
     parser.add_argument(
         "--twin-runs", type=int, default=5, help="runs on the twin (default 5; 0 skips it)"
     )
+    parser.add_argument(
+        "--only",
+        choices=["twin"],
+        help="run only this case (the twin: --twin-runs of it), into bench-<date>-twin.*",
+    )
     args = parser.parse_args()
     if args.runs < 1 or 1 not in args.scales:
         parser.error("--runs must be at least 1 and --scales must include 1")
-    doc = run_all(args.runs, sorted(set(args.scales)), args.twin_runs)
+    if args.only == "twin" and args.twin_runs < 1:
+        parser.error("--only twin needs --twin-runs of at least 1")
+    if args.only == "twin":
+        doc = run_twin_only(args.twin_runs)
+        suffix, table = "-twin", render_twin_markdown(doc)
+    else:
+        doc = run_all(args.runs, sorted(set(args.scales)), args.twin_runs)
+        suffix, table = "", render_markdown(doc)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"bench-{str(doc['date'])[:10]}"
+    stem = RESULTS / f"bench-{str(doc['date'])[:10]}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    table = render_markdown(doc)
     stem.with_suffix(".md").write_text(table)
     print(table)
     print(f"written: {stem}.json, {stem}.md")

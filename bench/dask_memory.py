@@ -5,7 +5,9 @@ green 2022-01..2022-12 and 2023-02):
 
 1. builds a window of ``12 * N`` months in a scratch directory: the twelve real months of
    2022 and, before them, the same months again with their timestamps moved back by whole
-   years (the loader keeps only trips within the month a file is named for), N <= 3;
+   years (the loader keeps only trips within the month a file is named for) to 2009, then on
+   from 2024 (:func:`window_years`); the engines' functions are called, not ``--train-months``
+   with its 36 months;
 2. trains on that window, validating on 2023-02, with the local engine in a child process,
    sampling its resident memory every 20 ms: the **local peak**;
 3. trains on the same window with the Dask engine, a LocalCluster of 2 workers each limited
@@ -27,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,24 +47,41 @@ RMSE_TOLERANCE = 0.02
 CONFIG = {"num_boost_round": 60, "early_stopping_rounds": 10}
 
 
-def build_window(source: Path, target: Path, copies: int) -> tuple[str, ...]:
-    """Months of the window written into ``target`` (and the validation month beside them)."""
+# TLC records start in 2009 (the loader refuses earlier months), and 2023 holds the validation
+# month: copies of 2022 go back by whole years to 2009, then on from 2024.
+FIRST_YEAR = 2009
+SKIPPED_YEAR = 2023
+
+
+def window_years(copies: int) -> list[int]:
+    """The years of a window of ``copies`` copies of 2022, nearest to the real year first."""
+    back = list(range(REAL_YEAR, FIRST_YEAR - 1, -1))
+    on = range(SKIPPED_YEAR + 1, SKIPPED_YEAR + 1 + max(0, copies - len(back)))
+    return [*back, *on][:copies]
+
+
+def build_window(source: Path, target: Path, months: int) -> tuple[str, ...]:
+    """A window of ``months`` months written into ``target`` (the validation month beside
+    them), in order.
+
+    The real months of 2022 end it (the last ``months`` of them for a shorter window); beyond a
+    year come the same months again with their timestamps moved by whole years
+    (:func:`window_years`): the loader keeps only trips within the month a file is named for.
+    """
     import pandas as pd
 
-    months = []
-    for copy in range(copies - 1, -1, -1):
-        year = REAL_YEAR - copy
-        for month in range(1, 13):
-            real = source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet"
-            name = f"{year}-{month:02d}"
-            frame = pd.read_parquet(real)
-            for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
-                frame[column] = frame[column] - pd.DateOffset(years=copy)
-            frame.to_parquet(target / f"{COLOR}_tripdata_{name}.parquet", index=False)
-            months.append(name)
+    if months < 1:
+        raise ValueError(f"a window has at least one month, got {months}")
+    copies = -(-months // 12)
+    wanted = [(year, month) for year in window_years(copies) for month in range(12, 0, -1)][:months]
+    for year, month in wanted:
+        frame = pd.read_parquet(source / f"{COLOR}_tripdata_{REAL_YEAR}-{month:02d}.parquet")
+        for column in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
+            frame[column] = frame[column] + pd.DateOffset(years=year - REAL_YEAR)
+        frame.to_parquet(target / f"{COLOR}_tripdata_{year}-{month:02d}.parquet", index=False)
     val = f"{COLOR}_tripdata_{VAL_MONTH}.parquet"
     (target / val).write_bytes((source / val).read_bytes())
-    return tuple(months)
+    return tuple(f"{year}-{month:02d}" for year, month in sorted(wanted))
 
 
 def train_local(data_dir: str, months: list[str]) -> dict[str, Any]:
@@ -127,9 +148,52 @@ HARD_LIMIT = {
 }
 
 
-def measure(argv: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
-    """Run ``argv``; its JSON result and the peak resident set of each process of its tree."""
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, **HARD_LIMIT})
+@dataclass(frozen=True)
+class Measured:
+    """One child process: its JSON result, each process's peak resident set, its wall time."""
+
+    result: dict[str, Any]
+    peaks: dict[str, int]
+    wall_seconds: float
+    stderr: str
+
+    @property
+    def largest(self) -> tuple[str, int]:
+        """The process of the tree with the largest peak (``pid:role``) and that peak."""
+        return max(self.peaks.items(), key=lambda item: item[1])
+
+
+def measure(
+    argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Measured:
+    """Run ``argv`` in ``env`` (default: ours with :data:`HARD_LIMIT`), sampling each process
+    of its tree apart."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **HARD_LIMIT} if env is None else env,
+            cwd=cwd,
+        )
+        peaks = _sample_tree(child)
+        out, _ = child.communicate()
+        wall = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if child.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(argv[:6])} failed with status {child.returncode}:\n{stderr[-3000:]}"
+        )
+    return Measured(json.loads(out.decode().strip().splitlines()[-1]), peaks, wall, stderr)
+
+
+def _sample_tree(child: subprocess.Popen[bytes]) -> dict[str, int]:
+    """The peak resident set of each process of ``child``'s tree (``pid:role``) until it ends.
+
+    Standard output is read after the end: the children print one JSON line, which a pipe holds.
+    """
     peaks: dict[int, int] = {}
     roles: dict[int, str] = {}
     root = psutil.Process(child.pid)
@@ -141,17 +205,14 @@ def measure(argv: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
         for process in tree:
             try:
                 rss = process.memory_info().rss
-                roles.setdefault(process.pid, _role(process))
+                # The last role seen: a child read between fork and exec still shows its parent's
+                # command line; the root is the driver in any case.
+                roles[process.pid] = "driver" if process is root else _role(process)
             except psutil.Error:
                 continue
             peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
         time.sleep(SAMPLE_SECONDS)
-    out, _ = child.communicate()
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed with status {child.returncode}")
-    return json.loads(out.decode().strip().splitlines()[-1]), {
-        f"{pid}:{roles[pid]}": peak for pid, peak in peaks.items()
-    }
+    return {f"{pid}:{roles[pid]}": peak for pid, peak in peaks.items()}
 
 
 def _role(process: psutil.Process) -> str:
@@ -160,7 +221,7 @@ def _role(process: psutil.Process) -> str:
     Dask renames its worker processes (``dask worker [tcp://...]``) once they start.
     """
     command = " ".join(process.cmdline())
-    if "bench.dask_memory" in command:
+    if "bench.dask_memory" in command or "pipeline tune" in command:
         return "driver"
     if "resource_tracker" in command:
         return "tracker"
@@ -178,18 +239,19 @@ def run(copies: int, fraction: float, reuse_local: bool) -> dict[str, Any]:
     if not source:
         raise SystemExit("PIPELINE_DATA_DIR must hold green 2022-01..2022-12 and 2023-02")
     with tempfile.TemporaryDirectory(prefix="dask-memory-") as scratch:
-        months = build_window(Path(source), Path(scratch), copies)
+        months = build_window(Path(source), Path(scratch), 12 * copies)
         me = [sys.executable, "-m", "bench.dask_memory"]
         measured = Path(tempfile.gettempdir()) / f"bench-dask-memory-local-{copies}.json"
         if reuse_local and measured.is_file():  # the local engine's run takes minutes here
             local, local_peak = json.loads(measured.read_text())
         else:
-            local, local_peaks = measure([*me, "--child", "local", scratch, *months])
-            local_peak = max(local_peaks.values())
+            measured_local = measure([*me, "--child", "local", scratch, *months])
+            local, local_peak = measured_local.result, measured_local.largest[1]
             measured.write_text(json.dumps([local, local_peak]) + "\n")
         limit = int(local_peak * fraction)
         print(f"local: {local}, peak {mib(local_peak)} MiB", file=sys.stderr, flush=True)
-        dask, dask_peaks = measure([*me, "--child", "dask", scratch, f"{limit}B", *months])
+        measured_dask = measure([*me, "--child", "dask", scratch, f"{limit}B", *months])
+        dask, dask_peaks = measured_dask.result, measured_dask.peaks
     workers = {k: v for k, v in dask_peaks.items() if k.endswith(":worker")}
     largest_worker = max(workers.values())
     return {
@@ -213,7 +275,9 @@ def run(copies: int, fraction: float, reuse_local: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument(
+        "--copies", type=int, default=1, help="years in the window (12 months each; default 1)"
+    )
     parser.add_argument("--fraction", type=float, default=0.8)
     parser.add_argument(
         "--reuse-local",
@@ -222,6 +286,8 @@ def main() -> None:
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.copies < 1:
+        parser.error(f"--copies must be at least 1, got {arguments.copies}")
     if arguments.child:
         kind, data_dir, *rest = arguments.child
         if kind == "local":

@@ -220,17 +220,23 @@ def tls_security(address: str) -> Security | None:
     return Security(require_encryption=True)
 
 
-def collective_config() -> CollectiveConfig | None:
-    """xgboost's collective settings: the tracker on the port ``MLOPS_XGBOOST_TRACKER_PORT``
-    names (the one a stack's firewall opens on the scheduler's host), else xgboost's choice."""
+def collective_config(scheduler_address: str) -> CollectiveConfig | None:
+    """xgboost's collective settings: the tracker on the scheduler's host (xgboost runs it
+    in the scheduler's process) at the port ``MLOPS_XGBOOST_TRACKER_PORT`` names (the one a
+    stack's firewall opens there), else xgboost's choice of port.
+
+    Both are given: xgboost takes the port only with a host (``get_address_from_user``); a
+    port alone is ignored and the tracker listens on a random one, which a firewall closes.
+    """
     port = os.environ.get(TRACKER_PORT_VARIABLE)
     if not port:
         return None
+    from distributed.comm import get_address_host
     from xgboost.collective import Config
 
     if not port.isdigit():
         raise PipelineError(f"{TRACKER_PORT_VARIABLE} must be a port number, got {port!r}")
-    return Config(tracker_port=int(port))
+    return Config(tracker_host_ip=get_address_host(scheduler_address), tracker_port=int(port))
 
 
 def describe(client: Client) -> str:
@@ -258,6 +264,7 @@ def train_and_evaluate(
     # The client is not the process's default (a flow may run several): make it the current
     # one for every collection and helper used here.
     with client.as_current():
+        workers = set(client.scheduler_info(n_workers=-1)["workers"])
         try:
             return _train_and_evaluate(
                 client,
@@ -270,7 +277,8 @@ def train_and_evaluate(
                 allow_insecure_mirror=allow_insecure_mirror,
             )
         except Exception as exc:
-            if not lost_a_worker(exc):
+            gone = workers - set(client.scheduler_info(n_workers=-1)["workers"])
+            if not gone and not lost_a_worker(exc):
                 raise
             raise PipelineError(
                 f"the Dask cluster lost a worker during the run ({type(exc).__name__}: {exc}); "
@@ -283,7 +291,9 @@ def train_and_evaluate(
 def lost_a_worker(exc: BaseException) -> bool:
     """Whether ``exc`` is how Dask or xgboost.dask report a worker gone mid-computation: its
     results cancelled or lost, the worker killed, its connection closed, or (xgboost.dask)
-    a training task re-run on a worker that replaced it."""
+    a training task re-run on a worker that replaced it. (A worker's peers may instead fail
+    in xgboost's collective, a broken pipe: the run then sees the worker gone from the
+    scheduler.)"""
     from distributed.client import FutureCancelledError
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
@@ -340,7 +350,7 @@ def _train_and_evaluate(
         evals=[(val_matrix, "validation")],
         early_stopping_rounds=config.early_stopping_rounds,
         verbose_eval=False,
-        coll_cfg=collective_config(),
+        coll_cfg=collective_config(client.scheduler_info()["address"]),
     )
     del train_matrix, val_matrix
     booster: xgb.Booster = output["booster"]

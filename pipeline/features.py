@@ -22,20 +22,22 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.schema import DROPOFF_ZONE, PICKUP_COLUMNS, PICKUP_ZONE, TRIP_DISTANCE
+from pipeline.schema import (
+    DROPOFF_ZONE,
+    MAX_MINUTES,
+    MIN_MINUTES,
+    PICKUP_COLUMNS,
+    PICKUP_ZONE,
+    TRIP_DISTANCE,
+)
 
 ZONE_IDS = np.arange(1, 266, dtype=np.int64)
 ZONE_DTYPE = pd.CategoricalDtype(pd.Index(ZONE_IDS))
 PICKUP_HOUR = "pickup_hour"
 PICKUP_WEEKDAY = "pickup_weekday"
 FEATURES: tuple[str, ...] = (PICKUP_ZONE, DROPOFF_ZONE, TRIP_DISTANCE, PICKUP_HOUR, PICKUP_WEEKDAY)
-# Features the prediction may only grow with (a longer trip is never predicted shorter).
-INCREASING: tuple[str, ...] = (TRIP_DISTANCE,)
 
 TARGET = "duration"
-
-MIN_MINUTES = 1.0
-MAX_MINUTES = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)

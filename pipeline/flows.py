@@ -77,6 +77,7 @@ from pipeline.data import MonthData, MonthSummary, load_month, resolve_data_dir
 from pipeline.errors import PipelineError, TransientError
 from pipeline.evaluate import Evaluation, evaluate, rmse
 from pipeline.features import FEATURES, LabeledSet, combine, make_labeled_set
+from pipeline.model import LoggedModel
 from pipeline.parameters import TrainingParameters, TrainingSummary, window_label
 from pipeline.train import TrainConfig, predict_minutes, train_model
 from pipeline.tuning import Trial, TuningParameters, TuningSummary
@@ -198,8 +199,8 @@ def log_to_mlflow(
     booster: xgb.Booster,
     val_set: LabeledSet,
     evaluation: Evaluation,
-) -> str:
-    """Track parameters, metrics, datasets, plots and the model; returns the model URI."""
+) -> LoggedModel:
+    """Track parameters, metrics, datasets, plots and the model; returns the logged model."""
     train_months, val_month = months
     params = {
         **parameters.hyperparameters.model_dump(),
@@ -221,7 +222,7 @@ def log_to_mlflow(
 
 @_io_task("register-model")
 def register(
-    model_uri: str,
+    model: LoggedModel,
     run_id: str,
     parameters: TrainingParameters,
     months: tuple[str, MonthData],
@@ -231,7 +232,7 @@ def register(
     """Register the version (once per flow run, whatever the retries); no alias yet."""
     train_month, val_month = months
     candidate = registry.register(
-        model_uri,
+        model,
         model_name=parameters.registered_model_name,
         run_id=run_id,
         registration_key=str(flow_run.id),
@@ -332,7 +333,7 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
                 del train_set, train_data  # the window can be large; the rest needs none of it
             train_rows = sum(summary.rows for summary in summaries)
             record_window(run_id, summaries)
-            model_uri = log_to_mlflow(
+            model = log_to_mlflow(
                 run_id,
                 parameters,
                 (summaries, MonthSummary.of(val_data)),
@@ -341,7 +342,7 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
                 evaluation,
             )
             candidate = register(
-                model_uri, run_id, parameters, (train_month, val_data), val_set, evaluation
+                model, run_id, parameters, (train_month, val_data), val_set, evaluation
             )
             mlflow_run = tracking.run_link(tracking_uri, run_id)
             _publish(candidate, (train_month, val_month), evaluation, mlflow_run)

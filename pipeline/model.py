@@ -10,6 +10,9 @@ reproduces training's features on any machine with the logged requirements, with
 repository. The booster is stored as a plain XGBoost UBJSON file beside it
 (``artifacts/booster.ubj``): the registry re-scores a champion from that file alone, with the
 worker's own feature code (:func:`load_booster`), after checking :func:`model_digest`.
+
+:func:`log_model` digests the model's files as MLflow uploads them, from the directory it
+uploads them from: the registry records that digest without downloading the model again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from pipeline.errors import PipelineError
 from pipeline.features import make_features, pickup_column_of
 from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE, TRIP_DISTANCE
 from pipeline.train import predict_minutes
@@ -52,6 +58,14 @@ MODEL_MODULES = ("__init__", "errors", "schema", "features", "train", "model")
 # What the model needs at prediction time (pins of the environment that logged it).
 _RUNTIME_PACKAGES = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle")
 _EXAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged to the tracking store: its URI and the digest of the files uploaded."""
+
+    uri: str
+    digest: str
 
 
 class TripDurationModel(PythonModel):
@@ -89,11 +103,16 @@ def signature(pickup_column: str) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype("float32"), (-1,))]))
 
 
-def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
-    """Log ``booster`` as the run's pyfunc model; ``trips`` give the example. Returns its URI."""
+def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> LoggedModel:
+    """Log ``booster`` as the run's pyfunc model; ``trips`` give the example."""
     columns = input_columns(trips)
     example = trips[columns].head(_EXAMPLE_ROWS).reset_index(drop=True)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), _no_bytecode():
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        warnings.catch_warnings(),
+        _no_bytecode(),
+        _digesting_upload() as digests,
+    ):
         # MLflow 3.17 compares columns with a range when saving the example (pandas 3 warns).
         warnings.filterwarnings("ignore", "Operation with range is deprecated", DeprecationWarning)
         booster_path = Path(scratch, BOOSTER_FILE)
@@ -111,7 +130,40 @@ def log_model(run_id: str, booster: xgb.Booster, trips: pd.DataFrame) -> str:
             input_example=example,
             pip_requirements=[f"{name}=={version(name)}" for name in _RUNTIME_PACKAGES],
         )
-    return info.model_uri
+    digest = digests[0] if len(digests) == 1 else None
+    if digest is None:
+        raise PipelineError(
+            f"MLflow did not upload the model {info.model_uri} as one directory (uploads: "
+            f"{digests}): the digest of its files is unknown (an MLflow upgrade?)"
+        )
+    return LoggedModel(uri=info.model_uri, digest=digest)
+
+
+@contextmanager
+def _digesting_upload() -> Iterator[list[str | None]]:
+    """Meanwhile, :func:`model_digest` of each directory MLflow uploads as a logged model's files,
+    taken just before it uploads them: the digest of what the store receives, with no download.
+
+    ``Model.log`` saves the model in a temporary directory of its own, uploads it with
+    ``MlflowClient.log_model_artifacts`` and removes it: that call is the one moment its files
+    are all there and final. Patched on the class (``Model.log`` makes its own client), for
+    the length of one ``log_model`` call: a flow logs one model at a time.
+    """
+    upload = MlflowClient.log_model_artifacts
+    digests: list[str | None] = []
+
+    def digest_then_upload(
+        self: MlflowClient, model_id: str, local_dir: str, artifact_path: str | None = None
+    ) -> None:
+        # Files put under a subdirectory are not the model as a whole: None.
+        digests.append(None if artifact_path else model_digest(Path(local_dir)))
+        upload(self, model_id, local_dir, artifact_path)
+
+    MlflowClient.log_model_artifacts = digest_then_upload  # type: ignore[method-assign]
+    try:
+        yield digests
+    finally:
+        MlflowClient.log_model_artifacts = upload  # type: ignore[method-assign]
 
 
 @contextmanager

@@ -15,6 +15,9 @@ runs cannot demote a better champion: the second one compares with the first one
 The champion's recorded RMSE is used when it was validated on the same data; otherwise it is
 re-scored from its logged booster file with this worker's own feature code, once its files
 match the digest recorded at registration: nothing read from the artifact store runs as code.
+That digest is the one :func:`pipeline.model.log_model` took of the files as they were
+uploaded: what the store received from this run, not what it holds by the time the version
+is registered (a change in between is caught at the first re-scoring, as any later one).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pipeline.data import MonthData, file_name
 from pipeline.errors import PipelineError
 from pipeline.evaluate import rmse
 from pipeline.features import LabeledSet, make_features
-from pipeline.model import input_columns, load_booster, model_digest
+from pipeline.model import LoggedModel, input_columns, load_booster, model_digest
 from pipeline.tracking import mlflow_call
 from pipeline.train import predict_minutes
 
@@ -73,7 +76,7 @@ def validation_key(month: MonthData, val: LabeledSet) -> str:
 
 @mlflow_call
 def register(
-    model_uri: str,
+    model: LoggedModel,
     *,
     model_name: str,
     run_id: str,
@@ -84,22 +87,18 @@ def register(
 ) -> Candidate:
     """The version of ``model_name`` registered from ``run_id`` under ``registration_key``.
 
-    Created (with the digest of the model's files) only if no such version exists yet.
+    Created (with the digest of the model's files as logged) only if no such version exists yet.
     """
     version = _registered(model_name, run_id, registration_key)
     if version is None:
-        with tempfile.TemporaryDirectory() as scratch:
-            digest = model_digest(
-                Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=scratch))
-            )
         version_tags = {
             **tags,
             RMSE_TAG: repr(rmse_value),
             VALIDATION_TAG: validation_key,
-            DIGEST_TAG: digest,
+            DIGEST_TAG: model.digest,
             REGISTRATION_TAG: registration_key,
         }
-        version = mlflow.register_model(model_uri, model_name, tags=version_tags)
+        version = mlflow.register_model(model.uri, model_name, tags=version_tags)
     return Candidate(
         model_name=model_name,
         version=str(version.version),

@@ -21,6 +21,13 @@ PICKUP_ZONE = "PULocationID"
 DROPOFF_ZONE = "DOLocationID"
 TRIP_DISTANCE = "trip_distance"
 
+# The durations the model learns and predicts, in minutes: shorter or longer trips are
+# meter errors or waits, not journeys.
+MIN_MINUTES = 1.0
+MAX_MINUTES = 60.0
+# Features the prediction may only grow with (a longer trip is never predicted shorter).
+INCREASING: tuple[str, ...] = (TRIP_DISTANCE,)
+
 # Green (street-hail) records prefix their timestamps with lpep_, yellow ones with tpep_.
 _TIMESTAMP_PREFIX: dict[str, str] = {"green": "lpep", "yellow": "tpep"}
 PICKUP_COLUMNS: tuple[str, ...] = tuple(f"{p}_pickup_datetime" for p in _TIMESTAMP_PREFIX.values())

@@ -25,7 +25,15 @@ import mlflow
 import requests
 import xgboost as xgb
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
@@ -33,7 +41,7 @@ from pipeline.data import MonthSummary
 from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
-from pipeline.model import log_model
+from pipeline.model import LoggedModel, log_model
 from pipeline.urls import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -133,14 +141,14 @@ def log_training(
     booster: xgb.Booster,
     val: LabeledSet,
     evaluation: Evaluation,
-) -> str:
+) -> LoggedModel:
     """Log parameters, metrics, datasets (with their context), plots and the model.
 
-    Returns the logged model's URI. Against a tracking server each client call below is a
-    request (the model: a few, and one per file): the parameters go first (the logged model
-    copies the run's), the metrics last, in one batch that records them on the run and on the
-    logged model (else MLflow reads each metric's history back to link it to the model); the
-    plots are drawn while the model uploads.
+    Returns the logged model (its URI and its files' digest). Against a tracking server each
+    client call below is a request (the model: a few, and one per file): the parameters go
+    first (the logged model copies the run's), the metrics last, in one batch that records them
+    on the run and on the logged model (else MLflow reads each metric's history back to link it
+    to the model); the plots are drawn while the model uploads.
     """
     client = MlflowClient()
     now = int(time.time() * 1000)
@@ -151,15 +159,15 @@ def log_training(
     )
     with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(1) as drawing:
         plots = drawing.submit(_draw_plots, Path(scratch), booster, val, evaluation)
-        model_uri = log_model(run_id, booster, val.trips)
-        model_id = model_uri.removeprefix(_MODELS_SCHEME)
+        model = log_model(run_id, booster, val.trips)
+        model_id = model.uri.removeprefix(_MODELS_SCHEME)
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()],
         )
         plots.result()
         client.log_artifacts(run_id, scratch, artifact_path="plots")
-    return model_uri
+    return model
 
 
 def _draw_plots(
@@ -251,10 +259,10 @@ def log_best_configuration(
 
 @mlflow_call
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    """Add ``tags`` to the run."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value[:_MAX_TAG_CHARS])
+    """Add ``tags`` to the run (in one request)."""
+    MlflowClient().log_batch(
+        run_id, tags=[RunTag(key, value[:_MAX_TAG_CHARS]) for key, value in tags.items()]
+    )
 
 
 @mlflow_call

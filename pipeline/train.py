@@ -1,7 +1,8 @@
 """Train stage: gradient-boosted trees (XGBoost, hist), early stopping on the validation month.
 
-XGBoost (which imports scikit-learn, seconds) is imported when training starts: the command
-line validates a :class:`TrainConfig` before it starts anything.
+XGBoost (which imports scikit-learn, seconds) is imported when training starts, and pandas is
+not imported here at all: the command line validates a :class:`TrainConfig` before it starts
+anything, Prefect's temporary API server first of all.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.features import INCREASING, MAX_MINUTES, MIN_MINUTES, LabeledSet
+from pipeline.schema import INCREASING, MAX_MINUTES, MIN_MINUTES
 
 if TYPE_CHECKING:
     import pandas as pd
     import xgboost as xgb
+
+    from pipeline.features import LabeledSet
 
 
 class TrainConfig(BaseModel):

@@ -62,6 +62,14 @@ def up_command(
             help="With --hosts: the package index refuses connections this long (a fault).",
         ),
     ] = 0.0,
+    dask_workers: Annotated[
+        int,
+        typer.Option(
+            "--dask-workers",
+            help="With --hosts: the stack's daskWorkers (a TLS Dask scheduler on the control "
+            "host, a Dask worker on that many worker hosts); 0: no Dask.",
+        ),
+    ] = 0,
 ) -> None:
     """Start the S3 emulator, MLflow, Prefect server and a worker; write the env file."""
     directory = _state_dir(state_dir, with_hosts)
@@ -71,6 +79,7 @@ def up_command(
             name=name,
             workers=workers,
             index_refuse_seconds=index_refuse_seconds,
+            dask_workers=dask_workers,
         )
         values = hosts.up(config, env_file, typer.echo).env()
     else:

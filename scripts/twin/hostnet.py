@@ -53,6 +53,14 @@ class Ingress:
     group: str
     port: int
     peer: str
+    last_port: int | None = None  # a range from ``port`` to this; None: ``port`` alone
+
+    @property
+    def ports(self) -> str:
+        """nft's port expression: ``8786`` or ``8790-8809``."""
+        if self.last_port is None or self.last_port == self.port:
+            return str(self.port)
+        return f"{self.port}-{self.last_port}"
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -118,7 +126,7 @@ def ingress_ruleset(node: Node, nodes: Sequence[Node], rules: Iterable[Ingress])
             continue
         peers = sorted(other.address for other in nodes if other.group == rule.peer)
         if peers:
-            lines.append(f"    ip saddr {{ {', '.join(peers)} }} tcp dport {rule.port} accept")
+            lines.append(f"    ip saddr {{ {', '.join(peers)} }} tcp dport {rule.ports} accept")
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

@@ -43,13 +43,14 @@ import hostboot
 import hostboot.locks
 import httpx
 import yaml
+from hostboot.dask_cluster import DaskSettings, tls_files_object
 from hostboot.names import MLFLOW_ADMIN_USERNAME as ADMIN_USERNAME
 from hostboot.names import POSTGRES_PORT, WORK_POOL
 
 from scripts.common import REPO_ROOT, OpsError
 from scripts.env import env_from_outputs
 from scripts.envfile import write_env_file
-from scripts.twin import containers, hostnet, standins, supervisor
+from scripts.twin import containers, hostnet, standins, supervisor, tls
 from scripts.twin.hostnet import Ingress, Node
 from scripts.twin.settings import (
     DUMMY_AWS_CREDENTIALS,
@@ -68,6 +69,12 @@ DATABASE = "db"
 OPERATOR = "operator"
 _READY_SECONDS = 900.0  # a host's boot is mostly pip installing the lock
 _STAND_IN_SECONDS = 60.0
+# The Dask cluster's two identities (secret names, as infra/dask_tls.py's roles).
+DASK_SCHEDULER_TLS = "dask_tls_scheduler"
+DASK_WORKERS_TLS = "dask_tls_workers"
+# A worker container shares the machine's memory: the Dask worker's ceiling there, as
+# worker_memory_limit gives a t3.medium (4 GiB less the host's reserve).
+DASK_WORKER_MEMORY = "2560MiB"
 _INFRA = REPO_ROOT / "infra"
 CONTAINER_PYTHON = "/usr/bin/python3.11"  # what the user data's `python3.11 -m venv` finds
 
@@ -91,6 +98,7 @@ class HostsConfig:
     bucket: str = "mlops-twin-artifacts"
     wheelhouse: Path = DEFAULT_WHEELHOUSE
     index_refuse_seconds: float = 0.0  # the package index refuses connections this long
+    dask_workers: int = 0  # the stack's daskWorkers: a scheduler, and a Dask worker per host
 
     def __post_init__(self) -> None:
         """Refuse a VPC range or a worker count the stack would not take."""
@@ -105,6 +113,11 @@ class HostsConfig:
             raise OpsError(f"vpcCidr {self.vpc_cidr!r}: use a prefix from /16 to /24")
         if not 1 <= self.workers <= 4:
             raise OpsError(f"workers: use 1 to 4 worker hosts, not {self.workers}")
+        if not 0 <= self.dask_workers <= self.workers:
+            raise OpsError(
+                f"dask workers: use 0 to {self.workers} (one per worker host), "
+                f"not {self.dask_workers}"
+            )
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -143,20 +156,23 @@ def topology(config: HostsConfig) -> list[Node]:
     return nodes
 
 
-def ingress_rules(nodes: list[Node]) -> list[Ingress]:
-    """The stack's ingress rules between groups; CIDR rules become the group they contain.
+def ingress_rules(nodes: list[Node], *, dask: bool = False) -> list[Ingress]:
+    """The stack's ingress rules between groups (with ``dask``, the Dask cluster's too); CIDR
+    rules become the group they contain.
 
     The twin's stack lists the operator's address in ``serviceIngressCidrs``.
     """
     firewall = infra_module("firewall")
     operator = next(node for node in nodes if node.name == OPERATOR)
     rules = []
-    for rule in firewall.traffic_matrix([f"{operator.address}/32"]):
+    for rule in firewall.traffic_matrix([f"{operator.address}/32"], dask=dask):
         if rule.direction != "ingress":
             continue
         peer = rule.peer or (OPERATOR if rule.cidr == f"{operator.address}/32" else None)
         if peer is not None:
-            rules.append(Ingress(group=rule.group, port=rule.port, peer=peer))
+            rules.append(
+                Ingress(group=rule.group, port=rule.port, peer=peer, last_port=rule.last_port)
+            )
     # The stand-ins are the AWS endpoints and PyPI: every host may reach them (HTTPS egress).
     rules += [
         Ingress(group="", port=port, peer=group)
@@ -374,10 +390,32 @@ class HostsTwin:
         def seed() -> dict[str, str]:
             standins.create_bucket(self.aws("s3"), self.config.bucket)
             names = tuple(hostboot.control_plan(self.control_settings({})).boot.secrets)
-            return standins.create_secrets(self.aws("secretsmanager"), self.config.name, names)
+            secretsmanager = self.aws("secretsmanager")
+            arns = standins.create_secrets(secretsmanager, self.config.name, names)
+            return arns | (self.create_dask_identities(secretsmanager) if self.dask else {})
 
         self.state.secret_arns = hostnet.inside(node.namespace, seed)
         self.save()
+
+    @property
+    def dask(self) -> bool:
+        """Whether the twin's stack runs a Dask cluster (``daskWorkers`` above 0)."""
+        return self.config.dask_workers > 0
+
+    def create_dask_identities(self, secretsmanager: Any) -> dict[str, str]:
+        """The Dask cluster's CA and two identities it signs, the scheduler's and the workers',
+        each a secret holding JSON ``{ca, cert, key}`` as infra/dask_tls.py stores them."""
+        ca = tls.authority("mlops-twin Dask CA")
+        identities = {
+            DASK_SCHEDULER_TLS: tls.identity(ca, "dask-scheduler", self.node("control").address),
+            DASK_WORKERS_TLS: tls.identity(ca, "dask-workers"),
+        }
+        return {
+            name: secretsmanager.create_secret(
+                Name=f"{self.config.name}-{name}", SecretString=json.dumps(identity.bundle())
+            )["ARN"]
+            for name, identity in identities.items()
+        }
 
     def start_package_index(self, refuse_seconds: float) -> None:
         """The package index in ``mlt-aws``, refusing connections for its first
@@ -500,6 +538,11 @@ class HostsTwin:
             # verify-full against the stand-in's test CA, which the container gets at the
             # bundle's path (container_spec) in place of AWS's bundle fetched over HTTPS.
             db_ca_bundle_url=None,
+            dask=(
+                DaskSettings(tls_secret_arn=arns[DASK_SCHEDULER_TLS], tls_script=tls_files_object())
+                if DASK_SCHEDULER_TLS in arns
+                else None
+            ),
         )
 
     def worker_settings(self, number: int) -> hostboot.WorkerHostSettings:
@@ -515,6 +558,16 @@ class HostsTwin:
             mlflow_worker_username=WORKER_USERNAME,
             mlflow_worker_password_secret_arn=arns["mlflow_worker_password"],
             prefect_auth_string_secret_arn=arns["prefect_auth_string"],
+            dask=(
+                DaskSettings(
+                    tls_secret_arn=arns[DASK_WORKERS_TLS],
+                    tls_script=tls_files_object(),
+                    run_worker=number <= self.config.dask_workers,
+                    memory_limit=DASK_WORKER_MEMORY,
+                )
+                if self.dask
+                else None
+            ),
         )
 
     def user_data(self) -> dict[str, str]:
@@ -633,8 +686,12 @@ class HostsTwin:
         script), into the twin's bucket under the same keys."""
         s3 = self.aws("s3")
 
+        objects = hostboot.boot_objects()
+        if self.dask:  # as infra/__main__.py adds it
+            objects[tls_files_object().key] = tls_files_object().text.encode()
+
         def put_all() -> None:
-            for key, body in hostboot.boot_objects().items():
+            for key, body in objects.items():
                 s3.put_object(Bucket=self.config.bucket, Key=key, Body=body)
 
         hostnet.inside(self.node(STANDINS).namespace, put_all)
@@ -739,7 +796,7 @@ class HostsTwin:
         hostnet.create_bridge()
         for node in self.nodes:
             hostnet.attach(node, self.config.network)
-        rules = ingress_rules(self.nodes)
+        rules = ingress_rules(self.nodes, dask=self.dask)
         for node in self.nodes:
             hostnet.enforce(node, hostnet.ingress_ruleset(node, self.nodes, rules))
         self.say("stand-ins: moto, the package index, PostgreSQL with TLS")

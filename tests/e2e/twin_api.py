@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,15 +170,17 @@ class TrainingRun:
         return str(self.mlflow_run["info"]["run_id"])
 
 
-def train(env_file: Path, env: Mapping[str, str]) -> TrainingRun:
-    """Trigger the training deployment with ``mlops run`` and read back what it made.
+def train(env_file: Path, env: Mapping[str, str], parameters: Sequence[str] = ()) -> TrainingRun:
+    """Trigger the training deployment with ``mlops run`` (``parameters``: more ``--set``
+    values, ``KEY=VALUE``) and read back what it made.
 
     Works on any twin: it only needs the env file and its variables.
     """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    sets = [arg for value in (NO_DOWNLOAD, *parameters) for arg in ("--set", value)]
     triggered = time.monotonic()
-    result = mlops("run", "--env-file", str(env_file), "--set", NO_DOWNLOAD, timeout=900)
+    result = mlops("run", "--env-file", str(env_file), *sets, timeout=900)
     seconds = time.monotonic() - triggered
     started = STARTED.search(result.stdout)
     output = f"`mlops run`:\n{result.stdout[-4000:]}{result.stderr}"

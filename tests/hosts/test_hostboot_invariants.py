@@ -72,6 +72,15 @@ def test_invariant_33_mlflow_basic_auth_allowed_hosts_proxied_artifacts_sized(
     assert f"/mlflow_auth?{tls}\n" in auth_ini
 
 
+def test_invariant_77_mlflow_trusts_a_checked_password_for_a_minute_at_most(
+    control: Rendered,
+) -> None:
+    environment = unit_environment(parse_unit(control.units()["mlflow.service"]))
+    auth_ini = control.secret_file_templates()[environment["MLFLOW_AUTH_CONFIG_PATH"]]
+    (ttl,) = [line for line in auth_ini.splitlines() if line.startswith("auth_cache_ttl_seconds")]
+    assert 0 < int(ttl.partition("=")[2]) <= 60
+
+
 def test_invariant_34_prefect_server_auth_csrf_cors_and_worker_auth(
     control: Rendered, worker: Rendered
 ) -> None:

@@ -27,7 +27,8 @@ from tests.hoststwin.hoststwin_api import MLOPS, MONTHS, HostsHandle, leftovers
 
 @pytest.fixture(scope="session")
 def hosts_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsHandle]:
-    """The hosts twin (control host, one worker, stand-ins) for the session."""
+    """The hosts twin (control host, one worker, stand-ins; the stack's Dask cluster on
+    them) for the session."""
     if os.geteuid() != 0:
         pytest.fail("the hosts twin needs root (network namespaces, containers)", pytrace=False)
     # Not under pytest's base temp (mode 0700): the database stand-in runs as postgres, which
@@ -38,7 +39,7 @@ def hosts_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsHandle
     where = ("--hosts", "--state-dir", str(state_dir))
     started = time.monotonic()
     up = subprocess.run(
-        [MLOPS, "twin", "up", *where, "--env-file", str(env_file)],
+        [MLOPS, "twin", "up", *where, "--dask-workers", "1", "--env-file", str(env_file)],
         capture_output=True,
         text=True,
         check=False,

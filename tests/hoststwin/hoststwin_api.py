@@ -47,10 +47,13 @@ class HostsHandle:
         """The ``mlops`` command line, run by the operator against the twin's env file."""
         return self.operator(MLOPS, *args, "--env-file", str(self.env_file), timeout=timeout)
 
-    def train(self) -> TrainingRun:
-        """``mlops run`` of the training deployment and what it made, read by the operator
-        (the e2e tests' helper, its commands and API calls in the operator's namespace)."""
-        return hostnet.inside(OPERATOR_NAMESPACE, lambda: train(self.env_file, self.env))
+    def train(self, *parameters: str) -> TrainingRun:
+        """``mlops run`` of the training deployment (``parameters``: ``KEY=VALUE`` flow
+        parameters) and what it made, read by the operator (the e2e tests' helper, its commands
+        and API calls in the operator's namespace)."""
+        return hostnet.inside(
+            OPERATOR_NAMESPACE, lambda: train(self.env_file, self.env, parameters)
+        )
 
     def on_host(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside ``host``'s container."""

@@ -267,6 +267,22 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
+def prefect_home_naming(tmp_path: Path) -> Callable[[str], Path]:
+    """A Prefect home whose active profile, not the environment, sets PREFECT_API_URL (as
+    ``prefect cloud login`` leaves it): ``prefect_home_naming(api_url)``."""
+
+    def build(api_url: str) -> Path:
+        home = tmp_path / "prefect-home"
+        home.mkdir()
+        (home / "profiles.toml").write_text(
+            f'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "{api_url}"\n'
+        )
+        return home
+
+    return build
+
+
+@pytest.fixture
 def data_dir_with(tmp_path: Path, real_data_dir: Path) -> Callable[..., Path]:
     """Build a data directory from real months and/or given files: ``data_dir_with(...)``."""
 

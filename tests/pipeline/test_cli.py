@@ -159,6 +159,36 @@ def test_training_on_the_embedded_default_prints_a_json_summary(
     assert processes_with(PREFECT_HOME=env["PREFECT_HOME"]) == []  # it went with the run
 
 
+def test_a_profile_naming_the_api_runs_the_flow_there_without_a_temporary_server(
+    prefect_api: None,
+    data_dir_with: Callable[..., Path],
+    prefect_home_naming: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """PREFECT_API_URL set in the active profile, not the environment, as `prefect cloud login`
+    leaves it: the command line starts a server process before it reads Prefect's settings, and
+    that process exits unused."""
+    from prefect.settings import PREFECT_API_URL
+
+    data_dir = data_dir_with(real=("2023-02",), files={file_name("green", "2023-01"): b"corrupt"})
+    home = prefect_home_naming(str(PREFECT_API_URL.value()))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", *MONTHS, "--data-dir", str(data_dir)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    # The data error comes from the flow, which ran against the profile's (the harness's) API.
+    assert "is not a readable parquet file" in result.stderr.strip().splitlines()[-1]
+    assert "Starting temporary server" not in result.stderr
+    assert not (home / "prefect.db").exists()
+
+
 def processes_with(**variables: str) -> list[int]:
     """The IDs of running processes whose environment holds all of ``variables``."""
     found = []

@@ -19,7 +19,7 @@ from pipeline import dask_engine
 from pipeline.dask_engine import TLS_SETTINGS, TRACKER_PORT_VARIABLE, collective_config, connect
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
-from tests.support.tls_identities import authority, identity
+from scripts.twin.tls import authority, identity
 
 
 def parameters(address: str) -> TrainingParameters:
@@ -123,13 +123,19 @@ def test_an_identity_from_another_ca_cannot_connect(
         pass
 
 
-def test_the_tracker_port_comes_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tracker_port_comes_from_the_host_and_xgboost_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xgboost.dask.utils import get_address_from_user
+
+    scheduler = "tls://10.42.0.10:8786"
     monkeypatch.delenv(TRACKER_PORT_VARIABLE, raising=False)
-    assert collective_config() is None
+    assert collective_config(scheduler) is None
     monkeypatch.setenv(TRACKER_PORT_VARIABLE, "8789")
-    config = collective_config()
+    config = collective_config(scheduler)
     assert config is not None
-    assert config.tracker_port == 8789
+    # What xgboost.dask then binds its tracker to, on the scheduler's host: the host's port.
+    assert get_address_from_user(None, config) == ("10.42.0.10", 8789)
     monkeypatch.setenv(TRACKER_PORT_VARIABLE, "port")
     with pytest.raises(PipelineError, match=TRACKER_PORT_VARIABLE):
-        collective_config()
+        collective_config(scheduler)

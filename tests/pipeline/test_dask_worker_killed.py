@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from mlflow import MlflowClient
 
 from pipeline.errors import PipelineError
 from pipeline.flows import training
+from pipeline.ports import free_port
 from pipeline.train import TrainConfig
 from tests.pipeline.test_dask_engine import dask_parameters
 
@@ -33,15 +36,43 @@ TRAIN_TASK_PREFIX = "fn-"
 
 
 @pytest.fixture
-def cluster() -> Iterator[tuple[LocalCluster, Client]]:
-    """Two worker processes, one thread each, and a client of our own to watch them."""
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as watcher,
-    ):
-        yield cluster, watcher
+def cluster() -> Iterator[tuple[str, Client]]:
+    """A scheduler and two workers (one thread each), each a process of its own as on the
+    stack, and a client of our own to watch them.
+
+    Not a LocalCluster: its scheduler runs in the test's process, and so would xgboost's
+    tracker, which may abort the process it runs in once a worker has died.
+    """
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    processes = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+             "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+        *(
+            subprocess.Popen(
+                [dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--no-dashboard"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ),
+    ]  # fmt: skip
+    try:
+        with Client(address, timeout=60, set_as_default=False) as watcher:
+            watcher.wait_for_workers(2, timeout=120)
+            yield address, watcher
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def kill_a_worker_once_training(watcher: Client, killed: list[int], stop: threading.Event) -> None:
@@ -64,12 +95,12 @@ def kill_a_worker_once_training(watcher: Client, killed: list[int], stop: thread
 @pytest.mark.slow  # the real months on a Dask cluster of worker processes
 @pytest.mark.usefixtures("prefect_api", "mlflow_store")
 def test_a_worker_killed_mid_training_fails_the_run_with_nothing_registered(
-    real_data_dir: Path, unique_name: str, cluster: tuple[LocalCluster, Client]
+    real_data_dir: Path, unique_name: str, cluster: tuple[str, Client]
 ) -> None:
-    local_cluster, watcher = cluster
-    parameters = dask_parameters(
-        real_data_dir, unique_name, dask_address=local_cluster.scheduler_address
-    ).model_copy(update={"hyperparameters": SLOW})
+    address, watcher = cluster
+    parameters = dask_parameters(real_data_dir, unique_name, dask_address=address).model_copy(
+        update={"hyperparameters": SLOW}
+    )
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_a_worker_once_training, args=(watcher, killed, stop))

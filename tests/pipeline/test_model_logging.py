@@ -52,7 +52,7 @@ def logged_run(
     """A run tracked as the flow tracks it: (run ID, logged model URI)."""
     tracking.configure_tracking()
     run_id = tracking.start_run(experiment=unique_name, run_name="logging", tags={})
-    uri = tracking.log_training(
+    model = tracking.log_training(
         run_id,
         params={"max_depth": 8, "color": "green"},
         months=[
@@ -64,7 +64,7 @@ def logged_run(
         evaluation=evaluate(small_booster, *small_labeled),
     )
     tracking.end_run(run_id)
-    return run_id, uri
+    return run_id, model.uri
 
 
 def test_the_model_carries_the_code_it_imports_and_no_bytecode(

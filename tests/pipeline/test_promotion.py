@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -18,12 +19,12 @@ import pytest
 import xgboost as xgb
 from mlflow import MlflowClient
 
-from pipeline import flows, registry, tracking
+from pipeline import flows, model, registry, tracking
 from pipeline.errors import PipelineError, TransientError
 from pipeline.evaluate import evaluate
 from pipeline.features import LabeledSet
 from pipeline.flows import training
-from pipeline.model import log_model
+from pipeline.model import LoggedModel, log_model, model_digest
 from pipeline.parameters import TrainingParameters
 from pipeline.train import TrainConfig
 
@@ -38,25 +39,27 @@ RENDEZVOUS_SECONDS = 5.0
 @pytest.fixture
 def logged(
     unique_name: str, small_booster: xgb.Booster, small_labeled: tuple[LabeledSet, LabeledSet]
-) -> tuple[str, str]:
-    """The synthetic months' booster logged as a model in a fresh run: (model URI, run ID)."""
+) -> tuple[LoggedModel, str]:
+    """The synthetic months' booster logged as a model in a fresh run: (the model, run ID)."""
     tracking.configure_tracking()
     run_id = tracking.start_run(experiment=unique_name, run_name="promotion", tags={})
-    uri = log_model(run_id, small_booster, small_labeled[1].trips)
+    logged_model = log_model(run_id, small_booster, small_labeled[1].trips)
     tracking.end_run(run_id)
-    return uri, run_id
+    return logged_model, run_id
 
 
 @pytest.fixture
-def register(logged: tuple[str, str], unique_name: str) -> Callable[..., registry.Candidate]:
+def register(
+    logged: tuple[LoggedModel, str], unique_name: str
+) -> Callable[..., registry.Candidate]:
     """Register the logged model as a new version with a given recorded RMSE."""
-    uri, run_id = logged
+    logged_model, run_id = logged
 
     def new_version(
         rmse: float, *, key: str = KEY, attempt: str | None = None
     ) -> registry.Candidate:
         return registry.register(
-            uri,
+            logged_model,
             model_name=unique_name,
             run_id=run_id,
             registration_key=attempt or f"flow-run-{rmse}",
@@ -266,14 +269,14 @@ def test_70_the_champion_is_rescored_from_its_booster_with_the_workers_code(
 def test_70_a_champion_changed_in_the_artifact_store_is_refused_and_nothing_moves(
     tampered: str,
     register: Callable[..., registry.Candidate],
-    logged: tuple[str, str],
+    logged: tuple[LoggedModel, str],
     unique_name: str,
     small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> None:
     champion = register(4.0)
     flows.promote_exclusively(champion, small_labeled[1])
     # Whoever can write the bucket's mlflow/ prefix replaces a file of the logged model.
-    model_id = logged[0].removeprefix("models:/")
+    model_id = logged[0].uri.removeprefix("models:/")
     stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
     target = stored / tampered
     assert target.is_file()
@@ -286,6 +289,30 @@ def test_70_a_champion_changed_in_the_artifact_store_is_refused_and_nothing_move
     ):
         flows.promote_exclusively(challenger, small_labeled[1])
     assert aliases(unique_name) == {"challenger": 1, "champion": 1}
+
+
+def test_70_the_digest_recorded_at_registration_is_of_the_files_in_the_store(
+    register: Callable[..., registry.Candidate], unique_name: str, tmp_path: Path
+) -> None:
+    # Taken from the files as they were uploaded, not from a download: it must match one.
+    candidate = register(4.4)
+    uri = f"models:/{unique_name}/{candidate.version}"
+    stored = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    recorded = MlflowClient().get_model_version(unique_name, candidate.version).tags
+    assert recorded[registry.DIGEST_TAG] == model_digest(stored)
+
+
+def test_70_a_model_not_uploaded_as_one_directory_has_no_digest(
+    unique_name: str,
+    small_booster: xgb.Booster,
+    small_labeled: tuple[LabeledSet, LabeledSet],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An MLflow that logs a model without uploading its directory in one call: no digest.
+    logged_elsewhere = SimpleNamespace(model_uri="models:/m-elsewhere")
+    monkeypatch.setattr(model.Model, "log", staticmethod(lambda **_: logged_elsewhere))
+    with pytest.raises(PipelineError, match="did not upload the model models:/m-elsewhere as one"):
+        log_model("any-run", small_booster, small_labeled[1].trips)
 
 
 def test_70_a_champion_without_a_recorded_digest_is_not_rescored_and_nothing_moves(

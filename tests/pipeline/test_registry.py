@@ -21,7 +21,7 @@ from pipeline.data import MonthData
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate
 from pipeline.features import LabeledSet
-from pipeline.model import log_model, model_digest
+from pipeline.model import LoggedModel, log_model, model_digest
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
 
@@ -32,25 +32,27 @@ OTHER_KEY = "green_tripdata_2023-03.parquet:1"
 @pytest.fixture
 def logged(
     unique_name: str, small_booster: xgb.Booster, small_labeled: tuple[LabeledSet, LabeledSet]
-) -> tuple[str, str]:
-    """The synthetic months' booster logged as a pyfunc model in a fresh run: (URI, run ID)."""
+) -> tuple[LoggedModel, str]:
+    """The synthetic months' booster logged as a pyfunc model in a fresh run: (model, run ID)."""
     tracking.configure_tracking()
     run_id = tracking.start_run(experiment=unique_name, run_name="registry", tags={})
-    uri = log_model(run_id, small_booster, small_labeled[1].trips)
+    model = log_model(run_id, small_booster, small_labeled[1].trips)
     tracking.end_run(run_id)
-    return uri, run_id
+    return model, run_id
 
 
 @pytest.fixture
-def register(logged: tuple[str, str], unique_name: str) -> Callable[..., registry.Candidate]:
+def register(
+    logged: tuple[LoggedModel, str], unique_name: str
+) -> Callable[..., registry.Candidate]:
     """Register the logged model with a recorded RMSE (a new registration key per RMSE)."""
-    uri, run_id = logged
+    model, run_id = logged
 
     def new_version(
         rmse: float, *, key: str = KEY, attempt: str | None = None, name: str = unique_name
     ) -> registry.Candidate:
         return registry.register(
-            uri,
+            model,
             model_name=name,
             run_id=run_id,
             registration_key=attempt or f"flow-run-{rmse}",
@@ -82,7 +84,7 @@ def test_no_champion_while_no_version_holds_the_alias(
     assert registry.champion_rmse(unique_name, KEY, small_labeled[1]) is None
 
 
-def test_registration_moves_no_alias(logged: tuple[str, str], unique_name: str) -> None:
+def test_registration_moves_no_alias(logged: tuple[LoggedModel, str], unique_name: str) -> None:
     registry.register(
         logged[0],
         model_name=unique_name,
@@ -96,11 +98,11 @@ def test_registration_moves_no_alias(logged: tuple[str, str], unique_name: str) 
 
 
 def test_a_version_records_its_tags_score_data_digest_and_registration_key(
-    logged: tuple[str, str], unique_name: str, tmp_path: Path
+    logged: tuple[LoggedModel, str], unique_name: str, tmp_path: Path
 ) -> None:
-    uri, run_id = logged
+    model, run_id = logged
     candidate = registry.register(
-        uri,
+        model,
         model_name=unique_name,
         run_id=run_id,
         registration_key="flow-run-1",
@@ -113,7 +115,9 @@ def test_a_version_records_its_tags_score_data_digest_and_registration_key(
         model_name=unique_name, version="1", rmse=4.123456789, validation_key=KEY
     )
     version = MlflowClient().get_model_version(unique_name, "1")
-    digest = model_digest(Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path))))
+    downloaded = Path(mlflow.artifacts.download_artifacts(model.uri, dst_path=str(tmp_path)))
+    digest = model_digest(downloaded)
+    assert digest == model.digest
     assert digest.startswith("sha256:")
     assert version.tags == {
         "color": "green",
@@ -139,7 +143,7 @@ def test_69_registering_twice_under_one_key_returns_the_same_version(
 
 def test_a_key_used_by_another_model_or_run_is_not_this_registration(
     register: Callable[..., registry.Candidate],
-    logged: tuple[str, str],
+    logged: tuple[LoggedModel, str],
     unique_name: str,
     small_booster: xgb.Booster,
     small_labeled: tuple[LabeledSet, LabeledSet],
@@ -152,10 +156,10 @@ def test_a_key_used_by_another_model_or_run_is_not_this_registration(
     assert MlflowClient().get_model_version(unique_name, "1").run_id == logged[1]
     # The same key and model from another run: a version of its own.
     run_id = tracking.start_run(experiment=unique_name, run_name="another", tags={})
-    uri = log_model(run_id, small_booster, small_labeled[1].trips)
+    another_model = log_model(run_id, small_booster, small_labeled[1].trips)
     tracking.end_run(run_id)
     another = registry.register(
-        uri,
+        another_model,
         model_name=unique_name,
         run_id=run_id,
         registration_key="flow-run-1",
@@ -168,11 +172,13 @@ def test_a_key_used_by_another_model_or_run_is_not_this_registration(
 
 
 def test_a_retry_finding_several_versions_under_its_key_returns_the_first(
-    logged: tuple[str, str], register: Callable[..., registry.Candidate], unique_name: str
+    logged: tuple[LoggedModel, str], register: Callable[..., registry.Candidate], unique_name: str
 ) -> None:
-    uri, _ = logged
+    model, _ = logged
     for _ in range(2):  # as an older client without the look-up could have left them
-        mlflow.register_model(uri, unique_name, tags={registry.REGISTRATION_TAG: "flow-run-1"})
+        mlflow.register_model(
+            model.uri, unique_name, tags={registry.REGISTRATION_TAG: "flow-run-1"}
+        )
     assert register(4.4, attempt="flow-run-1").version == "1"
 
 
@@ -267,12 +273,12 @@ def test_the_recorded_score_is_used_only_for_the_same_validation_data(
 
 def test_70_a_champion_whose_files_changed_is_not_rescored(
     register: Callable[..., registry.Candidate],
-    logged: tuple[str, str],
+    logged: tuple[LoggedModel, str],
     unique_name: str,
     small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> None:
     registry.promote(register(4.0), small_labeled[1])
-    model_id = logged[0].removeprefix("models:/")
+    model_id = logged[0].uri.removeprefix("models:/")
     stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
     booster_file = stored / "artifacts/booster.ubj"
     booster_file.write_bytes(booster_file.read_bytes() + b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from pipeline.errors import PipelineError
 
 def test_the_server_answers_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
-    server = temporary_server.start({})
+    server = temporary_server.start()
     try:
         server.wait_until_ready(timeout_seconds=180)
         assert httpx.get(f"{server.api_url}/health").json() is True
@@ -23,6 +24,19 @@ def test_the_server_answers_and_stops(tmp_path: Path, monkeypatch: pytest.Monkey
         server.stop()
     assert server.process.returncode is not None
     server.stop()  # a second stop (the exit handler's) is harmless
+
+
+def test_a_server_whose_profile_names_an_api_exits_without_serving(
+    prefect_home_naming: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It resolves Prefect's settings as the command line does, and leaves the API to that one."""
+    home = prefect_home_naming("http://127.0.0.1:9/api")
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    server = temporary_server.start()
+    with pytest.raises(PipelineError, match="exited with status 0 before it answered"):
+        server.wait_until_ready(timeout_seconds=180)
+    assert not (home / "prefect.db").exists()  # no database created or migrated
 
 
 def never_listening(tmp_path: Path, code: str) -> temporary_server.TemporaryServer:

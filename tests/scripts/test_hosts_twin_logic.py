@@ -53,6 +53,8 @@ def test_another_vpc_range_moves_every_address() -> None:
         ("vpc_cidr", "10.42.0.0/33", "is not an IPv4 network"),
         ("vpc_cidr", "10.0.0.0/8", "use a prefix from /16 to /24"),
         ("workers", 0, "use 1 to 4 worker hosts, not 0"),
+        ("dask_workers", 2, "dask workers: use 0 to 1 \\(one per worker host\\), not 2"),
+        ("dask_workers", -1, "not -1"),
         ("name", "Bad-Name", "is not valid"),
     ],
 )
@@ -63,30 +65,48 @@ def test_a_config_the_stack_would_not_take_is_refused(
         HostsConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def _rules_for(name: str) -> str:
-    config = HostsConfig()
+def _rules_for(name: str, *, dask: bool = False) -> str:
+    config = HostsConfig(workers=2)
     nodes = topology(config)
     node = next(node for node in nodes if node.name == name)
-    return ingress_ruleset(node, nodes, ingress_rules(nodes))
+    return ingress_ruleset(node, nodes, ingress_rules(nodes, dask=dask))
+
+
+def _accepts(script: str) -> list[str]:
+    return [line.strip() for line in script.splitlines() if "dport" in line]
 
 
 def test_the_database_admits_postgres_from_the_control_host_only() -> None:
     addresses = _by_name(HostsConfig())
     script = _rules_for(DATABASE)
     assert "policy drop;" in script
-    accepts = [line.strip() for line in script.splitlines() if "dport" in line]
+    accepts = _accepts(script)
     assert accepts == [f"ip saddr {{ {addresses['control']} }} tcp dport 5432 accept"]
 
 
 def test_the_control_host_admits_its_ports_from_workers_and_the_operator_only() -> None:
-    addresses = _by_name(HostsConfig())
-    accepts = [line.strip() for line in _rules_for("control").splitlines() if "dport" in line]
-    peers = f"{addresses['worker-1']}"
+    addresses = _by_name(HostsConfig(workers=2))
+    accepts = _accepts(_rules_for("control"))
+    peers = f"{addresses['worker-1']}, {addresses['worker-2']}"
     assert f"ip saddr {{ {peers} }} tcp dport 5000 accept" in accepts
     assert f"ip saddr {{ {peers} }} tcp dport 4200 accept" in accepts
     assert f"ip saddr {{ {addresses[OPERATOR]} }} tcp dport 5000 accept" in accepts
     assert len(accepts) == 4
-    assert not [line for line in _rules_for("worker-1").splitlines() if "dport" in line]
+    assert not _accepts(_rules_for("worker-1"))
+
+
+def test_with_dask_the_cluster_ports_open_between_the_stacks_hosts_only() -> None:
+    addresses = _by_name(HostsConfig(workers=2))
+    workers = f"{addresses['worker-1']}, {addresses['worker-2']}"
+    control = _accepts(_rules_for("control", dask=True))
+    assert f"ip saddr {{ {workers} }} tcp dport 8786 accept" in control  # the scheduler
+    assert f"ip saddr {{ {workers} }} tcp dport 8789 accept" in control  # xgboost's tracker
+    assert not [line for line in control if addresses[OPERATOR] in line and "878" in line]
+    worker = _accepts(_rules_for("worker-1", dask=True))
+    assert f"ip saddr {{ {addresses['control']} }} tcp dport 8790-8799 accept" in worker
+    assert f"ip saddr {{ {workers} }} tcp dport 32768-60999 accept" in worker
+    assert not [line for line in worker if addresses[OPERATOR] in line]
+    assert not _accepts(_rules_for(DATABASE, dask=True))[1:]  # still PostgreSQL alone
 
 
 def test_every_host_reaches_the_aws_stand_ins() -> None:

@@ -14,7 +14,7 @@ from distributed.security import Security
 from pipeline.dask_engine import TLS_SETTINGS
 from pipeline.ports import free_port
 from scripts.smoke import Check, CheckFailed, CheckSkipped, dask_checks, dask_cluster, run_checks
-from tests.support.tls_identities import authority, identity
+from scripts.twin.tls import authority, identity
 
 
 @pytest.fixture(scope="module")

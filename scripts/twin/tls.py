@@ -1,4 +1,5 @@
-"""Real TLS identities for tests: a CA and certificates it signs, as pulumi-tls makes them.
+"""TLS identities: a CA and certificates it signs, as pulumi-tls makes them (the hosts twin's
+Dask cluster, and the tests).
 
 ECDSA P-256 keys in PEM (the key in SEC1 "EC PRIVATE KEY" form, as pulumi-tls writes it),
 certificates good for both ends of a connection (Dask processes serve and dial).
