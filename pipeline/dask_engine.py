@@ -261,31 +261,82 @@ def train_and_evaluate(
     allow_insecure_mirror: bool,
 ) -> DaskResult:
     """Train on ``months`` (one partition each, on the workers), validate on ``val_set``."""
+    import xgboost.dask as dxgb
+    from dask import delayed
+
     # The client is not the process's default (a flow may run several): make it the current
     # one for every collection and helper used here.
-    with client.as_current():
-        workers = set(client.scheduler_info(n_workers=-1)["workers"])
-        try:
-            return _train_and_evaluate(
-                client,
-                data_dir,
-                months,
-                val_set,
-                color=color,
-                config=config,
-                base_url=base_url,
-                allow_insecure_mirror=allow_insecure_mirror,
-            )
-        except Exception as exc:
-            gone = workers - set(client.scheduler_info(n_workers=-1)["workers"])
-            if not gone and not lost_a_worker(exc):
-                raise
-            raise PipelineError(
-                f"the Dask cluster lost a worker during the run ({type(exc).__name__}: {exc}); "
-                "XGBoost's Dask training cannot go on without one of its workers, so the run "
-                "failed and nothing was registered. See the workers' logs (a worker above its "
-                "memory limit is restarted), then run again"
-            ) from exc
+    with client.as_current(), _lost_workers_fail_the_run(client):
+        features, summaries = _training_frame(
+            client,
+            data_dir,
+            months,
+            color=color,
+            base_url=base_url,
+            allow_insecure_mirror=allow_insecure_mirror,
+        )
+        val = _validation_frame(client, val_set)
+        train_matrix = dxgb.DaskQuantileDMatrix(
+            client,
+            features.features,
+            features.target,
+            enable_categorical=True,
+            max_bin=config.max_bin,
+        )
+        val_matrix = dxgb.DaskQuantileDMatrix(
+            client,
+            val.features,
+            val.target,
+            enable_categorical=True,
+            max_bin=config.max_bin,
+            ref=train_matrix,
+        )
+        output = dxgb.train(
+            client,
+            _dask_params(config),
+            train_matrix,
+            num_boost_round=config.num_boost_round,
+            evals=[(val_matrix, "validation")],
+            early_stopping_rounds=config.early_stopping_rounds,
+            verbose_eval=False,
+            coll_cfg=collective_config(client.scheduler_info()["address"]),
+        )
+        del train_matrix, val_matrix
+        booster: xgb.Booster = output["booster"]
+        booster = booster[: booster.best_iteration + 1]
+        # One task per validation partition copies it and predicts: a partition moved between
+        # workers on its way to a separate predict task could arrive misaligned (see _own_copy).
+        predicted = [delayed(_predict_part)(booster, part) for part in val.features.to_delayed()]
+        pairs = features.frame.map_partitions(_zone_pairs, meta=_zone_pairs(features.frame._meta))
+        means, overall = client.compute(
+            [pairs.groupby(_PAIR)[TARGET].mean(), features.target.mean()], sync=True
+        )
+        raw_parts = client.compute(predicted, sync=True)
+        predictions = np.clip(np.concatenate(raw_parts), MIN_MINUTES, MAX_MINUTES)
+        baseline = baseline_from_means(means, float(overall), val_set)
+        return DaskResult(
+            booster=booster,
+            evaluation=evaluation_of(val_set, predictions, baseline),
+            months=summaries,
+        )
+
+
+@contextmanager
+def _lost_workers_fail_the_run(client: Client) -> Iterator[None]:
+    """Turn a worker lost meanwhile into one clear PipelineError (see :func:`lost_a_worker`)."""
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    try:
+        yield
+    except Exception as exc:
+        gone = workers - set(client.scheduler_info(n_workers=-1)["workers"])
+        if not gone and not lost_a_worker(exc):
+            raise
+        raise PipelineError(
+            f"the Dask cluster lost a worker during the run ({type(exc).__name__}: {exc}); "
+            "XGBoost's Dask training cannot go on without one of its workers, so the run "
+            "failed and nothing was registered. See the workers' logs (a worker above its "
+            "memory limit is restarted), then run again"
+        ) from exc
 
 
 def lost_a_worker(exc: BaseException) -> bool:
@@ -301,75 +352,6 @@ def lost_a_worker(exc: BaseException) -> bool:
     if isinstance(exc, FutureCancelledError | KilledWorker | CommClosedError):
         return True
     return isinstance(exc, ValueError) and "Invalid worker address" in str(exc)
-
-
-def _train_and_evaluate(
-    client: Client,
-    data_dir: str,
-    months: Sequence[str],
-    val_set: LabeledSet,
-    *,
-    color: str,
-    config: TrainConfig,
-    base_url: str,
-    allow_insecure_mirror: bool,
-) -> DaskResult:
-    """:func:`train_and_evaluate`'s work, with ``client`` current."""
-    import xgboost.dask as dxgb
-    from dask import delayed
-
-    features, summaries = _training_frame(
-        client,
-        data_dir,
-        months,
-        color=color,
-        base_url=base_url,
-        allow_insecure_mirror=allow_insecure_mirror,
-    )
-    val = _validation_frame(client, val_set)
-    train_matrix = dxgb.DaskQuantileDMatrix(
-        client,
-        features.features,
-        features.target,
-        enable_categorical=True,
-        max_bin=config.max_bin,
-    )
-    val_matrix = dxgb.DaskQuantileDMatrix(
-        client,
-        val.features,
-        val.target,
-        enable_categorical=True,
-        max_bin=config.max_bin,
-        ref=train_matrix,
-    )
-    output = dxgb.train(
-        client,
-        _dask_params(config),
-        train_matrix,
-        num_boost_round=config.num_boost_round,
-        evals=[(val_matrix, "validation")],
-        early_stopping_rounds=config.early_stopping_rounds,
-        verbose_eval=False,
-        coll_cfg=collective_config(client.scheduler_info()["address"]),
-    )
-    del train_matrix, val_matrix
-    booster: xgb.Booster = output["booster"]
-    booster = booster[: booster.best_iteration + 1]
-    # One task per validation partition copies it and predicts: a partition moved between
-    # workers on its way to a separate predict task could arrive misaligned (see _own_copy).
-    predicted = [delayed(_predict_part)(booster, part) for part in val.features.to_delayed()]
-    pairs = features.frame.map_partitions(_zone_pairs, meta=_zone_pairs(features.frame._meta))
-    means, overall = client.compute(
-        [pairs.groupby(_PAIR)[TARGET].mean(), features.target.mean()], sync=True
-    )
-    raw_parts = client.compute(predicted, sync=True)
-    predictions = np.clip(np.concatenate(raw_parts), MIN_MINUTES, MAX_MINUTES)
-    baseline = baseline_from_means(means, float(overall), val_set)
-    return DaskResult(
-        booster=booster,
-        evaluation=evaluation_of(val_set, predictions, baseline),
-        months=summaries,
-    )
 
 
 def _training_frame(
