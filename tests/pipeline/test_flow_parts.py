@@ -5,12 +5,14 @@ the promotion lock's name (``tests/pipeline/test_flow.py`` runs the whole flow u
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 
 from pipeline import flows, registry
 from pipeline.evaluate import Evaluation
+from pipeline.train import TrainConfig
 
 CANDIDATE = registry.Candidate(
     model_name="trip-duration-green", version="7", rmse=4.25, validation_key="k:1"
@@ -105,3 +107,31 @@ def test_a_model_name_prefect_accepts_is_its_own_lock_name() -> None:
 def test_a_model_name_prefect_refuses_is_locked_under_its_digest(name: str) -> None:
     digest = hashlib.sha256(name.encode()).hexdigest()
     assert flows.promotion_lock_name(name) == f"promote-{digest[:32]}"
+
+
+# The tuning flow's trials share the host's cores (`_per_worker_threads`): the tuning flow's
+# own tests start a Dask cluster (`-m slow`), so its arithmetic is pinned here.
+
+
+@pytest.mark.parametrize(
+    ("cores", "parallel", "threads"),
+    [(8, 3, 2), (8, 1, 8), (2, 4, 1), (None, 1, 1), (None, 3, 1)],
+    ids=["rounded-down", "one-trial", "more-trials-than-cores", "uncounted", "uncounted-3"],
+)
+def test_parallel_trials_share_the_host_s_cores_at_least_one_thread_each(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, parallel: int, threads: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+
+    shared = flows._per_worker_threads(TrainConfig(max_depth=5), parallel)
+
+    assert shared.nthread == threads
+    assert type(shared.nthread) is int
+    assert shared.model_dump() == TrainConfig(max_depth=5, nthread=threads).model_dump()
+
+
+def test_a_trial_thread_count_set_by_the_user_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    config = TrainConfig(nthread=3)
+
+    assert flows._per_worker_threads(config, 4) is config
