@@ -94,6 +94,7 @@ def test_a_url_s_credentials_never_reach_the_messages(tmp_path: Path) -> None:
         ("s3://bucket/", "green.parquet"),
         ("s3://bucket/data", "data/green.parquet"),
         ("s3://bucket//data/sub/", "data/sub/green.parquet"),
+        ("s3://bucket/XMAS/X", "XMAS/X/green.parquet"),  # only slashes are stripped
     ],
 )
 def test_an_s3_data_dir_is_a_bucket_and_a_key_prefix(data_dir: str, key: str) -> None:
@@ -146,6 +147,14 @@ def test_any_other_refusal_is_raised() -> None:
         data._get_object(_Bucket(_client_error("AccessDenied")), "bucket", "x")
 
 
+def test_a_refusal_without_an_error_body_is_raised_as_it_came() -> None:
+    # botocore raises a ClientError with an empty response for an answer without a body.
+    error = ClientError({}, "GetObject")
+    with pytest.raises(ClientError) as raised:
+        data._get_object(_Bucket(error), "bucket", "x")
+    assert raised.value is error
+
+
 def _raise(error: Exception) -> Any:
     raise error
 
@@ -196,13 +205,18 @@ def test_a_connection_failure_is_worth_a_retry() -> None:
 
 
 class _FailingBucket:
-    """An S3 client holding ``objects``, refusing (AccessDenied) the keys in ``refused``."""
+    """An S3 client holding ``objects``, refusing (AccessDenied) the keys in ``refused``.
 
-    def __init__(self, objects: dict[str, bytes], refused: set[str]) -> None:
-        self.objects, self.refused = objects, refused
+    With ``writes_only``, reads of the refused keys answer as for any missing key.
+    """
+
+    def __init__(
+        self, objects: dict[str, bytes], refused: set[str], *, writes_only: bool = False
+    ) -> None:
+        self.objects, self.refused, self.writes_only = objects, refused, writes_only
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
-        if Key in self.refused:
+        if Key in self.refused and not self.writes_only:
             raise _client_error("AccessDenied")
         if Key not in self.objects:
             raise _client_error("NoSuchKey")
@@ -251,11 +265,15 @@ def test_a_refused_upload_of_a_downloaded_month_is_an_error_naming_it(
     places = data.cache.entries(data.TLC_BASE_URL, NAME, allow_insecure=False)
     entry = places[-1]
     key = f"data/{entry.record_key if refused == 'record' else entry.key}"
-    _s3_with(monkeypatch, _FailingBucket({}, refused={key}))
+    bucket = _FailingBucket({}, refused={key}, writes_only=True)
+    _s3_with(monkeypatch, bucket)
     monkeypatch.setattr(data, "download", _fake_download)
     with pytest.raises(PipelineError) as raised:
         data._s3_parquet("s3://bucket/data", NAME, places)
     assert str(raised.value).startswith(f"cannot access s3://bucket/data/{entry.key}: AccessDenied")
+    assert key not in bucket.objects
+    if refused == "record":  # the record goes first: no month is left in S3 without one
+        assert bucket.objects == {}
 
 
 def _fake_download(url: str, local: Path) -> None:

@@ -384,6 +384,56 @@ def test_a_missing_month_is_downloaded_into_s3(s3_bucket: Any, tlc_server: Any) 
     assert tlc_server.requests == [f"/trip-data/{name}"]
 
 
+def _load_from_s3_through(tlc_server: Any) -> MonthData:
+    """Green 2023-02 from ``s3://trips/cache``, downloaded from the stand-in site if missing."""
+    return load_month(
+        "s3://trips/cache",
+        "green",
+        "2023-02",
+        base_url=tlc_server.base_url,
+        allow_insecure_mirror=True,
+    )
+
+
+def test_a_month_downloaded_into_s3_is_read_back_verified_without_downloading_again(
+    s3_bucket: Any, tlc_server: Any
+) -> None:
+    name = file_name("green", "2023-02")
+    published = parquet_bytes(synthetic_trips("2023-02", rows=SYNTHETIC_ROWS))
+    (tlc_server.directory / name).write_bytes(published)
+    first = _load_from_s3_through(tlc_server)
+
+    again = _load_from_s3_through(tlc_server)
+
+    assert tlc_server.requests == [f"/trip-data/{name}"]  # the second read is S3's copy
+    assert again.source == first.source
+    assert again.source.startswith("s3://trips/cache/mirrors/")
+    assert again.origin.startswith(
+        f"{again.source} (downloaded from {tlc_server.base_url}/{name}, sha256 "
+    )
+    assert again.origin.endswith(", verified)")
+    assert first.origin == again.origin  # its record was uploaded with it
+    pd.testing.assert_frame_equal(again.trips, first.trips)
+
+
+def test_a_month_changed_in_s3_after_its_download_is_refused(
+    s3_bucket: Any, tlc_server: Any
+) -> None:
+    name = file_name("green", "2023-02")
+    (tlc_server.directory / name).write_bytes(
+        parquet_bytes(synthetic_trips("2023-02", rows=SYNTHETIC_ROWS))
+    )
+    uri = _load_from_s3_through(tlc_server).source
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3_bucket.put_object(
+        Bucket=bucket, Key=key, Body=parquet_bytes(synthetic_trips("2023-02", rows=10, seed=9))
+    )
+
+    with pytest.raises(PipelineError) as raised:
+        _load_from_s3_through(tlc_server)
+    assert str(raised.value).startswith(f"{uri} changed since it was downloaded from ")
+
+
 def test_an_unknown_bucket_is_named(s3_bucket: Any) -> None:
     with pytest.raises(
         PipelineError,
