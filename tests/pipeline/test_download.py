@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from pipeline import data
 from pipeline.cache import RECORD_SUFFIX
 from pipeline.data import download, file_name, load_month
 from pipeline.errors import PipelineError, TransientError
+from tests.pipeline.conftest import serving
 from tests.pipeline.synthetic import parquet_bytes, synthetic_trips
 
 NAME = file_name("green", "2023-01")
@@ -184,3 +187,70 @@ def test_the_partial_download_is_a_hidden_file_beside_the_month(
     assert partial.startswith(f".{NAME}.")
     assert files_in(tmp_path) == [NAME, NAME + RECORD_SUFFIX]
     assert (tmp_path / NAME).read_bytes() == content
+
+
+def test_the_month_and_its_record_are_each_renamed_from_a_hidden_file_beside_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rename within one directory is atomic; from another filesystem (the system's
+    # temporary directory) it is not even possible. Hidden: a reader never takes it for one.
+    content = parquet_bytes(synthetic_trips("2023-01", rows=300))
+    monkeypatch.setattr(data, "_stream_to", lambda url, out, *, label: out.write(content))
+    renames: list[tuple[Path, Path]] = []
+    rename = os.replace
+
+    def spy(source: str, destination: Path) -> None:
+        renames.append((Path(source), Path(destination)))
+        rename(source, destination)
+
+    monkeypatch.setattr(data.os, "replace", spy)
+    download(f"https://mirror.example.com/{NAME}", tmp_path / NAME)
+
+    assert [destination.name for _, destination in renames] == [NAME + RECORD_SUFFIX, NAME]
+    for source, destination in renames:
+        assert source.parent == destination.parent == tmp_path
+        assert source.name.startswith(f".{destination.name}.")
+    assert files_in(tmp_path) == [NAME, NAME + RECORD_SUFFIX]
+
+
+def test_a_download_waits_for_a_slow_site_as_configured_not_httpx_s_five_seconds(
+    tlc_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx gives up after 5 s without a byte by default: too soon for a month of records
+    # from a busy CDN. The download asks for 10 s to connect and 60 s between reads.
+    (tlc_server.directory / NAME).write_bytes(parquet_bytes(synthetic_trips("2023-01", rows=300)))
+    timeouts: list[object] = []
+    stream = httpx.stream
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        timeouts.append(kwargs.get("timeout", "httpx's default"))
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(data.httpx, "stream", spy)
+    download(f"{tlc_server.base_url}/{NAME}", tmp_path / NAME)
+
+    assert timeouts == [httpx.Timeout(60.0, connect=10.0)]
+
+
+def test_a_site_sending_no_length_is_downloaded_with_a_bar_counting_what_came(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A CDN may stream a file without Content-Length (chunked, or to the connection's end).
+    # 14,190 bytes: 13.9 binary kilobytes (13.8 in units of 1,025).
+    content = b"PAR1" + b"\0" * (14_190 - 8) + b"PAR1"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body ends with the connection
+            self.wfile.write(content)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    with serving(Handler) as url:
+        download(f"{url}/{NAME}", tmp_path / NAME)
+
+    assert (tmp_path / NAME).read_bytes() == content
+    bar = capsys.readouterr().err.strip().split("\r")[-1]
+    assert bar.startswith(f"{NAME}: 13.9kB [")  # no total: no percentage, no bar
