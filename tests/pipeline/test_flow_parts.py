@@ -6,9 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import uuid4
 
 import numpy as np
 import pytest
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from pipeline import flows, registry
 from pipeline.evaluate import Evaluation
@@ -135,3 +144,107 @@ def test_a_trial_thread_count_set_by_the_user_is_kept(monkeypatch: pytest.Monkey
     config = TrainConfig(nthread=3)
 
     assert flows._per_worker_threads(config, 4) is config
+
+
+# The promotion lock's limit, against a stand-in for Prefect's client (test_promotion.py runs
+# the lock on Prefect's test harness; these take milliseconds, so a mutant of the helper is
+# judged before any harness starts).
+
+
+@dataclass
+class _Limits:
+    """Prefect's global concurrency limits, as a sync client sees them."""
+
+    found: dict[str, GlobalConcurrencyLimitResponse] = field(default_factory=dict)
+    created_meanwhile: bool = False  # another run creates the limit between read and create
+    calls: list[tuple[str, object]] = field(default_factory=list)
+
+    def __enter__(self) -> _Limits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def read_global_concurrency_limit_by_name(self, name: str) -> GlobalConcurrencyLimitResponse:
+        self.calls.append(("read", name))
+        if name not in self.found:
+            raise ObjectNotFound(http_exc=Exception("404"))
+        return self.found[name]
+
+    def create_global_concurrency_limit(self, limit: GlobalConcurrencyLimitCreate) -> None:
+        self.calls.append(("create", limit))
+        if self.created_meanwhile:
+            raise ObjectAlreadyExists(http_exc=Exception("409"))
+
+    def update_global_concurrency_limit(
+        self, name: str, update: GlobalConcurrencyLimitUpdate
+    ) -> None:
+        self.calls.append(("update", (name, update)))
+
+
+def _limit(name: str, limit: int, active: bool) -> GlobalConcurrencyLimitResponse:
+    now = datetime.now(UTC)
+    return GlobalConcurrencyLimitResponse(
+        id=uuid4(),
+        created=now,
+        updated=now,
+        name=name,
+        limit=limit,
+        active=active,
+        active_slots=0,
+        slot_decay_per_second=0.0,
+    )
+
+
+@pytest.fixture
+def limits(monkeypatch: pytest.MonkeyPatch) -> _Limits:
+    stand_in = _Limits()
+
+    def get_client(*, sync_client: bool = False) -> _Limits:
+        assert sync_client is True  # the lock is taken from synchronous tasks
+        return stand_in
+
+    monkeypatch.setattr(flows, "get_client", get_client)
+    return stand_in
+
+
+def test_a_missing_lock_is_created_with_one_active_slot(limits: _Limits) -> None:
+    flows._ensure_single_slot_limit("promote-m")
+
+    assert limits.calls == [
+        ("read", "promote-m"),
+        ("create", GlobalConcurrencyLimitCreate(name="promote-m", limit=1)),
+    ]
+    [(_, created)] = limits.calls[1:]
+    assert isinstance(created, GlobalConcurrencyLimitCreate)
+    assert (created.limit, created.active) == (1, True)
+
+
+def test_a_lock_another_run_created_meanwhile_is_taken_as_it_is(limits: _Limits) -> None:
+    limits.created_meanwhile = True
+
+    flows._ensure_single_slot_limit("promote-m")
+
+    assert [call for call, _ in limits.calls] == ["read", "create"]
+
+
+def test_a_lock_of_one_active_slot_is_left_alone(limits: _Limits) -> None:
+    limits.found["promote-m"] = _limit("promote-m", 1, True)
+
+    flows._ensure_single_slot_limit("promote-m")
+
+    assert limits.calls == [("read", "promote-m")]
+
+
+@pytest.mark.parametrize(("limit", "active"), [(5, True), (0, True), (1, False), (2, False)])
+def test_a_lock_someone_changed_is_set_back_to_one_active_slot(
+    limits: _Limits, limit: int, active: bool
+) -> None:
+    limits.found["promote-m"] = _limit("promote-m", limit, active)
+
+    flows._ensure_single_slot_limit("promote-m")
+
+    assert limits.calls == [
+        ("read", "promote-m"),
+        ("update", ("promote-m", GlobalConcurrencyLimitUpdate(limit=1, active=True))),
+    ]
