@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -25,13 +26,14 @@ if TYPE_CHECKING:  # the type only: the server itself comes as a fixture
     from tests.pipeline.conftest import RefusingServer
 
 
-def _month(source: str, distance: float = 1.5) -> MonthSummary:
+def _month(source: str, distance: float = 1.5, index: tuple[int, int] = (0, 1)) -> MonthSummary:
     trips = pd.DataFrame(
         {
             "lpep_pickup_datetime": pd.to_datetime(["2023-01-01 10:00", "2023-01-02 11:30"]),
-            "PULocationID": pd.Series([74, 75], dtype="int64"),
+            "PULocationID": np.array([74, 75], dtype="int64"),
             "trip_distance": [distance, 3.25],
-        }
+        },
+        index=list(index),
     )
     loaded = MonthData(color="green", month="2023-01", source=source, rows_read=3, trips=trips)
     return MonthSummary.of(loaded)  # what the run records of a loaded month
@@ -80,6 +82,9 @@ def test_the_dataset_digest_follows_the_rows_not_where_they_were_read() -> None:
     assert tracking._dataset_input(_month("s3://b/x.parquet"), "training").dataset.digest == digest
     changed = tracking._dataset_input(_month("/a/x.parquet", distance=1.6), "training")
     assert changed.dataset.digest != digest
+    # The same rows numbered otherwise (a Dask partition's, a filtered frame's) are the same data.
+    renumbered = tracking._dataset_input(_month("/a/x.parquet", index=(7, 9)), "training")
+    assert renumbered.dataset.digest == digest
 
 
 @pytest.fixture
