@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from pipeline import data
 from pipeline.errors import PipelineError, TransientError
+from tests.pipeline.synthetic import parquet_bytes, synthetic_trips
 
 URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_2023-01.parquet"
 URI = "s3://bucket/data/green_tripdata_2023-01.parquet"
@@ -282,3 +283,27 @@ def _fake_download(url: str, local: Path) -> None:
     local.write_bytes(content)
     record = data.cache.Record.of(content, url)
     local.with_name(local.name + data.cache.RECORD_SUFFIX).write_bytes(record.to_json())
+
+
+def test_a_month_missing_locally_is_downloaded_from_the_tlc_site_beside_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ordinary cache: the TLC site's files sit at the top of the data directory (the
+    # download itself is test_download.py's, against a stand-in site; here, no network).
+    fetched: list[tuple[str, Path]] = []
+
+    def fetch(url: str, local: Path) -> None:
+        fetched.append((url, local))
+        content = parquet_bytes(synthetic_trips("2023-01", rows=100))
+        local.write_bytes(content)
+        record = data.cache.Record.of(content, url)
+        local.with_name(local.name + data.cache.RECORD_SUFFIX).write_bytes(record.to_json())
+
+    monkeypatch.setattr(data, "download", fetch)
+
+    month = data.load_month(str(tmp_path), "green", "2023-01")
+
+    assert fetched == [(f"{data.TLC_BASE_URL}/{NAME}", tmp_path / NAME)]
+    assert month.source == str(tmp_path / NAME)
+    assert month.origin.endswith(", verified)")
+    assert len(month.trips) == 100
