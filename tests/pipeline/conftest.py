@@ -33,7 +33,8 @@ TRAIN_MONTH, VAL_MONTH = "2023-01", "2023-02"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``make mutate``, the tests needing Prefect's harness judge only the flow's mutants.
+    """Under ``make mutate``: the cheap tests first, and the tests needing Prefect's harness
+    judge only the flow's mutants.
 
     mutmut runs each mutant in a fresh pytest session and names it in ``MUTANT_UNDER_TEST``.
     Those tests start a Prefect server and most run the training flow (a minute on a loaded
@@ -42,12 +43,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unit tests. Leaving tests out can only turn a kill into a survivor, never the reverse.
     """
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
-    if "__mutmut_" not in mutant or mutant.startswith("pipeline.flows."):
+    if "__mutmut_" not in mutant:
+        return
+    # The cheap tests first: mutmut's fork server hands a mutant's tests over in no particular
+    # order, and the session stops at the first failure, so a mutant a unit test kills should
+    # not start Prefect's harness or load the real months first. (The order changes no
+    # verdict: a survivor runs every test either way.)
+    items.sort(key=_session_cost)
+    if mutant.startswith("pipeline.flows."):
         return
     under_prefect = [item for item in items if "prefect_api" in getattr(item, "fixturenames", ())]
     if under_prefect:
         config.hook.pytest_deselected(items=under_prefect)
         items[:] = [item for item in items if item not in under_prefect]
+
+
+_REAL_MONTHS = frozenset({"real_data_dir", "months", "labeled", "booster", "data_dir_with"})
+
+
+def _session_cost(item: pytest.Item) -> int:
+    """2 for a test needing Prefect's harness, 1 for one reading the real months, else 0."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if "prefect_api" in fixtures:
+        return 2
+    return 1 if fixtures & _REAL_MONTHS else 0
 
 
 @pytest.fixture(scope="session")
