@@ -165,3 +165,18 @@ def test_env_of_a_stack_without_dask_names_no_cluster(
     env_file = tmp_path / "mlops.env"
     assert _env("--env-file", str(env_file)).exit_code == 0
     assert not {k for k in read_env_file(env_file) if k.startswith("MLOPS_DASK_")}
+
+
+def test_env_of_a_cluster_without_a_worker_count_leaves_the_count_empty(
+    fake_tools, dev_outputs, tmp_path: Path
+) -> None:
+    """An empty count, which `mlops smoke` refuses by name, not a made-up one ("None")."""
+    outputs = {**dev_outputs, "dask_scheduler_address": "tls://10.42.0.10:8786"}
+    fake_tools.answer(OUTPUT_COMMAND, stdout=json.dumps(outputs))
+    env_file = tmp_path / "mlops.env"
+
+    assert _env("--env-file", str(env_file)).exit_code == 0
+
+    values = read_env_file(env_file)
+    assert values["MLOPS_DASK_SCHEDULER_ADDRESS"] == "tls://10.42.0.10:8786"
+    assert values["MLOPS_DASK_WORKERS"] == ""
