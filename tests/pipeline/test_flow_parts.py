@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from uuid import uuid4
 
 import numpy as np
@@ -183,11 +182,10 @@ class _Limits:
 
 
 def _limit(name: str, limit: int, active: bool) -> GlobalConcurrencyLimitResponse:
-    now = datetime.now(UTC)
     return GlobalConcurrencyLimitResponse(
         id=uuid4(),
-        created=now,
-        updated=now,
+        created=None,
+        updated=None,
         name=name,
         limit=limit,
         active=active,
