@@ -70,19 +70,27 @@ test-twin: venv ## the e2e tests on a twin of their own (PostgreSQL and PIPELINE
 test-upgrade: venv ## upgrade from the previous MLflow/Prefect minors, failed migration, restore drill, schedule, on a twin
 	$(BIN)/pytest -p no:cacheprovider -s tests/upgrade/twin_day2.py
 
-# Mutants to run: all by default, or mutmut's names, e.g. MUTANTS='scripts.envfile*'.
+# Mutants to run (mutmut's names, globbed): by default the eleven modules of issue 15, which
+# fit the 30-minute budget on an idle 2-core machine (docs/mutation-testing.md); MUTANTS='*'
+# every module (about twice as long: over the budget), MUTANTS= (empty) only the mutants
+# without a verdict yet, MUTANTS='scripts.envfile.*' one module. Named mutants are judged
+# again even if they have a verdict. PATH and MYPYPATH: mutmut runs mypy from mutants/ first.
+MUTATE_SCOPE := pipeline.data.* pipeline.features.* pipeline.train.* pipeline.registry.* \
+	pipeline.tracking.* pipeline.flows.* scripts.envfile.* scripts.env.* scripts.smoke.* \
+	scripts.ephemeral.* scripts.tunnel.*
 # PYTHONPATH: the tests that run `mlops` or `python -m pipeline` as a subprocess import the
 # mutated code too (mutmut passes the mutant to run in the environment); infra/ for hostboot.
 # The directories must exist before mutmut starts: Python remembers a missing PYTHONPATH entry
 # as "nothing here" for the whole process, so in a fresh clone the tests would import the
 # editable install's pipeline/ and scripts/ (the checkout's, not the mutants) and the
 # subprocesses the mutants.
-MUTANTS ?=
+MUTANTS ?= $(MUTATE_SCOPE)
 MUTATE_CHILDREN ?= 2
 MUTATE_PATH := $(CURDIR)/mutants:$(CURDIR)/mutants/infra
 mutate: venv ## mutation testing of pipeline/ and scripts/ with mutmut (not part of `make test`)
 	mkdir -p mutants/infra
-	PYTHONPATH=$(MUTATE_PATH) $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTANTS)
+	PATH=$(CURDIR)/$(BIN):$$PATH MYPYPATH=infra PYTHONPATH=$(MUTATE_PATH) \
+		$(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(foreach name,$(MUTANTS),'$(name)')
 	$(BIN)/python -m bench.mutation_scores mutants
 
 # mypy cannot follow the editable install's import hook, so MYPYPATH names infra/ (hostboot, and

@@ -46,14 +46,21 @@ def mutant_statuses(mutants: Path) -> dict[str, dict[str, str]]:
 
 
 def counts_of(statuses: dict[str, str]) -> dict[str, int]:
-    """Killed, survived, no tests and not checked among one module's mutants."""
+    """Killed, survived, no tests and not checked among one module's mutants; and of the
+    killed, how many mypy rejected before any test ran (``type_check_command``)."""
     by_status = Counter(statuses.values())
     return {
         "killed": sum(by_status[status] for status in KILLED),
         "survived": by_status["survived"],
         "no tests": by_status["no tests"],
         "not checked": by_status["not checked"],
+        "by type check": by_status["caught by type check"],
     }
+
+
+def size_of(counts: dict[str, int]) -> int:
+    """How many mutants the module has (``by type check`` is part of ``killed``)."""
+    return sum(counts.get(key, 0) for key in ("killed", "survived", "no tests", "not checked"))
 
 
 def score(counts: dict[str, int]) -> float | None:
@@ -69,12 +76,13 @@ def _percent(value: float | None) -> str:
 def table(modules: dict[str, dict[str, int]]) -> list[str]:
     """The markdown table of one run: a row per module."""
     lines = [
-        "| module | killed | survived | no tests | not run | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | killed | of which by mypy | survived | no tests | not run | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for module, counts in modules.items():
         lines.append(
-            f"| {module} | {counts['killed']} | {counts['survived']} | {counts['no tests']} "
+            f"| {module} | {counts['killed']} | {counts.get('by type check', 0)} "
+            f"| {counts['survived']} | {counts['no tests']} "
             f"| {counts['not checked']} | {_percent(score(counts))} |"
         )
     return lines
@@ -88,7 +96,7 @@ def comparison(before: dict[str, dict[str, int]], after: dict[str, dict[str, int
     ]
     for module in sorted(set(before) | set(after)):
         old, new = before.get(module), after.get(module)
-        size = sum((new or old or {}).values())
+        size = size_of(new or old or {})
         lines.append(
             f"| {module} | {size} | {_percent(score(old) if old else None)} "
             f"| {_percent(score(new) if new else None)} "
