@@ -30,6 +30,12 @@ from pipeline.urls import redact
 # on a slow or busy machine that takes longer than Prefect's 20 s default.
 _STARTUP_TIMEOUT = ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+_DASK_WAIT_OPTION = typer.Option(
+    help="With --dask-address: runs on that cluster take turns; wait at most this many "
+    "seconds for this run's, then fail naming the run holding it [default: 3600].",
+    show_default=False,
+)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -90,10 +96,12 @@ def train(
     dask_memory_limit: Annotated[
         str | None, typer.Option(help="Memory limit of each local Dask worker, e.g. 512MiB.")
     ] = None,
+    dask_wait_seconds: Annotated[int | None, _DASK_WAIT_OPTION] = None,
 ) -> None:
     """Train on a month (or a window), validate on another, track in MLflow, register the model."""
     if train_month is None and train_months is None:
         _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
+    _wait_needs_an_address(dask_wait_seconds, dask_address)
     try:
         parameters = TrainingParameters(
             train_month=train_month,
@@ -108,6 +116,7 @@ def train(
             dask_address=dask_address,
             dask_workers=dask_workers,
             dask_memory_limit=dask_memory_limit,
+            **_given(dask_wait_seconds=dask_wait_seconds),
         )
     except ValidationError as exc:
         _fail(_describe(exc))
@@ -142,6 +151,7 @@ def tune(
         str | None,
         typer.Option(help="Run the trials on this scheduler, tcp://HOST:PORT [default: local]."),
     ] = None,
+    dask_wait_seconds: Annotated[int | None, _DASK_WAIT_OPTION] = None,
 ) -> None:
     """Search the hyperparameters: trials in parallel on Dask, each a nested MLflow run.
 
@@ -149,6 +159,7 @@ def tune(
     """
     if train_month is None and train_months is None:
         _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
+    _wait_needs_an_address(dask_wait_seconds, dask_address)
     from pipeline.tuning import TuningParameters
 
     try:
@@ -166,11 +177,26 @@ def tune(
                 "parallel": parallel,
                 "seed": seed,
                 "dask_address": dask_address,
+                **_given(dask_wait_seconds=dask_wait_seconds),
             }
         )
     except ValidationError as exc:
         _fail(_describe(exc).replace("--training-", "--"))
     typer.echo(_run_flow("tuning", parameters).model_dump_json())
+
+
+def _wait_needs_an_address(wait_seconds: int | None, address: str | None) -> None:
+    """Refuse a wait for a cluster's turn without a cluster that has turns."""
+    if wait_seconds is not None and address is None:
+        _fail(
+            "--dask-wait-seconds applies with --dask-address (runs on a cluster you give take "
+            "turns); a local cluster is the run's own"
+        )
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given (not None): the others keep the parameters' defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _run_flow(name: str, parameters: Any) -> Any:

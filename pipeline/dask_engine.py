@@ -10,6 +10,11 @@ No Prefect imports, like every stage module: the flow's ``train-on-dask`` task w
   host's identity in ``/etc/mlops/dask``); their ``MLOPS_XGBOOST_TRACKER_PORT`` is the one
   port their firewall opens for xgboost's tracker on the scheduler's host. The workers of an
   existing cluster get this run's ``pipeline`` when theirs differs (:func:`share_pipeline`).
+- **Turns**: runs on an existing cluster take turns (:func:`cluster_turn`, one lease of a
+  ``distributed.Semaphore`` named ``mlops-cluster``), from before :func:`share_pipeline`
+  (which may restart the workers) until their work on the cluster ends: xgboost's tracker
+  port and the workers' imported ``pipeline`` are the cluster's, one run's at a time. A
+  local cluster started for the run is its own and takes no turn.
 - **Data**: each training month is one partition, loaded on a worker by the same
   :func:`pipeline.data.load_month` as the local engine (cache, download, checksum and schema
   checks included), from a local directory the workers share or from ``s3://``. The driver
@@ -29,11 +34,15 @@ Dask and xgboost are imported when a run uses this engine: the local engine neve
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +68,7 @@ from pipeline.train import TrainConfig
 
 if TYPE_CHECKING:
     import xgboost as xgb
-    from distributed import Client
+    from distributed import Client, Semaphore
     from distributed.security import Security
     from xgboost.collective import Config as CollectiveConfig
 
@@ -74,6 +83,14 @@ TLS_SETTINGS = {
     "distributed.comm.tls.client.key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
 }
 TRACKER_PORT_VARIABLE = "MLOPS_XGBOOST_TRACKER_PORT"
+# The scheduler's semaphore (one lease) that runs on a cluster they were given take in turns,
+# and the scheduler metadata key where the run holding it says who it is.
+CLUSTER_TURN = "mlops-cluster"
+HOLDER_KEY = "mlops-cluster-holder"
+# A waiting run asks the scheduler for the turn this long at a time, then checks who holds it.
+_WAIT_SLICE_SECONDS = 30.0
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,27 +103,27 @@ class DaskResult:
 
 
 @contextmanager
-def connect(parameters: TrainingParameters) -> Iterator[Client]:
-    """A client of the run's cluster: ``dask_address``'s, or a local one started for the run."""
+def connect(
+    parameters: TrainingParameters,
+    *,
+    holder: str = "a training run",
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Client]:
+    """A client of the run's cluster: ``dask_address``'s, its turn taken and this run's
+    ``pipeline`` on its workers (:func:`shared_cluster`); or a local one started for the run.
+
+    ``holder`` says who this run is to a run waiting for the cluster; ``log`` (default: this
+    module's logger) receives the lines about waiting.
+    """
     from distributed import Client, LocalCluster
 
     if parameters.dask_address is not None:
-        address = parameters.dask_address
-        security = tls_security(address)
-        try:
-            client = Client(
-                address,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-                set_as_default=False,
-                security=security,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise PipelineError(
-                f"cannot reach the Dask scheduler at {address} (dask_address) within "
-                f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
-            ) from exc
-        with client:
-            share_pipeline(client)
+        with shared_cluster(
+            parameters.dask_address,
+            holder=holder,
+            wait_seconds=parameters.dask_wait_seconds,
+            log=log,
+        ) as client:
             yield client
         return
     workers = parameters.dask_workers or 1
@@ -120,6 +137,131 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
     )
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@contextmanager
+def shared_cluster(
+    address: str,
+    *,
+    holder: str,
+    wait_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Client]:
+    """A client of the existing cluster at ``address``, holding its turn (:func:`cluster_turn`,
+    waiting up to ``wait_seconds`` for it), its workers running this process's ``pipeline``
+    (:func:`share_pipeline`, under the turn: it may restart them)."""
+    from distributed import Client
+
+    security = tls_security(address)
+    try:
+        client = Client(
+            address,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            set_as_default=False,
+            security=security,
+        )
+    except (OSError, TimeoutError) as exc:
+        raise PipelineError(
+            f"cannot reach the Dask scheduler at {address} (dask_address) within "
+            f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
+        ) from exc
+    with client, cluster_turn(client, address, holder=holder, wait_seconds=wait_seconds, log=log):
+        share_pipeline(client)
+        yield client
+
+
+@contextmanager
+def cluster_turn(
+    client: Client,
+    address: str,
+    *,
+    holder: str,
+    wait_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the cluster's one turn: the lease of the scheduler's semaphore :data:`CLUSTER_TURN`.
+
+    When another run holds it, log one line naming that run (it wrote who it is in the
+    scheduler's metadata, :data:`HOLDER_KEY`) and wait, up to ``wait_seconds``; past them,
+    a PipelineError names the address and the wait. The lease is released when the block
+    ends, however it ends. A process killed while holding it cannot release it: the client
+    refreshes the lease every fifth of ``distributed.scheduler.locks.lease-timeout`` (30 s by
+    default), and the scheduler frees a lease not refreshed for that long (checking every
+    ``lease-validation-interval``, 10 s): the next run then gets the turn.
+
+    A Semaphore of one lease rather than ``distributed.Lock``: the same mechanism (Lock is
+    such a Semaphore), named for what it is; both free a dead holder's lease by its timeout.
+    """
+    from distributed import Semaphore
+
+    say = log or _logger.info
+    turn = Semaphore(
+        max_leases=1, name=CLUSTER_TURN, scheduler_rpc=client.scheduler, loop=client.loop
+    )
+    try:
+        waited = _take_turn(turn, client, address, wait_seconds, say)
+        me = (
+            f"{holder} (host {socket.gethostname()}, pid {os.getpid()}, since "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        if waited is not None:
+            say(f"the Dask cluster at {address} is this run's after {waited:.0f} s of waiting")
+        try:
+            client.set_metadata(HOLDER_KEY, me)
+            yield
+        finally:
+            _release_turn(turn, client, me)
+    finally:
+        refresh = getattr(turn, "refresh_callback", None)  # absent with an infinite lease
+        if refresh is not None and client.loop is not None:
+            client.loop.add_callback(refresh.stop)
+
+
+def _take_turn(
+    turn: Semaphore,
+    client: Client,
+    address: str,
+    wait_seconds: float,
+    say: Callable[[str], None],
+) -> float | None:
+    """Acquire ``turn``: None at once, else the seconds waited; an error past the deadline."""
+    if turn.acquire(timeout=0):
+        return None
+    started = time.monotonic()
+    deadline = started + wait_seconds
+    waiting_for = None
+    while True:
+        current = client.get_metadata(HOLDER_KEY, None) or "another run (it did not say which)"
+        if current != waiting_for:
+            say(
+                f"the Dask cluster at {address} is in use by {current}: waiting up to "
+                f"{wait_seconds:.0f} s (dask_wait_seconds) for its turn"
+            )
+            waiting_for = current
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PipelineError(
+                f"the Dask cluster at {address} was still in use by {current} after waiting "
+                f"{wait_seconds:.0f} s (dask_wait_seconds): runs on a cluster you give take "
+                "turns; run again later, or with a longer wait"
+            )
+        if turn.acquire(timeout=min(remaining, _WAIT_SLICE_SECONDS)):
+            return time.monotonic() - started
+
+
+def _release_turn(turn: Semaphore, client: Client, me: str) -> None:
+    """Give the turn back; if the scheduler cannot be told, its lease expires by itself."""
+    try:
+        if client.get_metadata(HOLDER_KEY, None) == me:
+            client.set_metadata(HOLDER_KEY, None)
+    except Exception as exc:  # the cluster's state is not this run's result
+        _logger.warning("could not clear the Dask cluster's holder record: %s", exc)
+    try:
+        turn.release()
+    except Exception as exc:
+        _logger.warning(
+            "could not release the Dask cluster's turn (its lease expires by itself): %s", exc
+        )
 
 
 def _digest_of_pipeline() -> Callable[[], str | None]:
@@ -239,6 +381,16 @@ def collective_config(scheduler_address: str) -> CollectiveConfig | None:
     return Config(tracker_host_ip=get_address_host(scheduler_address), tracker_port=int(port))
 
 
+def tracker_config(client: Client) -> CollectiveConfig | None:
+    """:func:`collective_config` for a cluster given by address (its firewall opens the fixed
+    port; runs on it take turns, so one tracker at a time holds it); None for a local cluster
+    started for the run: its tracker takes a free port, and such runs on one host never
+    collide, whatever ``MLOPS_XGBOOST_TRACKER_PORT`` says."""
+    if client.cluster is not None:
+        return None
+    return collective_config(client.scheduler_info()["address"])
+
+
 def describe(client: Client) -> str:
     """The cluster in one line: its scheduler, workers, threads and memory limits."""
     info = client.scheduler_info(n_workers=-1)
@@ -299,7 +451,7 @@ def train_and_evaluate(
             evals=[(val_matrix, "validation")],
             early_stopping_rounds=config.early_stopping_rounds,
             verbose_eval=False,
-            coll_cfg=collective_config(client.scheduler_info()["address"]),
+            coll_cfg=tracker_config(client),
         )
         del train_matrix, val_matrix
         booster: xgb.Booster = output["booster"]

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import dask.config
 import pytest
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 from distributed.security import Security
 
 from pipeline import dask_engine
-from pipeline.dask_engine import TLS_SETTINGS, TRACKER_PORT_VARIABLE, collective_config, connect
+from pipeline.dask_engine import (
+    TLS_SETTINGS,
+    TRACKER_PORT_VARIABLE,
+    collective_config,
+    connect,
+    tracker_config,
+)
 from pipeline.errors import PipelineError
 from pipeline.parameters import TrainingParameters
 from scripts.twin.tls import authority, identity
@@ -139,3 +145,21 @@ def test_the_tracker_port_comes_from_the_host_and_xgboost_takes_it(
     monkeypatch.setenv(TRACKER_PORT_VARIABLE, "port")
     with pytest.raises(PipelineError, match=TRACKER_PORT_VARIABLE):
         collective_config(scheduler)
+
+
+def test_a_local_cluster_leaves_the_tracker_port_to_xgboost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs that start their own cluster on one host (a stack's worker host sets the port for
+    its flow runs) must not all bind the tracker to the same port; a given cluster's runs do,
+    one at a time."""
+    monkeypatch.setenv(TRACKER_PORT_VARIABLE, "8789")
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as own,
+        Client(cluster.scheduler_address, set_as_default=False) as given,
+    ):
+        assert tracker_config(own) is None
+        config = tracker_config(given)
+    assert config is not None
+    assert config.tracker_port == 8789
