@@ -206,6 +206,13 @@ def cluster_turn(
         )
         if waited is not None:
             say(f"the Dask cluster at {address} is this run's after {waited:.0f} s of waiting")
+        previous = client.get_metadata(HOLDER_KEY, None)
+        if previous:  # a holder gives the turn back with its record cleared
+            say(
+                f"the previous holder of the Dask cluster at {address}, {previous}, did not give "
+                "its turn back (killed, or cut off from the scheduler): its lease expired, and "
+                "work it left on the workers may still be running"
+            )
         try:
             client.set_metadata(HOLDER_KEY, me)
             yield

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import pytest
@@ -67,7 +68,7 @@ def waiting(watcher: Client) -> int:
     return int(watcher.run_on_scheduler(pending))
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def _stop(processes: Sequence[subprocess.Popen[Any]]) -> None:
     for process in processes:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -184,17 +185,21 @@ def test_a_killed_holder_passes_the_turn_on(cluster: tuple[str, Client], tmp_pat
                 pipe.close()
         waiter.join(timeout=60)
     assert not failed, failed
-    assert len(lines) >= 2, lines
+    assert len(lines) == 3, lines
     assert lines[0].startswith(f"the Dask cluster at {address} is in use by the killed holder (")
     assert "waiting up to 300 s (dask_wait_seconds)" in lines[0]
-    assert lines[-1].startswith(f"the Dask cluster at {address} is this run's after ")
+    assert lines[1].startswith(f"the Dask cluster at {address} is this run's after ")
+    assert lines[2].startswith(
+        f"the previous holder of the Dask cluster at {address}, the killed holder (host "
+    )
+    assert "did not give its turn back" in lines[2]
     # The waiter released its turn on the way out and said so.
     assert watcher.get_metadata(HOLDER_KEY, None) is None
     assert waiting(watcher) == 0
 
 
 # The holder: takes the turn, says so, then blocks until it is killed.
-HOLD = f"""
+HOLD = """
 import sys
 from distributed import Client
 from pipeline.dask_engine import cluster_turn
@@ -223,7 +228,9 @@ def test_two_runs_of_different_pipelines_both_complete(
 
     address, watcher = cluster
     other = tmp_path / "other"
-    shutil.copytree(ROOT / "pipeline", other / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "pipeline", other / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
     with (other / "pipeline" / "__init__.py").open("a") as module:
         module.write("# another version of the package\n")
     environment = {
@@ -234,37 +241,41 @@ def test_two_runs_of_different_pipelines_both_complete(
     }
     versions = {"this": str(ROOT), "other": str(other)}
     runs: dict[str, subprocess.Popen[str]] = {}
-    with ExitStack() as stack:
-        gate = stack.enter_context(Client(address, set_as_default=False))
-        stack.enter_context(
-            cluster_turn(gate, address, holder="the test's gate", wait_seconds=0)
-        )
-        for name, path in versions.items():
-            runs[name] = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "train", "--train-month", "2023-01",
-                 "--val-month", "2023-02", "--data-dir", str(synthetic_data_dir),
-                 "--model-name", f"{unique_name}-{name}", "--engine", "dask",
-                 "--dask-address", address, "--dask-wait-seconds", "600"],
-                env={**environment, "PYTHONPATH": path},
-                cwd=Path.cwd(),  # the MLflow store's directory (its artifacts are under it)
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )  # fmt: skip
-        stack.callback(_stop, list(runs.values()))
-        wait_until(
-            lambda: waiting(watcher) == 2 or any(run.poll() is not None for run in runs.values()),
-            READY_SECONDS,
-            "both runs waiting for the cluster",
-        )
-        assert all(run.poll() is None for run in runs.values()), "a run ended before its turn"
     outputs = {}
-    for name, run in runs.items():
-        out, err = run.communicate(timeout=RUN_SECONDS)
-        assert run.returncode == 0, f"the {name} run failed:\n{err[-3000:]}"
-        assert "is in use by the test's gate" in err, err[-3000:]
-        outputs[name] = json.loads(out.strip().splitlines()[-1])
+    with ExitStack() as cleanup:
+        cleanup.callback(_stop_runs, runs)
+        with ExitStack() as gate_held:
+            gate = gate_held.enter_context(Client(address, set_as_default=False))
+            gate_held.enter_context(
+                cluster_turn(gate, address, holder="the test's gate", wait_seconds=0)
+            )
+            for name, path in versions.items():
+                runs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "pipeline", "train", "--train-month", "2023-01",
+                     "--val-month", "2023-02", "--data-dir", str(synthetic_data_dir),
+                     "--model-name", f"{unique_name}-{name}", "--engine", "dask",
+                     "--dask-address", address, "--dask-wait-seconds", "600"],
+                    env={**environment, "PYTHONPATH": path},
+                    cwd=Path.cwd(),  # the MLflow store's directory (its artifacts are under it)
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )  # fmt: skip
+            wait_until(
+                lambda: (
+                    waiting(watcher) == 2 or any(run.poll() is not None for run in runs.values())
+                ),
+                READY_SECONDS,
+                "both runs waiting for the cluster",
+            )
+            assert all(run.poll() is None for run in runs.values()), "a run ended before its turn"
+        # The gate is released: the runs take their turns.
+        for name, run in runs.items():
+            out, err = run.communicate(timeout=RUN_SECONDS)
+            assert run.returncode == 0, f"the {name} run failed:\n{err[-3000:]}"
+            assert "is in use by the test's gate" in err, err[-3000:]
+            outputs[name] = json.loads(out.strip().splitlines()[-1])
     client = MlflowClient()
     for name, summary in outputs.items():
         assert summary["model_name"] == f"{unique_name}-{name}"
@@ -275,6 +286,15 @@ def test_two_runs_of_different_pipelines_both_complete(
     # The last run's version is the one left on the workers; the turn is free again.
     assert set(watcher.run(pipeline_digest).values()) <= {pipeline_digest(), _digest_of(other)}
     assert watcher.get_metadata(HOLDER_KEY, None) is None
+
+
+def _stop_runs(runs: dict[str, subprocess.Popen[str]]) -> None:
+    """Stop the runs still going; close their pipes."""
+    _stop(list(runs.values()))
+    for run in runs.values():
+        for pipe in (run.stdout, run.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _digest_of(path: Path) -> str:
