@@ -89,6 +89,9 @@ CLUSTER_TURN = "mlops-cluster"
 HOLDER_KEY = "mlops-cluster-holder"
 # A waiting run asks the scheduler for the turn this long at a time, then checks who holds it.
 _WAIT_SLICE_SECONDS = 30.0
+# How long a run waits for the fixed tracker port to be free on the scheduler's host (the
+# previous run's tracker closes it as its training ends) before it fails naming the port.
+TRACKER_PORT_WAIT_SECONDS = 60.0
 
 _logger = logging.getLogger(__name__)
 
@@ -398,6 +401,50 @@ def tracker_config(client: Client) -> CollectiveConfig | None:
     return collective_config(client.scheduler_info()["address"])
 
 
+def _port_is_free() -> Callable[[str, int], bool]:
+    """:func:`port_is_free`, made inside a function so that it travels to the scheduler by
+    value (as :func:`_digest_of_pipeline`)."""
+
+    def port_is_free(host: str, port: int) -> bool:
+        import socket
+
+        with socket.socket() as probe:  # a plain bind, as a new listener's
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+        return True
+
+    return port_is_free
+
+
+# Whether a listener could bind (host, port) in the calling process's host; run on the
+# scheduler with ``client.run_on_scheduler``.
+port_is_free = _port_is_free()
+
+
+def wait_for_the_tracker_port(client: Client, tracker: CollectiveConfig) -> None:
+    """Wait until xgboost's tracker can bind its fixed port on the scheduler's host.
+
+    xgboost.dask would otherwise fall back to a random port, which a stack's firewall closes:
+    the training would hang until xgboost's timeout. The port is held by the tracker of the
+    run before (until its training ends) or, for good, by that of a run killed mid-training
+    (its tracker waits in the scheduler's process for workers that are gone).
+    """
+    host, port = str(tracker.tracker_host_ip), int(tracker.tracker_port or 0)
+    deadline = time.monotonic() + TRACKER_PORT_WAIT_SECONDS
+    while not client.run_on_scheduler(port_is_free, host, port):
+        if time.monotonic() >= deadline:
+            raise PipelineError(
+                f"xgboost's tracker port {host}:{port} ({TRACKER_PORT_VARIABLE}) on the Dask "
+                f"scheduler's host is still taken after {TRACKER_PORT_WAIT_SECONDS:.0f} s: most "
+                "likely by the tracker of a run killed mid-training, which keeps it until the "
+                "scheduler restarts. Restart the scheduler (on the stack: systemctl restart "
+                "dask-scheduler on the control host), then run again"
+            )
+        time.sleep(1.0)
+
+
 def describe(client: Client) -> str:
     """The cluster in one line: its scheduler, workers, threads and memory limits."""
     info = client.scheduler_info(n_workers=-1)
@@ -450,6 +497,9 @@ def train_and_evaluate(
             max_bin=config.max_bin,
             ref=train_matrix,
         )
+        tracker = tracker_config(client)
+        if tracker is not None:
+            wait_for_the_tracker_port(client, tracker)
         output = dxgb.train(
             client,
             _dask_params(config),
@@ -458,7 +508,7 @@ def train_and_evaluate(
             evals=[(val_matrix, "validation")],
             early_stopping_rounds=config.early_stopping_rounds,
             verbose_eval=False,
-            coll_cfg=tracker_config(client),
+            coll_cfg=tracker,
         )
         del train_matrix, val_matrix
         booster: xgb.Booster = output["booster"]

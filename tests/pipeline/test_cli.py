@@ -94,10 +94,17 @@ def assert_one_error_line(returncode: int, stdout: str, stderr: str, expected: s
             "turns); a local cluster is the run's own",
         ),
         (
-            [*MONTHS, "--engine", "dask", "--dask-address", "tcp://h:8786",
-             "--dask-wait-seconds", "-1"],
+            [
+                *MONTHS,
+                "--engine",
+                "dask",
+                "--dask-address",
+                "tcp://h:8786",
+                "--dask-wait-seconds",
+                "-1",
+            ],
             "--dask-wait-seconds: Input should be greater than or equal to 0, got -1",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_arguments_give_one_error_line(args: list[str], expected: str) -> None:

@@ -324,3 +324,83 @@ def run_parameters(
             **options,
         }
     )
+
+
+# A training driver: the real months, slow enough to be killed mid-training (as
+# test_dask_worker_killed.py), on the cluster it takes its turn on.
+TRAIN = """
+import sys
+from pipeline.dask_engine import shared_cluster, train_and_evaluate
+from pipeline.data import load_month
+from pipeline.features import make_labeled_set
+from pipeline.schema import TLC_BASE_URL
+from tests.pipeline.test_dask_worker_killed import SLOW
+
+address, data_dir = sys.argv[1:]
+val = make_labeled_set(load_month(data_dir, "green", "2023-02").trips, label="2023-02")
+with shared_cluster(address, holder="the driver killed", wait_seconds=0) as client:
+    train_and_evaluate(client, data_dir, ["2023-01"], val, color="green", config=SLOW,
+                       base_url=TLC_BASE_URL, allow_insecure_mirror=False)
+"""
+
+
+@pytest.mark.slow  # the real months trained on by a cluster of worker processes
+@pytest.mark.usefixtures("prefect_api", "mlflow_store")
+def test_after_a_run_killed_mid_training_the_next_fails_naming_the_tracker_port(
+    cluster: tuple[str, Client],
+    real_data_dir: Path,
+    synthetic_data_dir: Path,
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run killed mid-training leaves xgboost's tracker waiting, on its fixed port, in the
+    scheduler's process: the next run would fall back to a port a stack's firewall closes.
+    It fails instead, at once and saying what to do; nothing registered."""
+    from pipeline import dask_engine
+
+    address, watcher = cluster
+    port = free_port()
+    monkeypatch.setenv(TRACKER_PORT_VARIABLE, str(port))
+    monkeypatch.setattr(dask_engine, "TRACKER_PORT_WAIT_SECONDS", 5.0)
+    lease = {"DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": LEASE_TIMEOUT}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, address, str(real_data_dir)],
+        env={**os.environ, **lease, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: len(training_on(watcher)) == 2 or driver.poll() is not None,
+            RUN_SECONDS,
+            "the driver's training on both workers",
+        )
+        assert driver.poll() is None, "the driver ended before it was killed"
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        _stop([driver])
+    parameters = run_parameters(synthetic_data_dir, unique_name, address, dask_wait_seconds=120)
+    with (
+        dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT}),
+        pytest.raises(PipelineError) as failure,
+    ):
+        training(parameters)
+    assert str(failure.value).startswith(
+        f"xgboost's tracker port 127.0.0.1:{port} ({TRACKER_PORT_VARIABLE}) on the Dask "
+        "scheduler's host is still taken after 5 s"
+    )
+    experiment = MlflowClient().get_experiment_by_name(unique_name)
+    assert experiment is not None
+    (run,) = MlflowClient().search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert list(MlflowClient().search_model_versions(f"name = '{unique_name}'")) == []
+    assert watcher.get_metadata(HOLDER_KEY, None) is None  # the failed run gave its turn back
+
+
+def training_on(watcher: Client) -> list[str]:
+    """The workers running one of xgboost.dask's training tasks (named ``fn-...``)."""
+    return [
+        worker
+        for worker, keys in watcher.processing().items()
+        if any(str(key).startswith("fn-") for key in keys)
+    ]
