@@ -211,10 +211,12 @@ def cluster_turn(
             say(f"the Dask cluster at {address} is this run's after {waited:.0f} s of waiting")
         previous = client.get_metadata(HOLDER_KEY, None)
         if previous:  # a holder gives the turn back with its record cleared
+            released = client.run_on_scheduler(release_xgboost_locks)
             say(
                 f"the previous holder of the Dask cluster at {address}, {previous}, did not give "
-                "its turn back (killed, or cut off from the scheduler): its lease expired, and "
-                "work it left on the workers may still be running"
+                "its turn back (killed, or cut off from the scheduler): its lease expired, work "
+                "it left on the workers may still be running, and the xgboost locks it held on "
+                f"them ({released}) are released"
             )
         try:
             client.set_metadata(HOLDER_KEY, me)
@@ -225,6 +227,34 @@ def cluster_turn(
         refresh = getattr(turn, "refresh_callback", None)  # absent with an infinite lease
         if refresh is not None and client.loop is not None:
             client.loop.add_callback(refresh.stop)
+
+
+def _release_xgboost_locks() -> Callable[..., int]:
+    """:func:`release_xgboost_locks`, made inside a function so that it travels to the
+    scheduler by value (as :func:`_digest_of_pipeline`)."""
+
+    def release_xgboost_locks(dask_scheduler: Any) -> int:
+        # xgboost.dask.train holds a distributed.MultiLock on its workers for the training;
+        # it has no lease: a client killed holding it leaves it held for good, and every
+        # later training waits for it forever. Under the cluster's turn, a lock held is such
+        # an orphan. The extension's own release handler frees it (and wakes any waiter).
+        extension = dask_scheduler.extensions.get("multi_locks")
+        if extension is None:
+            return 0
+        held = [
+            holder
+            for holder, left in list(extension.requests_left.items())
+            if left == 0 and holder not in extension.events
+        ]
+        for holder in held:
+            extension.release(id=holder)
+        return len(held)
+
+    return release_xgboost_locks
+
+
+# Release the xgboost.dask locks a killed run left on the scheduler: their number.
+release_xgboost_locks = _release_xgboost_locks()
 
 
 def _take_turn(
