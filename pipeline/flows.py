@@ -57,7 +57,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
-import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -81,6 +80,7 @@ from pipeline.model import LoggedModel
 from pipeline.parameters import TrainingParameters, TrainingSummary, window_label
 from pipeline.train import TrainConfig, predict_minutes, train_model
 from pipeline.tuning import Trial, TuningParameters, TuningSummary
+from pipeline.xgb import xgboost as xgb
 
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
