@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ print(json.dumps({{
 """
 
 
-def imported_after(imports: str) -> dict[str, object]:
+def imported_after(imports: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _REPORT.format(imports=imports)],
         capture_output=True,
