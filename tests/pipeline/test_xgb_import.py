@@ -77,3 +77,22 @@ def test_a_process_that_imported_scikit_learn_first_keeps_xgboost_s_estimators()
         "assert SKLEARN_INSTALLED\n"
         "xgb.XGBRegressor(n_estimators=2).fit([[1.0], [2.0]], [1.0, 2.0])"
     )
+
+
+def test_a_dask_worker_running_the_engine_imports_xgboost_without_scikit_learn() -> None:
+    """A worker process imports the engine's module for its first task, then xgboost.dask."""
+    report = imported_after(
+        "from distributed import Client, LocalCluster\n"
+        "import pandas as pd\n"
+        "from pipeline import dask_engine\n"
+        "def worker_modules():\n"
+        "    import xgboost.dask  # as xgboost.dask.train's tasks import it on a worker\n"
+        "    return sorted(m for m in sys.modules if m.partition('.')[0] == 'sklearn')\n"
+        "if __name__ == '__main__':\n"
+        "    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,\n"
+        "                      dashboard_address=':0') as cluster, Client(cluster) as client:\n"
+        "        client.submit(dask_engine._empty_like, pd.DataFrame({'a': [1]})).result()\n"
+        "        (on_worker,) = client.run(worker_modules).values()\n"
+        "    assert on_worker == [], on_worker"
+    )
+    assert report["xgboost"]
