@@ -325,3 +325,30 @@ def test_the_identities_are_the_stacks_pair_from_one_ca_private_to_the_state_dir
     assert bundles["control"]["ca"] == bundles["worker"]["ca"] == bundles["worker-1"]["ca"]
     assert bundles["worker"]["cert"] == bundles["worker-1"]["cert"]  # the workers' identity
     assert bundles["control"]["cert"] != bundles["worker"]["cert"]  # the scheduler's own
+
+
+def test_the_restore_drills_twin_keeps_the_sources_dask_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack restored from a snapshot keeps its config: the drill's twin, its daskWorkers."""
+    from scripts import drill
+    from scripts.twin import lifecycle, snapshot
+
+    source = _twin(tmp_path / "source", dask_workers=1)
+    made: list[TwinConfig] = []
+
+    def up(config: TwinConfig, env_file: Path, restore_from: Path | None = None) -> Twin:
+        made.append(config)
+        raise OpsError("not here: no PostgreSQL in unit tests")
+
+    monkeypatch.setattr(lifecycle, "load", lambda state_dir: source)
+    monkeypatch.setattr(snapshot, "dump", lambda twin, directory: ["a dump"])
+    monkeypatch.setattr(lifecycle, "up", up)
+
+    report = drill.restore_drill_twin(tmp_path / "source", lambda line: None)
+
+    (config,) = made
+    assert config.dask_workers == 1
+    assert config.name == "drill_dask_twin"
+    outcomes = [(step.step, step.ok) for step in report.steps]
+    assert outcomes == [("snapshot", True), ("create", False)]
