@@ -88,7 +88,7 @@ def test_the_check_runs_only_when_the_env_file_names_a_cluster(
 
 
 def test_the_env_files_identity_is_the_one_the_check_uses(
-    tls_cluster: tuple[LocalCluster, dict],
+    tls_cluster: tuple[LocalCluster, IdentityFiles],
 ) -> None:
     """The process twin's env file names the client identity it made: `mlops smoke` reaches
     the TLS scheduler with it, nothing set in the environment."""
