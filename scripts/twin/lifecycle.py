@@ -90,15 +90,26 @@ _DASK_TLS_DAYS = 30  # the twin's identities; `up` makes new ones
 _DASK_PROBE_SECONDS = 3  # one readiness probe's connection to the scheduler
 
 
-def dask_ports(dask_workers: int) -> dict[str, int]:
-    """Free ports for the Dask cluster in place of the stack's fixed ones (state keys: the
-    scheduler, its dashboard, xgboost's tracker, each worker's and its nanny's)."""
-    if not dask_workers:
-        return {}
-    ports = {name: free_port() for name in (DASK_SCHEDULER, "dask-dashboard", "dask-tracker")}
+def port_names(dask_workers: int) -> tuple[str, ...]:
+    """What takes a port of its own (the state's keys): the emulator, the two servers, and
+    with Dask, in place of the stack's fixed ports, the scheduler, its dashboard, xgboost's
+    tracker, each Dask worker and its nanny."""
+    names = ["s3", "mlflow", "prefect-server"]
+    if dask_workers:
+        names += [DASK_SCHEDULER, "dask-dashboard", "dask-tracker"]
     for number in range(dask_workers):
-        ports[dask_worker(number)] = free_port()
-        ports[f"dask-nanny-{number}"] = free_port()
+        names += [dask_worker(number), f"dask-nanny-{number}"]
+    return tuple(names)
+
+
+def allocate_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free loopback port for each of ``names``, no two the same."""
+    ports: dict[str, int] = {}
+    for name in names:
+        port = free_port()
+        while port in ports.values():  # the kernel may offer a port it just offered
+            port = free_port()
+        ports[name] = port
     return ports
 
 
@@ -238,19 +249,13 @@ class Twin:
         return f"tls://{LOOPBACK}:{self.state.ports[DASK_SCHEDULER]}"
 
     def dask_client_environment(self) -> dict[str, str]:
-        """Dask's TLS settings with the workers' identity, as the flow runs have them."""
-        return {
-            key: value
-            for key, value in client_environment(self.layout("worker"), self.dask_config()).items()
-            if key.startswith("DASK_")
-        }
-
-    def dask_config(self) -> DaskSettings:
-        """The control host's Dask settings (an OpsError without Dask)."""
-        settings = self.dask_settings()
+        """Dask's TLS settings with the workers' identity, as the flow runs have them (none
+        without Dask)."""
+        settings = self.dask_settings(0)
         if settings is None:
-            raise OpsError(f"the twin in {self.config.state_dir} runs no Dask cluster")
-        return settings
+            return {}
+        environment = client_environment(self.layout(worker_host(0)), settings)
+        return {key: value for key, value in environment.items() if key.startswith("DASK_")}
 
     def write_dask_identities(self) -> None:
         """The cluster's CA and the identities it signs, as the stack's (infra/dask_tls.py):
@@ -746,8 +751,7 @@ def up(
         )
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
-    ports = {"s3": free_port(), "mlflow": free_port(), "prefect-server": free_port()}
-    ports |= dask_ports(config.dask_workers)
+    ports = allocate_ports(port_names(config.dask_workers))
     twin = Twin(TwinState(config=config, ports=ports), say)
     twin.state.save()
     twin.bring_up(env_file, restore_from)

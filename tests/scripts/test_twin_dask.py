@@ -29,7 +29,7 @@ from scripts.common import OpsError
 from scripts.envfile import write_env_file
 from scripts.smoke import dask_checks
 from scripts.twin import SERVICES, Twin, TwinConfig, TwinState
-from scripts.twin.lifecycle import dask_ports
+from scripts.twin.lifecycle import allocate_ports, port_names
 from scripts.twin.settings import DASK_WORKER_MEMORY, check_service
 
 PORTS = {"s3": 41001, "mlflow": 41002, "prefect-server": 41003}
@@ -151,11 +151,12 @@ def test_a_state_recorded_before_dask_loads_as_a_twin_without_it(tmp_path: Path)
     assert TwinState.load(tmp_path).config.dask_workers == 0
 
 
-def test_each_dask_process_gets_its_own_free_port() -> None:
-    ports = dask_ports(2)
-    assert set(ports) == set(DASK_PORTS)
-    assert len(set(ports.values())) == len(ports)
-    assert dask_ports(0) == {}
+def test_each_dask_process_gets_its_own_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert port_names(0) == tuple(PORTS)
+    assert port_names(2) == (*PORTS, *DASK_PORTS)
+    offered = iter([5001, 5002, 5001, 5002, 5003])  # the kernel offers a port twice
+    monkeypatch.setattr("scripts.twin.lifecycle.free_port", lambda: next(offered))
+    assert allocate_ports(("a", "b", "c")) == {"a": 5001, "b": 5002, "c": 5003}
 
 
 # -- the rendered command lines ---------------------------------------------------------------
