@@ -85,3 +85,24 @@ def test_the_check_runs_only_when_the_env_file_names_a_cluster(
     env = {"MLOPS_DASK_SCHEDULER_ADDRESS": tcp_cluster.scheduler_address, "MLOPS_DASK_WORKERS": "2"}
     (verdict,) = run_checks(dask_checks(env))
     assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS")
+
+
+def test_the_env_files_identity_is_the_one_the_check_uses(
+    tls_cluster: tuple[LocalCluster, IdentityFiles],
+) -> None:
+    """The process twin's env file names the client identity it made: `mlops smoke` reaches
+    the TLS scheduler with it, nothing set in the environment."""
+    cluster, paths = tls_cluster
+    variables = list(TLS_SETTINGS.values())
+    env = {
+        "MLOPS_DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
+        "MLOPS_DASK_WORKERS": "1",
+        variables[0]: paths["ca"],
+        variables[1]: paths["cert"],
+        variables[2]: paths["key"],
+    }
+    with dask.config.set(dict.fromkeys(TLS_SETTINGS)):
+        (verdict,) = run_checks(dask_checks(env))
+        assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS"), verdict.detail
+        # The identity applies to the check only: the configuration is as it was after it.
+        assert all(dask.config.get(key) is None for key in TLS_SETTINGS)
