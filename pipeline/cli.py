@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from pipeline import temporary_server
 from pipeline.errors import PipelineError
+from pipeline.imports import collector_paused
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
 from pipeline.urls import redact
@@ -206,7 +207,7 @@ def _run_flow(name: str, parameters: Any) -> Any:
     """
     os.environ.setdefault(*_STARTUP_TIMEOUT)
     server = _start_temporary_api()
-    with _collector_paused():
+    with collector_paused():
         from pipeline import flows, tracking
 
         server = _still_needed(server)
@@ -256,25 +257,6 @@ def _still_needed(
         return None
     server.announce()
     return server
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection during the pipeline's imports; what they built is frozen.
-
-    Importing Prefect, MLflow and XGBoost leaves some 300,000 objects for the collector to
-    track, next to no garbage, and the collections that allocating them triggers took a sixth
-    of the imports' CPU. Frozen (moved out of the collector's reach), they are not walked again
-    by every full collection during the flow (7 in a run before, 1 after).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 @contextmanager

@@ -66,6 +66,11 @@ from pipeline.parameters import TrainingParameters
 from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE
 from pipeline.train import TrainConfig
 
+# Imported here, at the top of the module a Dask worker imports to run the engine's first task
+# (loading a month), so that the workers import XGBoost without scikit-learn as the driver
+# does (pipeline.xgb: some 60 MiB less in every worker process).
+from pipeline.xgb import xgboost as _xgboost  # noqa: F401
+
 if TYPE_CHECKING:
     import xgboost as xgb
     from distributed import Client, Semaphore

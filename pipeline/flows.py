@@ -1,7 +1,8 @@
 """Prefect flow ``training``: load -> features -> train -> evaluate -> track -> register -> promote.
 
-Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parameter,
-``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a form in the Prefect UI):
+Deployment entrypoint: ``pipeline/entrypoints.py:training`` (:mod:`pipeline.entrypoints`). The
+flow takes one parameter, ``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a
+form in the Prefect UI):
 
 - ``train_month`` (or ``train_months``, an inclusive window ``FROM..TO``), ``val_month``:
   ``YYYY-MM``, both or neither (validation outside training). The months of a window are
@@ -26,7 +27,7 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
   cluster given by ``dask_address`` take turns on it, each waiting at most
   ``dask_wait_seconds`` (default an hour) for its own
 
-The second flow, ``tuning`` (entrypoint ``pipeline/flows.py:tuning_flow``), searches the
+The second flow, ``tuning`` (entrypoint ``pipeline/entrypoints.py:tuning_flow``), searches the
 hyperparameters: seeded Optuna trials (:mod:`pipeline.tuning`) as ``trial`` tasks on
 prefect-dask's ``DaskTaskRunner``, each an MLflow run nested under the search's, the best
 configuration logged on the search's run (docs/dask.md).
@@ -59,7 +60,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
-import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -83,6 +83,7 @@ from pipeline.model import LoggedModel
 from pipeline.parameters import TrainingParameters, TrainingSummary, window_label
 from pipeline.train import TrainConfig, predict_minutes, train_model
 from pipeline.tuning import Trial, TuningParameters, TuningSummary
+from pipeline.xgb import xgboost as xgb
 
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
