@@ -14,14 +14,16 @@ Cases, all on the real months (green, train 2023-01, validate 2023-02) in $PIPEL
 
 Every case runs in a fresh process; each figure is the median of ``--runs`` runs, with min and
 max. Peak memory is the largest resident set of the case's whole process tree (Prefect's
-ephemeral API server included), sampled every 20 ms. Timings belong to this machine; the
+ephemeral API server included), sampled every 20 ms, and of the case's own process alone (for
+the flow: the command line, without the server it starts). Timings belong to this machine; the
 ratios, measured in the same run, are the headline; the machine's load average (1 min) is
 recorded with each run, as other work on it skews the timings.
 
 Goals (issue 13), checked in the results: the full flow at most 2.0x the stages' process
 (XGBoost alone on the same features, no Prefect, no MLflow) and at most 0.30x the course's
-pipeline, both in process time; the flow's peak memory at most 500 MiB; the twin's trigger to
-completed at most the flow's process time + 5 s (medians).
+pipeline, both in process time; the flow's peak memory at most 500 MiB (checked for the command
+line's process, which the issue's "526 MiB today" measured, the tree being near 690 MiB then, and
+for the tree); the twin's trigger to completed at most the flow's process time + 5 s (medians).
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ GOALS = {
 
 @dataclass
 class Sample:
-    """One measured process: its wall time, peak tree memory and what it printed."""
+    """One measured process: its wall time, peak memory (its tree's, its own) and what it
+    printed."""
 
     wall_seconds: float
     peak_rss_mib: float
     report: dict[str, float]
+    process_peak_rss_mib: float = 0.0
     load: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
@@ -87,6 +91,7 @@ class Series:
             "runs": len(self.samples),
             "process_wall_seconds": self.stats([s.wall_seconds for s in self.samples]),
             "peak_rss_mib": self.stats([s.peak_rss_mib for s in self.samples]),
+            "process_peak_rss_mib": self.stats([s.process_peak_rss_mib for s in self.samples]),
             "load_1min": [round(s.load, 2) for s in self.samples],
         }
         stage_seconds = [s.report["seconds"] for s in self.samples if "seconds" in s.report]
@@ -113,7 +118,7 @@ def measure(argv: list[str], *, cwd: Path, env: dict[str, str]) -> Sample:
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
-        peak = _watch(child)
+        peak, own = _watch(child)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -125,20 +130,27 @@ def measure(argv: list[str], *, cwd: Path, env: dict[str, str]) -> Sample:
         )
     lines = stdout.strip().splitlines()
     report = json.loads(lines[-1]) if lines else {}
-    return Sample(wall_seconds=wall, peak_rss_mib=peak / 2**20, report=report)
+    return Sample(
+        wall_seconds=wall,
+        peak_rss_mib=peak / 2**20,
+        report=report,
+        process_peak_rss_mib=own / 2**20,
+    )
 
 
-def _watch(child: subprocess.Popen[bytes]) -> int:
-    """Largest total resident memory of ``child`` and its descendants until it exits."""
+def _watch(child: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """Largest total resident memory of ``child`` and its descendants until it exits, and the
+    largest of ``child`` alone."""
     deadline = time.monotonic() + CASE_TIMEOUT_SECONDS
     root = psutil.Process(child.pid)
-    peak = 0
+    peak = own = 0
     while child.poll() is None:
         if time.monotonic() > deadline:
             child.kill()
             raise SystemExit(f"benchmark case {child.args!r} ran over {CASE_TIMEOUT_SECONDS} s")
         total = 0
         try:
+            own = max(own, root.memory_info().rss)
             for process in [root, *root.children(recursive=True)]:
                 total += process.memory_info().rss
         except psutil.Error:
@@ -148,7 +160,7 @@ def _watch(child: subprocess.Popen[bytes]) -> int:
             child.wait(timeout=SAMPLE_SECONDS)
         except subprocess.TimeoutExpired:
             continue
-    return peak
+    return peak, own
 
 
 def case_argv(case: str, repeat: int = 1) -> list[str]:
@@ -248,6 +260,10 @@ def _goals(doc: dict[str, Any]) -> dict[str, Any]:
             "value": doc["ratios"]["flow_over_course_process"],
             "max": GOALS["flow_over_course_process_max"],
         },
+        "flow_process_peak_rss_mib": {
+            "value": flow["process_peak_rss_mib"]["median"],
+            "max": GOALS["flow_peak_rss_mib_max"],
+        },
         "flow_peak_rss_mib": {
             "value": flow["peak_rss_mib"]["median"],
             "max": GOALS["flow_peak_rss_mib_max"],
@@ -344,15 +360,18 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "Median of the runs (min-max). Stage time: load + features + train + evaluate, in the "
         "process; process time: the whole process, interpreter start-up included.",
         "",
-        "| case | stage time | process time | peak memory | RMSE | load (1 min) |",
-        "|---|---|---|---|---|---|",
+        "| case | stage time | process time | peak memory (tree) | peak memory (the process) "
+        "| RMSE | load (1 min) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, c in cases.items():
         stage = spread(c["stage_seconds"], "s") if "stage_seconds" in c else "-"
         rmse = f"{c['rmse']:.4f}" if "rmse" in c else "-"
         lines.append(
             f"| {name} | {stage} | {spread(c['process_wall_seconds'], 's')} "
-            f"| {spread(c['peak_rss_mib'], 'MiB')} | {rmse} "
+            f"| {spread(c['peak_rss_mib'], 'MiB')} "
+            f"| {spread(c['process_peak_rss_mib'], 'MiB') if 'process_peak_rss_mib' in c else '-'} "
+            f"| {rmse} "
             f"| {', '.join(f'{load:.1f}' for load in c['load_1min'])} |"
         )
     cold = doc["flow_cold_first_run"]

@@ -17,7 +17,9 @@ green 2022-01..2022-12 and 2023-02):
    0.02 of the local engine's.
 
 It prints one JSON document and writes it to ``bench/results/dask-memory-<date>.json``.
-Issue 11, item 5, is this bench rather than a test: on 2 shared cores it takes minutes.
+``tests/pipeline/test_dask_memory.py`` runs it on three years (``--copies 3``) as a test (issue 11,
+item 5): at that size the data, not the libraries a worker process carries (about 330 MiB),
+decide the peaks, so the margins are wide.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from pipeline import temporary_server
 from pipeline.errors import PipelineError
+from pipeline.imports import collector_paused
 from pipeline.parameters import TrainingParameters
 from pipeline.schema import TLC_BASE_URL
 from pipeline.urls import redact
@@ -29,6 +30,12 @@ from pipeline.urls import redact
 # Without PREFECT_API_URL, the first start of the temporary API server creates its database:
 # on a slow or busy machine that takes longer than Prefect's 20 s default.
 _STARTUP_TIMEOUT = ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+_DASK_WAIT_OPTION = typer.Option(
+    help="With --dask-address: runs on that cluster take turns; wait at most this many "
+    "seconds for this run's, then fail naming the run holding it [default: 3600].",
+    show_default=False,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -90,10 +97,12 @@ def train(
     dask_memory_limit: Annotated[
         str | None, typer.Option(help="Memory limit of each local Dask worker, e.g. 512MiB.")
     ] = None,
+    dask_wait_seconds: Annotated[int | None, _DASK_WAIT_OPTION] = None,
 ) -> None:
     """Train on a month (or a window), validate on another, track in MLflow, register the model."""
     if train_month is None and train_months is None:
         _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
+    _wait_needs_an_address(dask_wait_seconds, dask_address)
     try:
         parameters = TrainingParameters(
             train_month=train_month,
@@ -108,6 +117,7 @@ def train(
             dask_address=dask_address,
             dask_workers=dask_workers,
             dask_memory_limit=dask_memory_limit,
+            **_given(dask_wait_seconds=dask_wait_seconds),
         )
     except ValidationError as exc:
         _fail(_describe(exc))
@@ -142,6 +152,7 @@ def tune(
         str | None,
         typer.Option(help="Run the trials on this scheduler, tcp://HOST:PORT [default: local]."),
     ] = None,
+    dask_wait_seconds: Annotated[int | None, _DASK_WAIT_OPTION] = None,
 ) -> None:
     """Search the hyperparameters: trials in parallel on Dask, each a nested MLflow run.
 
@@ -149,6 +160,7 @@ def tune(
     """
     if train_month is None and train_months is None:
         _fail("give the months to train on: --train-month YYYY-MM or --train-months FROM..TO")
+    _wait_needs_an_address(dask_wait_seconds, dask_address)
     from pipeline.tuning import TuningParameters
 
     try:
@@ -166,11 +178,26 @@ def tune(
                 "parallel": parallel,
                 "seed": seed,
                 "dask_address": dask_address,
+                **_given(dask_wait_seconds=dask_wait_seconds),
             }
         )
     except ValidationError as exc:
         _fail(_describe(exc).replace("--training-", "--"))
     typer.echo(_run_flow("tuning", parameters).model_dump_json())
+
+
+def _wait_needs_an_address(wait_seconds: int | None, address: str | None) -> None:
+    """Refuse a wait for a cluster's turn without a cluster that has turns."""
+    if wait_seconds is not None and address is None:
+        _fail(
+            "--dask-wait-seconds applies with --dask-address (runs on a cluster you give take "
+            "turns); a local cluster is the run's own"
+        )
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given (not None): the others keep the parameters' defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _run_flow(name: str, parameters: Any) -> Any:
@@ -180,7 +207,7 @@ def _run_flow(name: str, parameters: Any) -> Any:
     """
     os.environ.setdefault(*_STARTUP_TIMEOUT)
     server = _start_temporary_api()
-    with _collector_paused():
+    with collector_paused():
         from pipeline import flows, tracking
 
         server = _still_needed(server)
@@ -230,25 +257,6 @@ def _still_needed(
         return None
     server.announce()
     return server
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection during the pipeline's imports; what they built is frozen.
-
-    Importing Prefect, MLflow and XGBoost leaves some 300,000 objects for the collector to
-    track, next to no garbage, and the collections that allocating them triggers took a sixth
-    of the imports' CPU. Frozen (moved out of the collector's reach), they are not walked again
-    by every full collection during the flow (7 in a run before, 1 after).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 @contextmanager

@@ -10,6 +10,11 @@ No Prefect imports, like every stage module: the flow's ``train-on-dask`` task w
   host's identity in ``/etc/mlops/dask``); their ``MLOPS_XGBOOST_TRACKER_PORT`` is the one
   port their firewall opens for xgboost's tracker on the scheduler's host. The workers of an
   existing cluster get this run's ``pipeline`` when theirs differs (:func:`share_pipeline`).
+- **Turns**: runs on an existing cluster take turns (:func:`cluster_turn`, one lease of a
+  ``distributed.Semaphore`` named ``mlops-cluster``), from before :func:`share_pipeline`
+  (which may restart the workers) until their work on the cluster ends: xgboost's tracker
+  port and the workers' imported ``pipeline`` are the cluster's, one run's at a time. A
+  local cluster started for the run is its own and takes no turn.
 - **Data**: each training month is one partition, loaded on a worker by the same
   :func:`pipeline.data.load_month` as the local engine (cache, download, checksum and schema
   checks included), from a local directory the workers share or from ``s3://``. The driver
@@ -29,11 +34,15 @@ Dask and xgboost are imported when a run uses this engine: the local engine neve
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +66,14 @@ from pipeline.parameters import TrainingParameters
 from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE
 from pipeline.train import TrainConfig
 
+# Imported here, at the top of the module a Dask worker imports to run the engine's first task
+# (loading a month), so that the workers import XGBoost without scikit-learn as the driver
+# does (pipeline.xgb: some 60 MiB less in every worker process).
+from pipeline.xgb import xgboost as _xgboost  # noqa: F401
+
 if TYPE_CHECKING:
     import xgboost as xgb
-    from distributed import Client
+    from distributed import Client, Semaphore
     from distributed.security import Security
     from xgboost.collective import Config as CollectiveConfig
 
@@ -74,6 +88,17 @@ TLS_SETTINGS = {
     "distributed.comm.tls.client.key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
 }
 TRACKER_PORT_VARIABLE = "MLOPS_XGBOOST_TRACKER_PORT"
+# The scheduler's semaphore (one lease) that runs on a cluster they were given take in turns,
+# and the scheduler metadata key where the run holding it says who it is.
+CLUSTER_TURN = "mlops-cluster"
+HOLDER_KEY = "mlops-cluster-holder"
+# A waiting run asks the scheduler for the turn this long at a time, then checks who holds it.
+_WAIT_SLICE_SECONDS = 30.0
+# How long a run waits for the fixed tracker port to be free on the scheduler's host (the
+# previous run's tracker closes it as its training ends) before it fails naming the port.
+TRACKER_PORT_WAIT_SECONDS = 60.0
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,27 +111,27 @@ class DaskResult:
 
 
 @contextmanager
-def connect(parameters: TrainingParameters) -> Iterator[Client]:
-    """A client of the run's cluster: ``dask_address``'s, or a local one started for the run."""
+def connect(
+    parameters: TrainingParameters,
+    *,
+    holder: str = "a training run",
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Client]:
+    """A client of the run's cluster: ``dask_address``'s, its turn taken and this run's
+    ``pipeline`` on its workers (:func:`shared_cluster`); or a local one started for the run.
+
+    ``holder`` says who this run is to a run waiting for the cluster; ``log`` (default: this
+    module's logger) receives the lines about waiting.
+    """
     from distributed import Client, LocalCluster
 
     if parameters.dask_address is not None:
-        address = parameters.dask_address
-        security = tls_security(address)
-        try:
-            client = Client(
-                address,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-                set_as_default=False,
-                security=security,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise PipelineError(
-                f"cannot reach the Dask scheduler at {address} (dask_address) within "
-                f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
-            ) from exc
-        with client:
-            share_pipeline(client)
+        with shared_cluster(
+            parameters.dask_address,
+            holder=holder,
+            wait_seconds=parameters.dask_wait_seconds,
+            log=log,
+        ) as client:
             yield client
         return
     workers = parameters.dask_workers or 1
@@ -120,6 +145,168 @@ def connect(parameters: TrainingParameters) -> Iterator[Client]:
     )
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@contextmanager
+def shared_cluster(
+    address: str,
+    *,
+    holder: str,
+    wait_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Client]:
+    """A client of the existing cluster at ``address``, holding its turn (:func:`cluster_turn`,
+    waiting up to ``wait_seconds`` for it), its workers running this process's ``pipeline``
+    (:func:`share_pipeline`, under the turn: it may restart them)."""
+    from distributed import Client
+
+    security = tls_security(address)
+    try:
+        client = Client(
+            address,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            set_as_default=False,
+            security=security,
+        )
+    except (OSError, TimeoutError) as exc:
+        raise PipelineError(
+            f"cannot reach the Dask scheduler at {address} (dask_address) within "
+            f"{CONNECT_TIMEOUT_SECONDS} s: {exc}"
+        ) from exc
+    with client, cluster_turn(client, address, holder=holder, wait_seconds=wait_seconds, log=log):
+        share_pipeline(client)
+        yield client
+
+
+@contextmanager
+def cluster_turn(
+    client: Client,
+    address: str,
+    *,
+    holder: str,
+    wait_seconds: float,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the cluster's one turn: the lease of the scheduler's semaphore :data:`CLUSTER_TURN`.
+
+    When another run holds it, log one line naming that run (it wrote who it is in the
+    scheduler's metadata, :data:`HOLDER_KEY`) and wait, up to ``wait_seconds``; past them,
+    a PipelineError names the address and the wait. The lease is released when the block
+    ends, however it ends. A process killed while holding it cannot release it: the client
+    refreshes the lease every fifth of ``distributed.scheduler.locks.lease-timeout`` (30 s by
+    default), and the scheduler frees a lease not refreshed for that long (checking every
+    ``lease-validation-interval``, 10 s): the next run then gets the turn.
+
+    A Semaphore of one lease rather than ``distributed.Lock``: the same mechanism (Lock is
+    such a Semaphore), named for what it is; both free a dead holder's lease by its timeout.
+    """
+    from distributed import Semaphore
+
+    say = log or _logger.info
+    turn = Semaphore(
+        max_leases=1, name=CLUSTER_TURN, scheduler_rpc=client.scheduler, loop=client.loop
+    )
+    try:
+        waited = _take_turn(turn, client, address, wait_seconds, say)
+        me = (
+            f"{holder} (host {socket.gethostname()}, pid {os.getpid()}, since "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        if waited is not None:
+            say(f"the Dask cluster at {address} is this run's after {waited:.0f} s of waiting")
+        previous = client.get_metadata(HOLDER_KEY, None)
+        if previous:  # a holder gives the turn back with its record cleared
+            released = client.run_on_scheduler(release_xgboost_locks)
+            say(
+                f"the previous holder of the Dask cluster at {address}, {previous}, did not give "
+                "its turn back (killed, or cut off from the scheduler): its lease expired, work "
+                "it left on the workers may still be running, and the xgboost locks it held on "
+                f"them ({released}) are released"
+            )
+        try:
+            client.set_metadata(HOLDER_KEY, me)
+            yield
+        finally:
+            _release_turn(turn, client, me)
+    finally:
+        refresh = getattr(turn, "refresh_callback", None)  # absent with an infinite lease
+        if refresh is not None and client.loop is not None:
+            client.loop.add_callback(refresh.stop)
+
+
+def _release_xgboost_locks() -> Callable[..., int]:
+    """:func:`release_xgboost_locks`, made inside a function so that it travels to the
+    scheduler by value (as :func:`_digest_of_pipeline`)."""
+
+    def release_xgboost_locks(dask_scheduler: Any) -> int:
+        # xgboost.dask.train holds a distributed.MultiLock on its workers for the training;
+        # it has no lease: a client killed holding it leaves it held for good, and every
+        # later training waits for it forever. Under the cluster's turn, a lock held is such
+        # an orphan. The extension's own release handler frees it (and wakes any waiter).
+        extension = dask_scheduler.extensions.get("multi_locks")
+        if extension is None:
+            return 0
+        held = [
+            holder
+            for holder, left in list(extension.requests_left.items())
+            if left == 0 and holder not in extension.events
+        ]
+        for holder in held:
+            extension.release(id=holder)
+        return len(held)
+
+    return release_xgboost_locks
+
+
+# Release the xgboost.dask locks a killed run left on the scheduler: their number.
+release_xgboost_locks = _release_xgboost_locks()
+
+
+def _take_turn(
+    turn: Semaphore,
+    client: Client,
+    address: str,
+    wait_seconds: float,
+    say: Callable[[str], None],
+) -> float | None:
+    """Acquire ``turn``: None at once, else the seconds waited; an error past the deadline."""
+    if turn.acquire(timeout=0):
+        return None
+    started = time.monotonic()
+    deadline = started + wait_seconds
+    waiting_for = None
+    while True:
+        current = client.get_metadata(HOLDER_KEY, None) or "another run (it did not say which)"
+        if current != waiting_for:
+            say(
+                f"the Dask cluster at {address} is in use by {current}: waiting up to "
+                f"{wait_seconds:.0f} s (dask_wait_seconds) for its turn"
+            )
+            waiting_for = current
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PipelineError(
+                f"the Dask cluster at {address} was still in use by {current} after waiting "
+                f"{wait_seconds:.0f} s (dask_wait_seconds): runs on a cluster you give take "
+                "turns; run again later, or with a longer wait"
+            )
+        if turn.acquire(timeout=min(remaining, _WAIT_SLICE_SECONDS)):
+            return time.monotonic() - started
+
+
+def _release_turn(turn: Semaphore, client: Client, me: str) -> None:
+    """Give the turn back; if the scheduler cannot be told, its lease expires by itself."""
+    try:
+        if client.get_metadata(HOLDER_KEY, None) == me:
+            client.set_metadata(HOLDER_KEY, None)
+    except Exception as exc:  # the cluster's state is not this run's result
+        _logger.warning("could not clear the Dask cluster's holder record: %s", exc)
+    try:
+        turn.release()
+    except Exception as exc:
+        _logger.warning(
+            "could not release the Dask cluster's turn (its lease expires by itself): %s", exc
+        )
 
 
 def _digest_of_pipeline() -> Callable[[], str | None]:
@@ -239,6 +426,60 @@ def collective_config(scheduler_address: str) -> CollectiveConfig | None:
     return Config(tracker_host_ip=get_address_host(scheduler_address), tracker_port=int(port))
 
 
+def tracker_config(client: Client) -> CollectiveConfig | None:
+    """:func:`collective_config` for a cluster given by address (its firewall opens the fixed
+    port; runs on it take turns, so one tracker at a time holds it); None for a local cluster
+    started for the run: its tracker takes a free port, and such runs on one host never
+    collide, whatever ``MLOPS_XGBOOST_TRACKER_PORT`` says."""
+    if client.cluster is not None:
+        return None
+    return collective_config(client.scheduler_info()["address"])
+
+
+def _port_is_free() -> Callable[[str, int], bool]:
+    """:func:`port_is_free`, made inside a function so that it travels to the scheduler by
+    value (as :func:`_digest_of_pipeline`)."""
+
+    def port_is_free(host: str, port: int) -> bool:
+        import socket
+
+        with socket.socket() as probe:  # a plain bind, as a new listener's
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+        return True
+
+    return port_is_free
+
+
+# Whether a listener could bind (host, port) in the calling process's host; run on the
+# scheduler with ``client.run_on_scheduler``.
+port_is_free = _port_is_free()
+
+
+def wait_for_the_tracker_port(client: Client, tracker: CollectiveConfig) -> None:
+    """Wait until xgboost's tracker can bind its fixed port on the scheduler's host.
+
+    xgboost.dask would otherwise fall back to a random port, which a stack's firewall closes:
+    the training would hang until xgboost's timeout. The port is held by the tracker of the
+    run before (until its training ends) or, for good, by that of a run killed mid-training
+    (its tracker waits in the scheduler's process for workers that are gone).
+    """
+    host, port = str(tracker.tracker_host_ip), int(tracker.tracker_port or 0)
+    deadline = time.monotonic() + TRACKER_PORT_WAIT_SECONDS
+    while not client.run_on_scheduler(port_is_free, host, port):
+        if time.monotonic() >= deadline:
+            raise PipelineError(
+                f"xgboost's tracker port {host}:{port} ({TRACKER_PORT_VARIABLE}) on the Dask "
+                f"scheduler's host is still taken after {TRACKER_PORT_WAIT_SECONDS:.0f} s: most "
+                "likely by the tracker of a run killed mid-training, which keeps it until the "
+                "scheduler restarts. Restart the scheduler (on the stack: systemctl restart "
+                "dask-scheduler on the control host), then run again"
+            )
+        time.sleep(1.0)
+
+
 def describe(client: Client) -> str:
     """The cluster in one line: its scheduler, workers, threads and memory limits."""
     info = client.scheduler_info(n_workers=-1)
@@ -291,6 +532,9 @@ def train_and_evaluate(
             max_bin=config.max_bin,
             ref=train_matrix,
         )
+        tracker = tracker_config(client)
+        if tracker is not None:
+            wait_for_the_tracker_port(client, tracker)
         output = dxgb.train(
             client,
             _dask_params(config),
@@ -299,7 +543,7 @@ def train_and_evaluate(
             evals=[(val_matrix, "validation")],
             early_stopping_rounds=config.early_stopping_rounds,
             verbose_eval=False,
-            coll_cfg=collective_config(client.scheduler_info()["address"]),
+            coll_cfg=tracker,
         )
         del train_matrix, val_matrix
         booster: xgb.Booster = output["booster"]

@@ -1,7 +1,8 @@
 """Prefect flow ``training``: load -> features -> train -> evaluate -> track -> register -> promote.
 
-Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parameter,
-``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a form in the Prefect UI):
+Deployment entrypoint: ``pipeline/entrypoints.py:training`` (:mod:`pipeline.entrypoints`). The
+flow takes one parameter, ``parameters`` (:class:`pipeline.parameters.TrainingParameters`, a
+form in the Prefect UI):
 
 - ``train_month`` (or ``train_months``, an inclusive window ``FROM..TO``), ``val_month``:
   ``YYYY-MM``, both or neither (validation outside training). The months of a window are
@@ -22,9 +23,11 @@ Deployment entrypoint: ``pipeline/flows.py:training``. The flow takes one parame
   (see :mod:`pipeline.cache`); ``allow_insecure_mirror`` admits a plain-http one
 - ``hyperparameters``: :class:`pipeline.train.TrainConfig`
 - ``engine``: ``local`` (default) or ``dask`` with ``dask_address`` or ``dask_workers``
-  (and ``dask_memory_limit``): see :mod:`pipeline.dask_engine` and docs/dask.md
+  (and ``dask_memory_limit``): see :mod:`pipeline.dask_engine` and docs/dask.md. Runs on a
+  cluster given by ``dask_address`` take turns on it, each waiting at most
+  ``dask_wait_seconds`` (default an hour) for its own
 
-The second flow, ``tuning`` (entrypoint ``pipeline/flows.py:tuning_flow``), searches the
+The second flow, ``tuning`` (entrypoint ``pipeline/entrypoints.py:tuning_flow``), searches the
 hyperparameters: seeded Optuna trials (:mod:`pipeline.tuning`) as ``trial`` tasks on
 prefect-dask's ``DaskTaskRunner``, each an MLflow run nested under the search's, the best
 configuration logged on the search's run (docs/dask.md).
@@ -57,7 +60,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
-import xgboost as xgb
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -81,6 +83,7 @@ from pipeline.model import LoggedModel
 from pipeline.parameters import TrainingParameters, TrainingSummary, window_label
 from pipeline.train import TrainConfig, predict_minutes, train_model
 from pipeline.tuning import Trial, TuningParameters, TuningSummary
+from pipeline.xgb import xgboost as xgb
 
 IO_RETRIES = 3
 TRAIN_TIMEOUT_SECONDS = 3600
@@ -319,7 +322,7 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
             if parameters.engine == "dask":
                 val_data = load(data_dir, parameters.color, val_month, parameters)
                 val_set = build_features(val_data)
-                trained = train_on_dask(data_dir, train_months, val_set, parameters)
+                trained = on_dask(data_dir, train_months, val_set, parameters, run_id)
                 booster, evaluation, summaries = trained
             else:
                 *train_data, val_data = load_concurrently(
@@ -376,29 +379,50 @@ def record_window(run_id: str, summaries: list[MonthSummary]) -> None:
     tracking.set_tags(run_id, tags)
 
 
+def on_dask(
+    data_dir: str,
+    train_months: tuple[str, ...],
+    val_set: LabeledSet,
+    parameters: TrainingParameters,
+    run_id: str,
+) -> tuple[xgb.Booster, Evaluation, list[MonthSummary]]:
+    """The ``train-on-dask`` task on the run's cluster.
+
+    A cluster given by address is taken in turns (:func:`pipeline.dask_engine.cluster_turn`):
+    the wait for it happens here, outside the task, so that the task's timeout counts the
+    training only; the turn is held until the task ends, however it ends.
+    """
+    from pipeline import dask_engine
+
+    holder = f"training flow run {flow_run.id} (MLflow run {run_id})"
+    with dask_engine.connect(parameters, holder=holder, log=get_run_logger().info) as client:
+        return train_on_dask(client, data_dir, train_months, val_set, parameters)
+
+
 @_task("train-on-dask", timeout_seconds=TRAIN_TIMEOUT_SECONDS)
 def train_on_dask(
+    client: Any,
     data_dir: str,
     train_months: tuple[str, ...],
     val_set: LabeledSet,
     parameters: TrainingParameters,
 ) -> tuple[xgb.Booster, Evaluation, list[MonthSummary]]:
-    """Load, featurise, train and evaluate on a Dask cluster (the training months stay there)."""
+    """Load, featurise, train and evaluate on the Dask cluster of ``client`` (a
+    ``distributed.Client``); the training months stay there."""
     from pipeline import dask_engine
 
     logger = get_run_logger()
-    with dask_engine.connect(parameters) as client:
-        logger.info("Dask cluster: %s", dask_engine.describe(client))
-        result = dask_engine.train_and_evaluate(
-            client,
-            data_dir,
-            train_months,
-            val_set,
-            color=parameters.color,
-            config=parameters.hyperparameters,
-            base_url=parameters.tlc_base_url,
-            allow_insecure_mirror=parameters.allow_insecure_mirror,
-        )
+    logger.info("Dask cluster: %s", dask_engine.describe(client))
+    result = dask_engine.train_and_evaluate(
+        client,
+        data_dir,
+        train_months,
+        val_set,
+        color=parameters.color,
+        config=parameters.hyperparameters,
+        base_url=parameters.tlc_base_url,
+        allow_insecure_mirror=parameters.allow_insecure_mirror,
+    )
     logger.info(
         "trained %d trees on %d rows; validation RMSE %.4f",
         result.booster.num_boosted_rounds(),
@@ -555,14 +579,34 @@ def tuning_flow(parameters: TuningParameters = TuningParameters()) -> TuningSumm
             }
         )
     with tracking.finishing(run_id):
-        # DaskTaskRunner's futures are Prefect futures; prefect-dask's generic says otherwise.
-        trials = search.with_options(task_runner=runner)(parameters, run_id)  # type: ignore[arg-type]
+        with _cluster_turn(parameters, run_id):
+            # DaskTaskRunner's futures are Prefect futures; prefect-dask's generic says otherwise.
+            trials = search.with_options(task_runner=runner)(parameters, run_id)  # type: ignore[arg-type]
         best = min(trials, key=lambda trial: (trial.rmse, trial.number))
         log_best(run_id, best, len(trials))
     get_run_logger().info("best: trial %d, RMSE %.4f", best.number, best.rmse)
     return TuningSummary(
         run_id=run_id, best_rmse=best.rmse, best_hyperparameters=best.config, trials=trials
     )
+
+
+@contextmanager
+def _cluster_turn(parameters: TuningParameters, run_id: str) -> Iterator[None]:
+    """On a cluster given by address: its turn for the whole search, and this run's pipeline
+    on its workers before the first trial (the trials import it there; a restart for another
+    version mid-search would kill them). A local cluster is the search's own."""
+    if parameters.dask_address is None:
+        yield
+        return
+    from pipeline import dask_engine
+
+    with dask_engine.shared_cluster(
+        parameters.dask_address,
+        holder=f"tuning flow run {flow_run.id} (MLflow run {run_id})",
+        wait_seconds=parameters.dask_wait_seconds,
+        log=get_run_logger().info,
+    ):
+        yield
 
 
 def _per_worker_threads(config: TrainConfig, parallel: int) -> TrainConfig:

@@ -32,7 +32,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
@@ -43,6 +42,7 @@ from pipeline.errors import PipelineError
 from pipeline.features import make_features, pickup_column_of
 from pipeline.schema import DROPOFF_ZONE, PICKUP_ZONE, TRIP_DISTANCE
 from pipeline.train import predict_minutes
+from pipeline.xgb import xgboost as xgb
 
 MODEL_NAME_IN_RUN = "model"
 BOOSTER_ARTIFACT = "booster"
@@ -54,7 +54,7 @@ _MODEL_CODE = _PACKAGE_DIR / "serving.py"
 # The package's modules the model imports at prediction time (serving.py -> model.py and what it
 # imports): the code logged with it. Not the flow, tracking or registry code it never runs: each
 # logged file is one more upload, and one more download when the version is registered.
-MODEL_MODULES = ("__init__", "errors", "schema", "features", "train", "model")
+MODEL_MODULES = ("__init__", "errors", "schema", "features", "train", "xgb", "model")
 # What the model needs at prediction time (pins of the environment that logged it).
 _RUNTIME_PACKAGES = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle")
 _EXAMPLE_ROWS = 5

@@ -31,6 +31,14 @@ DEFAULT_PUBLICATION_LAG_MONTHS = 2
 Engine = Literal["local", "dask"]
 _DASK_SCHEMES = ("tcp://", "tls://")
 MAX_DASK_WORKERS = 64
+# How long a run waits for its turn on a cluster it was given (docs/dask.md).
+DEFAULT_DASK_WAIT_SECONDS = 3600
+MAX_DASK_WAIT_SECONDS = 24 * 3600
+DASK_WAIT_DESCRIPTION = (
+    "With dask_address: runs on that cluster take turns; wait at most this long (seconds) for "
+    "this run's, then fail naming the run that holds it. 0: do not wait. A local cluster "
+    "(dask_workers) is the run's own: no wait."
+)
 _MEMORY_SIZE = re.compile(r"auto|\d+(\.\d+)?\s*([kKMGT]i?B|[kKMGT]B|B)?")
 
 
@@ -91,6 +99,12 @@ class TrainingParameters(BaseModel):
         min_length=1,
         description="Memory limit of each local Dask worker (e.g. 512MiB); default: the "
         "host's memory shared among them.",
+    )
+    dask_wait_seconds: int = Field(
+        default=DEFAULT_DASK_WAIT_SECONDS,
+        ge=0,
+        le=MAX_DASK_WAIT_SECONDS,
+        description=DASK_WAIT_DESCRIPTION,
     )
     publication_lag_months: int = Field(
         default=DEFAULT_PUBLICATION_LAG_MONTHS,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from matplotlib.figure import Figure
+
+from pipeline.xgb import xgboost as xgb
 
 
 def feature_importance(booster: xgb.Booster) -> Figure:

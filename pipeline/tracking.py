@@ -23,7 +23,6 @@ from typing import ParamSpec, TypeVar
 
 import mlflow
 import requests
-import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.entities import (
     Dataset,
@@ -43,6 +42,7 @@ from pipeline.evaluate import Evaluation
 from pipeline.features import LabeledSet
 from pipeline.model import LoggedModel, log_model
 from pipeline.urls import redact
+from pipeline.xgb import xgboost as xgb
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MODELS_SCHEME = "models:/"

@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
 
 def train_model(train: LabeledSet, val: LabeledSet, config: TrainConfig) -> xgb.Booster:
     """A booster fitted on ``train``, cut to its best round on ``val``."""
-    import xgboost as xgb
+    from pipeline.xgb import xgboost as xgb
 
     train_matrix = xgb.DMatrix(train.features, label=train.target, enable_categorical=True)
     val_matrix = xgb.DMatrix(val.features, label=val.target, enable_categorical=True)

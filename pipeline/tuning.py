@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.parameters import TrainingParameters
+from pipeline.parameters import (
+    DASK_WAIT_DESCRIPTION,
+    DEFAULT_DASK_WAIT_SECONDS,
+    MAX_DASK_WAIT_SECONDS,
+    TrainingParameters,
+)
 from pipeline.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -43,8 +48,15 @@ class TuningParameters(BaseModel):
     seed: int = Field(default=0, ge=0, description="Seed of the sampler: same seed, same trials.")
     dask_address: str | None = Field(
         default=None,
-        description="Run the trials on this Dask scheduler (tcp://HOST:PORT); default: a "
-        "local cluster of `parallel` worker processes.",
+        description="Run the trials on this Dask scheduler (tcp://HOST:PORT or tls://); "
+        "default: a local cluster of `parallel` worker processes. The search holds that "
+        "cluster's turn while it runs, and gives its workers this run's pipeline first.",
+    )
+    dask_wait_seconds: int = Field(
+        default=DEFAULT_DASK_WAIT_SECONDS,
+        ge=0,
+        le=MAX_DASK_WAIT_SECONDS,
+        description=DASK_WAIT_DESCRIPTION,
     )
 
 

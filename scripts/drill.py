@@ -163,6 +163,7 @@ def restore_drill_twin(
         name=f"drill_{source.config.name}"[:40],
         bucket=source.config.bucket,
         venv=source.config.venv,
+        dask_workers=source.config.dask_workers,  # a restored stack keeps its daskWorkers
     )
     report = DrillReport()
     created: list[lifecycle.Twin] = []

@@ -15,8 +15,10 @@ Each check gives one verdict (PASS, FAIL, or SKIP when a check it builds on fail
 - ``worker``: at least one worker of that pool is ONLINE (heartbeating).
 - ``dask-cluster`` (only when the env file names a cluster, ``MLOPS_DASK_SCHEDULER_ADDRESS``):
   the scheduler answers and sees ``MLOPS_DASK_WORKERS`` workers. A ``tls://`` scheduler is
-  reached with Dask's TLS settings from the environment, as the flow runs reach it; without
-  them (a laptop: the identity stays on the hosts) the check is skipped, saying so.
+  reached with Dask's TLS settings (``DASK_DISTRIBUTED__COMM__TLS__*``: the env file's, else
+  the environment's), as the flow runs reach it; without them (a laptop: the identity stays
+  on the hosts) the check is skipped, saying so. The process twin's env file names the
+  identity it made, so the check runs against it.
 
 Talks plain HTTP (the servers' REST APIs) so that every failure maps to a precise verdict:
 a refused connection, a Host header the server rejects, a credential it rejects (401).
@@ -53,6 +55,7 @@ _RETRY_SECONDS = 10.0
 
 DASK_ADDRESS = "MLOPS_DASK_SCHEDULER_ADDRESS"
 DASK_WORKERS = "MLOPS_DASK_WORKERS"
+DASK_TLS_PREFIX = "DASK_DISTRIBUTED__COMM__TLS__"
 _DASK_TIMEOUT_SECONDS = 10
 
 
@@ -301,15 +304,30 @@ def live_worker(prefect: Service, pool: str) -> str:
     return f"ONLINE: {', '.join(online)}"
 
 
-def dask_cluster(address: str, expected_workers: str) -> str:
-    """The Dask scheduler answers and sees the expected number of workers."""
+def dask_cluster(address: str, expected_workers: str, tls: dict[str, str] | None = None) -> str:
+    """The Dask scheduler answers and sees the expected number of workers.
+
+    ``tls``: Dask's TLS settings by variable (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE`` ...)
+    given in the env file; they take the place of the environment's.
+    """
+    import dask.config
+
+    from pipeline.dask_engine import TLS_SETTINGS
+
+    if not expected_workers.isdigit():
+        raise CheckFailed(f"{DASK_WORKERS} must be a number of workers, got {expected_workers!r}")
+    given = {key: (tls or {}).get(variable) for key, variable in TLS_SETTINGS.items()}
+    with dask.config.set({key: value for key, value in given.items() if value}):
+        return _dask_workers_seen(address, int(expected_workers))
+
+
+def _dask_workers_seen(address: str, expected_workers: int) -> str:
+    """The check itself, with Dask's configuration in place."""
     from distributed import Client
 
     from pipeline.dask_engine import tls_security
     from pipeline.errors import PipelineError
 
-    if not expected_workers.isdigit():
-        raise CheckFailed(f"{DASK_WORKERS} must be a number of workers, got {expected_workers!r}")
     try:
         security = tls_security(address)
     except PipelineError as exc:
@@ -321,7 +339,7 @@ def dask_cluster(address: str, expected_workers: str) -> str:
             workers = client.scheduler_info(n_workers=-1)["workers"]
     except (OSError, TimeoutError) as exc:
         raise CheckFailed(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-    if len(workers) != int(expected_workers):
+    if len(workers) != expected_workers:
         names = ", ".join(sorted(str(w.get("name")) for w in workers.values())) or "none"
         raise CheckFailed(
             f"the scheduler at {address} sees {len(workers)} workers ({names}); "
@@ -344,7 +362,9 @@ def dask_checks(env: dict[str, str]) -> list[Check]:
     address = env.get(DASK_ADDRESS)
     if not address:
         return []
-    return [Check("dask-cluster", (), lambda: dask_cluster(address, env.get(DASK_WORKERS, "")))]
+    tls = {key: value for key, value in env.items() if key.startswith(DASK_TLS_PREFIX)}
+    workers = env.get(DASK_WORKERS, "")
+    return [Check("dask-cluster", (), lambda: dask_cluster(address, workers, tls))]
 
 
 def run_checks(checks: list[Check]) -> list[Verdict]:

@@ -72,6 +72,13 @@ class DaskSettings:
     tls_script: BootObject  # tls_files.py, read from the bucket by digest
     run_worker: bool = False  # worker hosts: run a Dask worker (the first daskWorkers hosts)
     memory_limit: str = "auto"  # the Dask worker's --memory-limit
+    # The stack's fixed ports (the security groups open these); the process twin, whose
+    # hosts share one machine's loopback, gives free ones so that two twins do not collide.
+    scheduler_port: int = DASK_SCHEDULER_PORT
+    dashboard_port: int = DASK_DASHBOARD_PORT
+    tracker_port: int = DASK_TRACKER_PORT
+    worker_ports: tuple[int, int] = DASK_WORKER_PORTS
+    nanny_ports: tuple[int, int] = DASK_NANNY_PORTS
 
 
 def tls_files_object() -> BootObject:
@@ -130,7 +137,7 @@ def tls_arguments(layout: HostLayout) -> tuple[str, ...]:
     return ("--tls-ca-file", paths["ca"], "--tls-cert", paths["cert"], "--tls-key", paths["key"])
 
 
-def client_environment(layout: HostLayout) -> dict[str, str]:
+def client_environment(layout: HostLayout, dask: DaskSettings) -> dict[str, str]:
     """What the cluster's clients need: distributed's TLS settings, xgboost's tracker port."""
     paths = tls_paths(layout)
     prefix = "DASK_DISTRIBUTED__COMM__TLS__"
@@ -138,7 +145,7 @@ def client_environment(layout: HostLayout) -> dict[str, str]:
         f"{prefix}CA_FILE": paths["ca"],
         f"{prefix}CLIENT__CERT": paths["cert"],
         f"{prefix}CLIENT__KEY": paths["key"],
-        "MLOPS_XGBOOST_TRACKER_PORT": str(DASK_TRACKER_PORT),
+        "MLOPS_XGBOOST_TRACKER_PORT": str(dask.tracker_port),
     }
 
 
@@ -162,8 +169,8 @@ def tls_pre_start(
 
 
 def _ports(ports: tuple[int, int]) -> str:
-    """A port range as ``dask worker`` takes it."""
-    return f"{ports[0]}:{ports[1]}"
+    """A port range as ``dask worker`` takes it (one port alone: it refuses ``N:N``)."""
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}:{ports[1]}"
 
 
 def scheduler_service(
@@ -183,9 +190,9 @@ def scheduler_service(
             "--host",
             settings.private_ip,
             "--port",
-            str(DASK_SCHEDULER_PORT),
+            str(dask.scheduler_port),
             "--dashboard-address",
-            f"127.0.0.1:{DASK_DASHBOARD_PORT}",
+            f"127.0.0.1:{dask.dashboard_port}",
             *tls_arguments(layout),
         ),
         environment={
@@ -216,7 +223,7 @@ def worker_service(
         argv=(
             layout.bin("dask"),
             "worker",
-            f"tls://{settings.control_private_ip}:{DASK_SCHEDULER_PORT}",
+            f"tls://{settings.control_private_ip}:{dask.scheduler_port}",
             "--name",
             settings.worker_name,
             "--nworkers",
@@ -224,9 +231,9 @@ def worker_service(
             "--memory-limit",
             dask.memory_limit,
             "--worker-port",
-            _ports(DASK_WORKER_PORTS),
+            _ports(dask.worker_ports),
             "--nanny-port",
-            _ports(DASK_NANNY_PORTS),
+            _ports(dask.nanny_ports),
             "--no-dashboard",
             "--local-directory",
             str(home / "scratch"),
@@ -256,7 +263,7 @@ def as_dask_client(
     before it starts and readable by its user, distributed's TLS settings in its environment."""
     return replace(
         prefect_worker,
-        environment={**prefect_worker.environment, **client_environment(layout)},
+        environment={**prefect_worker.environment, **client_environment(layout, dask)},
         supplementary_groups=(*prefect_worker.supplementary_groups, TLS_GROUP),
         root_pre_start=tls_pre_start(
             dask, layout, region=settings.region, bucket=settings.artifact_bucket

@@ -66,12 +66,13 @@ def up_command(
         int,
         typer.Option(
             "--dask-workers",
-            help="With --hosts: the stack's daskWorkers (a TLS Dask scheduler on the control "
-            "host, a Dask worker on that many worker hosts); 0: no Dask.",
+            help="The stack's daskWorkers: a TLS Dask scheduler (the control host's) and this "
+            "many Dask workers (with --hosts: one on each of that many worker hosts); 0: no Dask.",
         ),
     ] = 0,
 ) -> None:
-    """Start the S3 emulator, MLflow, Prefect server and a worker; write the env file."""
+    """Start the S3 emulator, MLflow, Prefect server and a worker (with --dask-workers, a
+    Dask scheduler and workers); write the env file."""
     directory = _state_dir(state_dir, with_hosts)
     if with_hosts:
         config = hosts.HostsConfig(
@@ -83,7 +84,8 @@ def up_command(
         )
         values = hosts.up(config, env_file, typer.echo).env()
     else:
-        values = up(TwinConfig(state_dir=directory, name=name), env_file, typer.echo).env()
+        twin = TwinConfig(state_dir=directory, name=name, dask_workers=dask_workers)
+        values = up(twin, env_file, typer.echo).env()
     typer.echo(f"twin up; wrote {env_file} (mode 0600):")
     for line in describe(values):
         typer.echo(f"  {line}")

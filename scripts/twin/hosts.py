@@ -53,6 +53,7 @@ from scripts.envfile import write_env_file
 from scripts.twin import containers, hostnet, standins, supervisor, tls
 from scripts.twin.hostnet import Ingress, Node
 from scripts.twin.settings import (
+    DASK_WORKER_MEMORY,
     DUMMY_AWS_CREDENTIALS,
     WORKER_USERNAME,
     TwinConfig,
@@ -72,9 +73,6 @@ _STAND_IN_SECONDS = 60.0
 # The Dask cluster's two identities (secret names, as infra/dask_tls.py's roles).
 DASK_SCHEDULER_TLS = "dask_tls_scheduler"
 DASK_WORKERS_TLS = "dask_tls_workers"
-# A worker container shares the machine's memory: the Dask worker's ceiling there, as
-# worker_memory_limit gives a t3.medium (4 GiB less the host's reserve).
-DASK_WORKER_MEMORY = "2560MiB"
 _INFRA = REPO_ROOT / "infra"
 CONTAINER_PYTHON = "/usr/bin/python3.11"  # what the user data's `python3.11 -m venv` finds
 

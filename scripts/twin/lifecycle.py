@@ -23,6 +23,13 @@ What the twin adds, and why (nothing else differs from the rendered units):
 - Each process gets a clean environment (PATH, LANG, then the unit's), as systemd gives, so
   nothing from the caller's shell leaks in; it runs in its own session, and is stopped with
   its unit's stop signals sent to its whole process tree.
+- With ``--dask-workers N`` (the stack's ``daskWorkers``): the control host's Dask scheduler
+  and N worker hosts' Dask workers, from the same specs as their units, on free ports in
+  place of the stack's fixed ones (two twins share a machine's loopback). Their TLS identities
+  (a CA, the scheduler's and the workers' certificates, as the stack's) are made by the twin
+  and written 0600 into each host's ``etc/dask`` under the state dir: the units' root steps
+  that fetch them from Secrets Manager (``ExecStartPre=+``) are not run. Dask worker 0 is on
+  the Prefect worker's host, as on the stack; worker N > 0 on a host ``worker-N`` of its own.
 
 State (ports, pids, secret ARNs; no secret value) lives in ``<state dir>/state.json``; the
 secrets are in the env files the boot script wrote there (mode 0600). ``down`` stops exactly
@@ -52,29 +59,63 @@ from hostboot import (
     worker_plan,
 )
 from hostboot.cloudconfig import BOOT_SCRIPT
+from hostboot.dask_cluster import DaskSettings, client_environment, tls_dir, tls_files_object
 from hostboot.names import MLFLOW_ADMIN_USERNAME as ADMIN_USERNAME
 from hostboot.names import WORK_POOL
 
 from pipeline.ports import free_port
 from scripts.common import OpsError
-from scripts.env import env_from_outputs
+from scripts.env import dask_variables, env_from_outputs
 from scripts.envfile import read_env_file, write_env_file
-from scripts.twin import snapshot, standins, supervisor
+from scripts.twin import snapshot, standins, supervisor, tls
 from scripts.twin.settings import (
+    DASK_SCHEDULER,
+    DASK_WORKER_MEMORY,
     DUMMY_AWS_CREDENTIALS,
     LOOPBACK,
-    SERVICES,
     WORKER_USERNAME,
     TwinConfig,
     TwinState,
     check_service,
     control_secret_arns,
+    dask_worker,
     write_private_json,
 )
 from scripts.twin.supervisor import Process, StopPolicy, tree_rss_bytes, wait_for
 
-_S3_SERVICES = frozenset({"mlflow", "prefect-worker"})
+_S3_SERVICES = frozenset({"mlflow", "prefect-worker"})  # and every Dask worker
 _READY_SECONDS = {"s3": 30.0, "mlflow": 120.0, "prefect-server": 180.0, "prefect-worker": 90.0}
+_DASK_READY_SECONDS = 120.0
+_DASK_TLS_DAYS = 30  # the twin's identities; `up` makes new ones
+_DASK_PROBE_SECONDS = 3  # one readiness probe's connection to the scheduler
+
+
+def port_names(dask_workers: int) -> tuple[str, ...]:
+    """What takes a port of its own (the state's keys): the emulator, the two servers, and
+    with Dask, in place of the stack's fixed ports, the scheduler, its dashboard, xgboost's
+    tracker, each Dask worker and its nanny."""
+    names = ["s3", "mlflow", "prefect-server"]
+    if dask_workers:
+        names += [DASK_SCHEDULER, "dask-dashboard", "dask-tracker"]
+    for number in range(dask_workers):
+        names += [dask_worker(number), f"dask-nanny-{number}"]
+    return tuple(names)
+
+
+def allocate_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free loopback port for each of ``names``, no two the same."""
+    ports: dict[str, int] = {}
+    for name in names:
+        port = free_port()
+        while port in ports.values():  # the kernel may offer a port it just offered
+            port = free_port()
+        ports[name] = port
+    return ports
+
+
+def worker_host(number: int) -> str:
+    """The twin's worker host ``number``: 0 runs the Prefect worker (and Dask worker 0)."""
+    return "worker" if number == 0 else f"worker-{number}"
 
 
 class Twin:
@@ -128,10 +169,11 @@ class Twin:
             mlflow_db_user=mlflow_db,
             mlflow_auth_db_user=mlflow_auth_db,
             prefect_db_user=prefect_db,
+            dask=self.dask_settings(),
         )
 
-    def worker_settings(self) -> WorkerHostSettings:
-        """The worker host's settings with loopback values."""
+    def worker_settings(self, number: int = 0) -> WorkerHostSettings:
+        """Worker host ``number``'s settings with loopback values (0: the Prefect worker's)."""
         arns = self.state.secret_arns
         return WorkerHostSettings(
             environment="dev",
@@ -139,26 +181,92 @@ class Twin:
             artifact_bucket=self.config.bucket,
             control_private_ip=LOOPBACK,
             work_pool=WORK_POOL,
-            worker_name=f"{self.config.name}-worker-0",
+            worker_name=f"{self.config.name}-worker-{number}",
             mlflow_worker_username=WORKER_USERNAME,
             mlflow_worker_password_secret_arn=arns.get("mlflow_worker_password", ""),
             prefect_auth_string_secret_arn=arns.get("prefect_auth_string", ""),
             control_mlflow_port=self.state.ports["mlflow"],
             control_prefect_port=self.state.ports["prefect-server"],
+            dask=self.dask_settings(number),
         )
 
+    def dask_settings(self, worker: int | None = None) -> DaskSettings | None:
+        """A host's part in the Dask cluster (None without Dask): the control host's
+        (``worker`` None) or worker host ``worker``'s, with the twin's ports.
+
+        No secret ARN: the twin writes the identities itself (:meth:`write_dask_identities`)
+        and does not run the units' root steps that would fetch them.
+        """
+        if not self.config.dask_workers:
+            return None
+        ports = self.state.ports
+        own = None  # this host's Dask worker's and nanny's ports, if it runs one
+        if worker is not None and worker < self.config.dask_workers:
+            own = (ports[dask_worker(worker)], ports[f"dask-nanny-{worker}"])
+        return DaskSettings(
+            tls_secret_arn="",
+            tls_script=tls_files_object(),
+            run_worker=own is not None,
+            memory_limit=DASK_WORKER_MEMORY,
+            scheduler_port=ports[DASK_SCHEDULER],
+            dashboard_port=ports["dask-dashboard"],
+            tracker_port=ports["dask-tracker"],
+            # One port each (a range of one): the twin chose them free.
+            **({"worker_ports": (own[0], own[0]), "nanny_ports": (own[1], own[1])} if own else {}),
+        )
+
+    @property
+    def worker_hosts(self) -> tuple[int, ...]:
+        """The twin's worker hosts: 0 (the Prefect worker's), and one per Dask worker past 0."""
+        return tuple(range(max(1, self.config.dask_workers)))
+
     def specs(self) -> dict[str, ServiceSpec]:
-        """The rendered host services by twin service name."""
+        """The rendered host services by twin service name (each Dask worker by its own)."""
         control = control_plan(self.control_settings(), self.layout("control"))
-        worker = worker_plan(self.worker_settings(), self.layout("worker"))
-        return {spec.name: spec for spec in (*control.services, *worker.services)}
+        specs = {spec.name: spec for spec in control.services}
+        for number in self.worker_hosts:
+            worker = worker_plan(self.worker_settings(number), self.layout(worker_host(number)))
+            for spec in worker.services:
+                if spec.name == "dask-worker":
+                    specs[dask_worker(number)] = spec
+                elif number == 0:  # one Prefect worker (a stack runs one per worker host)
+                    specs[spec.name] = spec
+        return specs
 
     def boot_configs(self) -> dict[str, BootConfig]:
         """Each host's boot step."""
-        return {
-            "control": control_plan(self.control_settings(), self.layout("control")).boot,
-            "worker": worker_plan(self.worker_settings(), self.layout("worker")).boot,
-        }
+        configs = {"control": control_plan(self.control_settings(), self.layout("control")).boot}
+        for number in self.worker_hosts:
+            host = worker_host(number)
+            configs[host] = worker_plan(self.worker_settings(number), self.layout(host)).boot
+        return configs
+
+    @property
+    def dask_address(self) -> str:
+        """The scheduler's address (``""`` without Dask)."""
+        if not self.config.dask_workers:
+            return ""
+        return f"tls://{LOOPBACK}:{self.state.ports[DASK_SCHEDULER]}"
+
+    def dask_client_environment(self) -> dict[str, str]:
+        """Dask's TLS settings with the workers' identity, as the flow runs have them (none
+        without Dask)."""
+        settings = self.dask_settings(0)
+        if settings is None:
+            return {}
+        environment = client_environment(self.layout(worker_host(0)), settings)
+        return {key: value for key, value in environment.items() if key.startswith("DASK_")}
+
+    def write_dask_identities(self) -> None:
+        """The cluster's CA and the identities it signs, as the stack's (infra/dask_tls.py):
+        the scheduler's for the control host, the workers' (shared by the Dask workers and the
+        flow runs, the clients) for each worker host; files 0600 in directories 0700."""
+        ca = tls.authority(f"{self.config.name} Dask CA", days=_DASK_TLS_DAYS)
+        scheduler = tls.identity(ca, "dask-scheduler", LOOPBACK, days=_DASK_TLS_DAYS)
+        workers = tls.identity(ca, "dask-workers", LOOPBACK, days=_DASK_TLS_DAYS)
+        scheduler.write(Path(tls_dir(self.layout("control"))))
+        for number in self.worker_hosts:
+            workers.write(Path(tls_dir(self.layout(worker_host(number)))))
 
     @property
     def s3_url(self) -> str:
@@ -196,9 +304,15 @@ class Twin:
             **self.base_environment(),
             **spec.environment,
             **read_env_file(Path(spec.env_file)),
-            **(self.emulator_environment() if name in _S3_SERVICES else {}),
+            **(self.emulator_environment() if self.uses_s3(name) else {}),
         }
         return Process(argv=spec.argv, env=env, cwd=Path(spec.working_directory))
+
+    @staticmethod
+    def uses_s3(name: str) -> bool:
+        """Whether service ``name`` reads or writes the bucket (it gets the emulator's endpoint
+        in place of the instance profile): MLflow, the Prefect worker, the Dask workers."""
+        return name in _S3_SERVICES or name.startswith("dask-worker-")
 
     def stop_policy(self, name: str) -> StopPolicy:
         """How service ``name`` is stopped: as its unit says (the emulator: one SIGTERM)."""
@@ -236,7 +350,7 @@ class Twin:
         one fails. The emulator keeps its state in memory: after a restart the bucket is
         created again, empty.
         """
-        check_service(name)
+        check_service(name, self.config.services)
         since = 0.0
         if self.running_process(name) is None:
             self.run_steps(name)
@@ -259,7 +373,7 @@ class Twin:
         wait_for(
             f"{name} did not come up",
             lambda: self.ready(name, since),
-            _READY_SECONDS[name],
+            _READY_SECONDS.get(name, _DASK_READY_SECONDS),
             alive=alive,
         )
 
@@ -272,6 +386,11 @@ class Twin:
         }
         if name == "prefect-worker":
             return self.worker_heartbeat_since(since)
+        if name == DASK_SCHEDULER:
+            return self.dask_workers_seen() is not None
+        if name.startswith("dask-worker-"):
+            number = int(name.removeprefix("dask-worker-"))
+            return self.worker_settings(number).worker_name in (self.dask_workers_seen() or ())
         try:
             return httpx.get(urls[name], timeout=2.0).status_code == 200
         except httpx.TransportError:
@@ -299,6 +418,29 @@ class Twin:
             for worker in workers
         )
 
+    def dask_workers_seen(self) -> set[str] | None:
+        """The names of the workers the scheduler knows, with the workers' identity (as a
+        flow run connects); None when it does not answer."""
+        import dask.config
+        from distributed import Client
+        from distributed.security import Security
+
+        from pipeline.dask_engine import TLS_SETTINGS
+
+        env = self.dask_client_environment()
+        with dask.config.set({key: env[variable] for key, variable in TLS_SETTINGS.items()}):
+            try:
+                with Client(
+                    self.dask_address,
+                    timeout=_DASK_PROBE_SECONDS,
+                    set_as_default=False,
+                    security=Security(require_encryption=True),
+                ) as client:
+                    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            except (OSError, TimeoutError):
+                return None
+        return {str(worker.get("name")) for worker in workers}
+
     def reap_children(self, seconds: float = 10.0) -> None:
         """Wait for the processes this object launched, once something has stopped them."""
         for child in self._children.values():
@@ -307,7 +449,7 @@ class Twin:
 
     def stop_service(self, name: str) -> None:
         """Stop service ``name`` with its unit's signals; SIGKILL what is left after the timeout."""
-        check_service(name)
+        check_service(name, self.config.services)
         process = self.running_process(name)
         if process is None:
             self.state.processes.pop(name, None)
@@ -445,11 +587,21 @@ class Twin:
             "mlflow_admin_password": mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"],
             "prefect_api_auth_string": worker["PREFECT_API_AUTH_STRING"],
         }
+        dask = {}
+        if self.config.dask_workers:
+            cluster = {
+                "dask_scheduler_address": self.dask_address,
+                "dask_workers": str(self.config.dask_workers),
+            }
+            # The operator here shares the machine with the cluster: it gets the workers'
+            # identity, so that `mlops smoke` checks the scheduler (on a stack it is skipped).
+            dask = {**dask_variables(cluster, tunnel=None), **self.dask_client_environment()}
         return {
             **env_from_outputs(outputs, tunnel=None),
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
             **DUMMY_AWS_CREDENTIALS,
+            **dask,
         }
 
     # -- whole-twin operations --------------------------------------------------------------
@@ -469,8 +621,8 @@ class Twin:
             self.say(f"PostgreSQL role {self.config.name} and its databases")
             self.create_role_and_first_database(self.database_password())
             self.say("boot steps of the control host and the worker (secrets, databases)")
-            self.run_boot("control")
-            self.run_boot("worker")
+            for host in self.boot_configs():
+                self.run_boot(host)
             if restore_from is not None:
                 self.say(f"databases restored from the dumps in {restore_from}")
                 snapshot.restore(self, restore_from)
@@ -480,10 +632,21 @@ class Twin:
             self.say("MLflow server and Prefect server, as their systemd units run them")
             for name in ("mlflow", "prefect-server"):
                 self.launch(name)
+            dask = self.dask_services()
+            if dask:
+                self.say(
+                    f"Dask scheduler on {self.dask_address} and {len(dask) - 1} Dask worker(s), "
+                    "TLS only, with identities from the twin's CA"
+                )
+                self.write_dask_identities()
+                for name in dask:
+                    self.launch(name)
             for name in ("mlflow", "prefect-server"):
                 self.wait_ready(name, 0)
             self.say("MLflow's post-start step: the workers' MLflow user and its permissions")
             self.run_post_start("mlflow")
+            for name in dask:
+                self.wait_ready(name, 0)
             self.say(f"Prefect worker on work pool {WORK_POOL}")
             self.start_service("prefect-worker")
             write_env_file(env_file, self.env())
@@ -494,6 +657,10 @@ class Twin:
             with suppress(OpsError):
                 self.tear_down()
             raise
+
+    def dask_services(self) -> tuple[str, ...]:
+        """The Dask cluster's services in start order (none without Dask)."""
+        return tuple(name for name in self.config.services if name.startswith("dask-"))
 
     def database_password(self) -> str:
         """The database password, read back from the emulated Secrets Manager."""
@@ -509,7 +676,7 @@ class Twin:
         stays so that ``down`` can be run again, and the error says what.
         """
         problems = []
-        for name in reversed(SERVICES):
+        for name in reversed(self.config.services):
             try:
                 self.stop_service(name)
             except OpsError as exc:
@@ -539,7 +706,7 @@ class Twin:
     def status(self) -> list[tuple[str, str, str]]:
         """(service, state, detail) for each service; memory is the process tree's RSS."""
         rows = []
-        for name in SERVICES:
+        for name in self.config.services:
             process = self.running_process(name)
             if process is None:
                 rows.append((name, "down", "not running"))
@@ -584,7 +751,7 @@ def up(
         )
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.chmod(0o700)
-    ports = {"s3": free_port(), "mlflow": free_port(), "prefect-server": free_port()}
+    ports = allocate_ports(port_names(config.dask_workers))
     twin = Twin(TwinState(config=config, ports=ports), say)
     twin.state.save()
     twin.bring_up(env_file, restore_from)

@@ -16,12 +16,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from hostboot.dask_cluster import worker_memory_limit
+
 from scripts.common import REPO_ROOT, OpsError
 from scripts.envfile import write_private
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".twin"
 DEFAULT_NAME = "mlops_twin"
-SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")
+SERVICES = ("s3", "mlflow", "prefect-server", "prefect-worker")  # every twin's
+DASK_SCHEDULER = "dask-scheduler"
+MAX_DASK_WORKERS = 8  # processes on one machine, each ~330 MiB before any data
+# A Dask worker's memory ceiling in a twin (both modes share the machine's memory): what
+# the stack gives a t3.medium worker host (4 GiB less the host's reserve: 2560 MiB).
+DASK_WORKER_MEMORY = worker_memory_limit("t3.medium")
 WORKER_USERNAME = "worker"  # the workers' MLflow user (never the admin)
 LOOPBACK = "127.0.0.1"
 # The emulator accepts any credentials; these dummies stand in for the instance profile.
@@ -42,14 +49,31 @@ class TwinConfig:
     postgres_port: int = 5432
     postgres_superuser: str = "postgres"
     venv: Path = Path(sys.prefix)  # the virtualenv whose console scripts the services run
+    # The stack's daskWorkers: 0, no Dask; else a TLS scheduler and this many Dask workers.
+    dask_workers: int = 0
 
     def __post_init__(self) -> None:
-        """Refuse a name PostgreSQL and the bucket would not take."""
+        """Refuse a name PostgreSQL and the bucket would not take, a Dask worker count out of
+        range."""
         if not _NAME.fullmatch(self.name):
             raise OpsError(
                 f"twin name {self.name!r} is not valid: use 1-40 lower-case letters, digits "
                 "and '_', starting with a letter (it names the PostgreSQL role and databases)"
             )
+        if not 0 <= self.dask_workers <= MAX_DASK_WORKERS:
+            raise OpsError(
+                f"dask workers: use 0 (no Dask) to {MAX_DASK_WORKERS} (processes on this "
+                f"machine), not {self.dask_workers}"
+            )
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The twin's services in start order: with Dask, the scheduler and each Dask worker
+        before the Prefect worker (whose flow runs are the cluster's clients)."""
+        if not self.dask_workers:
+            return SERVICES
+        dask = (DASK_SCHEDULER, *(dask_worker(number) for number in range(self.dask_workers)))
+        return (*SERVICES[:-1], *dask, SERVICES[-1])
 
     @property
     def databases(self) -> tuple[str, str, str]:
@@ -136,7 +160,12 @@ def new_secret() -> str:
     return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
 
 
-def check_service(name: str) -> None:
+def dask_worker(number: int) -> str:
+    """The twin's service name of Dask worker ``number`` (from 0)."""
+    return f"dask-worker-{number}"
+
+
+def check_service(name: str, services: tuple[str, ...] = SERVICES) -> None:
     """Refuse a service name the twin does not run."""
-    if name not in SERVICES:
-        raise OpsError(f"unknown twin service {name!r}; the twin runs {', '.join(SERVICES)}")
+    if name not in services:
+        raise OpsError(f"unknown twin service {name!r}; the twin runs {', '.join(services)}")

@@ -2,12 +2,14 @@
 
 Each process gets a clean environment (the caller builds it, as systemd gives PATH, LANG and
 the unit's own), runs in its own session with its output in a log file, and is stopped with
-its unit's stop signals sent to its whole process tree. A process is recorded as
+its unit's stop signals sent to its whole process tree and session (what systemd's control
+group would hold: a child re-parented after its parent exited too). A process is recorded as
 ``[pid, create_time]`` so that a recycled pid is never taken for it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -109,6 +111,27 @@ def tree(process: psutil.Process) -> list[psutil.Process]:
     return []
 
 
+def session_members(leader: int | None) -> list[psutil.Process]:
+    """The running processes of the session ``leader`` leads (none for None): as systemd's
+    control group, it holds what left the tree (re-parented after its parent exited)."""
+    if leader is None:
+        return []
+    members = []
+    for process in psutil.process_iter():
+        with suppress(OSError, psutil.Error):
+            if process.pid != leader and os.getsid(process.pid) == leader:
+                members.append(process)
+    return members
+
+
+def leads_session(process: psutil.Process) -> bool:
+    """Whether ``process`` leads a session (the twin starts every service in one of its own)."""
+    try:
+        return os.getsid(process.pid) == process.pid
+    except OSError:
+        return False
+
+
 def tree_rss_bytes(process: psutil.Process) -> int:
     """Resident memory of ``process`` and its descendants."""
     total = 0
@@ -147,17 +170,22 @@ def stop_tree(process: psutil.Process, policy: StopPolicy) -> None:
     """Stop ``process`` and its descendants as systemd stops a unit's control group.
 
     Every signal but the last goes to the main process (``ExecStop=``), with a short gap for
-    it to act; the last (``KillSignal=``) goes to every process of the tree; whatever is left
-    after the timeout is killed.
+    it to act; the last (``KillSignal=``) goes to every process of the tree and of the session
+    it leads; whatever is left after the timeout is killed, and so is what was started in
+    the session meanwhile (a Dask nanny restarting its worker as it stops).
     """
+    leader = process.pid if leads_session(process) else None
     members = tree(process)
+    members += [other for other in session_members(leader) if other not in members]
     *first, last = policy.signals
     for name in first:
         signal_all([process], signal.Signals[name])
         wait_gone([process], _SIGNAL_GAP_SECONDS)
-    members += [child for child in tree(process) if child not in members]
+    now = [*tree(process), *session_members(leader)]
+    members += [member for member in now if member not in members]
     signal_all(members, signal.Signals[last])
     left = wait_gone(members, policy.timeout_seconds)
+    left += [late for late in session_members(leader) if late not in members]
     signal_all(left, signal.SIGKILL)
     left = wait_gone(left, 5.0)
     if left:

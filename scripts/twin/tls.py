@@ -1,5 +1,5 @@
-"""TLS identities: a CA and certificates it signs, as pulumi-tls makes them (the hosts twin's
-Dask cluster, and the tests).
+"""TLS identities: a CA and certificates it signs, as pulumi-tls makes them (both twins' Dask
+clusters, and the tests).
 
 ECDSA P-256 keys in PEM (the key in SEC1 "EC PRIVATE KEY" form, as pulumi-tls writes it),
 certificates good for both ends of a connection (Dask processes serve and dial).
@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from scripts.envfile import write_private
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -31,12 +33,14 @@ class Identity:
         return {"ca": self.ca, "cert": self.cert, "key": self.key}
 
     def write(self, directory: Path) -> dict[str, str]:
-        """The three files in ``directory``, by role (``ca``, ``cert``, ``key``)."""
-        directory.mkdir(parents=True, exist_ok=True)
+        """The three files in ``directory``, by role (``ca``, ``cert``, ``key``): the
+        directory 0700, each file written atomically 0600 (only its owner reads the key)."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)
         paths = {}
         for name, text in self.bundle().items():
             path = directory / f"{name}.pem"
-            path.write_text(text)
+            write_private(path, text)
             paths[name] = str(path)
         return paths
 
@@ -65,8 +69,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def authority(name: str = "test CA") -> Authority:
-    """A self-signed CA."""
+def authority(name: str = "test CA", days: int = 1) -> Authority:
+    """A self-signed CA, good for ``days``."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -76,15 +80,15 @@ def authority(name: str = "test CA") -> Authority:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     return Authority(key=key, cert=cert)
 
 
-def identity(ca: Authority, name: str = "dask", ip: str = "127.0.0.1") -> Identity:
-    """A key and a certificate ``ca`` signed for ``name`` (and ``ip``)."""
+def identity(ca: Authority, name: str = "dask", ip: str = "127.0.0.1", days: int = 1) -> Identity:
+    """A key and a certificate ``ca`` signed for ``name`` (and ``ip``), good for ``days``."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -94,7 +98,7 @@ def identity(ca: Authority, name: str = "dask", ip: str = "127.0.0.1") -> Identi
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
             critical=False,

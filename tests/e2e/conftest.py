@@ -41,12 +41,17 @@ def local_month(month: str) -> Path:
 
 @pytest.fixture(scope="session")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinHandle]:
-    """The local twin (services s3, mlflow, prefect-server, prefect-worker) for the session."""
+    """The local twin for the session: services s3, mlflow, prefect-server, prefect-worker,
+    and the stack's Dask cluster with one worker (dask-scheduler, dask-worker-0).
+
+    One twin with Dask rather than a second twin for the Dask tests: the cluster starts
+    beside the servers (a few seconds more), where a twin of its own costs a whole `up`."""
     state_dir = tmp_path_factory.mktemp("twin-state")
     env_file = tmp_path_factory.mktemp("twin-env") / "mlops.env"
     name = f"e2e_{uuid.uuid4().hex[:12]}"
     where = ("--state-dir", str(state_dir))
-    started = mlops("twin", "up", *where, "--name", name, "--env-file", str(env_file))
+    options = ("--name", name, "--env-file", str(env_file), "--dask-workers", "1")
+    started = mlops("twin", "up", *where, *options)
     if started.returncode:
         pytest.fail(f"`mlops twin up` failed:\n{started.stderr}", pytrace=False)
     handle = TwinHandle(twin=load(state_dir), env_file=env_file, env=read_env_file(env_file))

@@ -52,10 +52,12 @@ def test_deployments_run_the_flow_on_the_training_pool(config: dict[str, Any]) -
     deployments = {d["name"]: d for d in config["deployments"]}
     assert set(deployments) == {"training", "training-monthly", "tuning"}
     flows = (REPO_ROOT / "pipeline/flows.py").read_text()
+    entrypoints = (REPO_ROOT / "pipeline/entrypoints.py").read_text()
     for deployment in deployments.values():
         path, function = deployment["entrypoint"].split(":")
-        assert path == "pipeline/flows.py"
+        assert path == "pipeline/entrypoints.py"
         assert re.search(rf"^def {function}\(", flows, re.MULTILINE)
+        assert re.search(rf"^    from pipeline.flows import .*\b{function}\b", entrypoints, re.M)
         assert deployment["work_pool"]["name"] == "training"
     assert "schedules" not in deployments["training"]
     (monthly,) = deployments["training-monthly"]["schedules"]
@@ -80,7 +82,7 @@ def test_on_demand_runs_fixed_months_and_the_schedule_the_latest_published(
 
 def test_the_tuning_deployment_searches_on_dask_with_a_seed(config: dict[str, Any]) -> None:
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert deployments["tuning"]["entrypoint"] == "pipeline/flows.py:tuning_flow"
+    assert deployments["tuning"]["entrypoint"] == "pipeline/entrypoints.py:tuning_flow"
     search = TuningParameters.model_validate(deployments["tuning"]["parameters"]["parameters"])
     assert (search.trials, search.parallel, search.seed) == (20, 2, 0)
     assert search.training.months(datetime(2024, 4, 3, tzinfo=UTC)) == ("2023-01", "2023-02")

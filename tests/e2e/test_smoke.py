@@ -25,6 +25,7 @@ CHECKS = [
     "prefect-auth",
     "work-pool",
     "worker",
+    "dask-cluster",  # the session's twin runs the stack's Dask cluster (one worker)
 ]
 SECRET_KEYS = ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
 
@@ -64,7 +65,12 @@ def test_smoke_passes_on_the_twin(twin) -> None:
     assert list(verdicts) == CHECKS
     assert {outcome for outcome, _ in verdicts.values()} == {"PASS"}
     assert "wrote and read back smoke.txt" in verdicts["mlflow-artifacts"][1]
-    assert result.stdout.rstrip().endswith("smoke test passed: 7 checks")
+    assert verdicts["dask-cluster"] == (
+        "PASS",
+        f"{twin.env['MLOPS_DASK_SCHEDULER_ADDRESS']} answers with 1 workers",
+    )
+    assert twin.env["MLOPS_DASK_SCHEDULER_ADDRESS"].startswith("tls://127.0.0.1:")
+    assert result.stdout.rstrip().endswith("smoke test passed: 8 checks")
     _assert_no_secret_shown(result, twin.env)
 
 
@@ -111,7 +117,7 @@ def test_smoke_fails_naming_the_service_that_is_down(twin) -> None:
     )
     assert verdicts["mlflow-auth"] == ("SKIP", "needs mlflow-health")
     assert verdicts["mlflow-artifacts"] == ("SKIP", "needs mlflow-auth")
-    for check in ("prefect-health", "prefect-auth", "work-pool", "worker"):
+    for check in ("prefect-health", "prefect-auth", "work-pool", "worker", "dask-cluster"):
         assert verdicts[check][0] == "PASS", verdicts[check]
     assert result.stderr == "error: smoke test failed: mlflow-health\n"
     assert "Traceback" not in result.stdout + result.stderr

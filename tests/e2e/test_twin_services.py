@@ -12,12 +12,14 @@ import httpx
 import pytest
 from hostboot import render_unit
 
-from scripts.twin import SERVICES
 from tests.e2e.twin_api import TwinHandle, mlops
 
 pytestmark = pytest.mark.e2e
 
-HOST_SERVICES = ("mlflow", "prefect-server", "prefect-worker")
+# The scheduler is left out: it retitles its process (`dask scheduler [tls://...]`, Dask's
+# setproctitle), which overwrites the command line and environment /proc shows; its own test
+# is below. The Dask worker's process (its nanny) keeps them.
+HOST_SERVICES = ("mlflow", "prefect-server", "prefect-worker", "dask-worker-0")
 
 
 def unit_lines(text: str, key: str) -> list[str]:
@@ -44,17 +46,43 @@ def test_twin_process_runs_the_rendered_unit(twin: TwinHandle, name: str) -> Non
     for line in Path(spec.env_file).read_text().splitlines():
         key, _, value = line.partition("=")
         assert environment.pop(key) == value, key
-    emulator = set(twin.twin.emulator_environment()) if name != "prefect-server" else set()
+    emulator = set(twin.twin.emulator_environment()) if twin.twin.uses_s3(name) else set()
     allowed = {"PATH", "LANG"} | emulator
     assert set(environment) == allowed
     assert Path(process.cwd()) == Path(spec.working_directory)
 
 
-def test_twin_env_files_are_private(twin: TwinHandle) -> None:
-    for name in HOST_SERVICES:
+def test_twin_dask_scheduler_runs_the_rendered_unit_tls_only_on_loopback(
+    twin: TwinHandle,
+) -> None:
+    spec = twin.twin.specs()["dask-scheduler"]
+    (exec_start,) = unit_lines(render_unit(spec), "ExecStart")
+    assert shlex.split(exec_start) == list(twin.twin.process("dask-scheduler").argv)
+    process = twin.twin.running_process("dask-scheduler")
+    assert process is not None, "dask-scheduler is not running"
+    address = twin.env["MLOPS_DASK_SCHEDULER_ADDRESS"]
+    assert address == f"tls://127.0.0.1:{twin.twin.state.ports['dask-scheduler']}"
+    assert process.cmdline()[0] == f"dask scheduler [{address}]"  # its title: the address
+    assert Path(process.cwd()) == Path(spec.working_directory)
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for conn in process.net_connections(kind="inet")
+        if conn.status == "LISTEN"
+    }
+    assert ("127.0.0.1", twin.twin.state.ports["dask-scheduler"]) in listening
+    assert all(ip == "127.0.0.1" for ip, _ in listening), listening  # loopback only
+
+
+def test_twin_env_files_and_dask_identities_are_private(twin: TwinHandle) -> None:
+    for name in (*HOST_SERVICES, "dask-scheduler"):
         env_file = Path(twin.twin.specs()[name].env_file)
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600, env_file
     assert stat.S_IMODE(twin.env_file.stat().st_mode) == 0o600
+    for host in ("control", "worker"):
+        directory = Path(twin.twin.config.state_dir) / host / "etc" / "dask"
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        for name in ("ca", "cert", "key"):
+            assert stat.S_IMODE((directory / f"{name}.pem").stat().st_mode) == 0o600
 
 
 def test_twin_mlflow_refuses_anonymous_calls_and_foreign_hosts(twin: TwinHandle) -> None:
@@ -91,4 +119,5 @@ def test_twin_status_lists_every_service_up(twin: TwinHandle) -> None:
     result = mlops("twin", "status", "--state-dir", str(twin.twin.config.state_dir), timeout=120)
     assert result.returncode == 0, result.stderr
     states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
-    assert states == dict.fromkeys(SERVICES, "up")
+    assert states == dict.fromkeys(twin.twin.config.services, "up")
+    assert {"dask-scheduler", "dask-worker-0"} <= set(states)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
 
 import psutil
 import pytest
@@ -27,6 +29,20 @@ print("ready", flush=True)
 while True:
     time.sleep(0.05)
 """
+# Like a Dask nanny whose worker got the stop signal too: it starts another one as it stops,
+# which outlives it (re-parented, out of its tree) but stays in its session.
+RESTARTS_A_CHILD_AS_IT_STOPS = """
+import signal, subprocess, sys, time
+def on_term(signum, frame):
+    late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(sys.argv[1], "w") as record:
+        record.write(str(late.pid))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
 IGNORES_ALL = """
 import signal, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -41,9 +57,12 @@ def spawn() -> Iterator[object]:
     """Start a stand-in process; anything left is killed afterwards."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(code: str) -> subprocess.Popen[str]:
+    def start(code: str, *args: str) -> subprocess.Popen[str]:
         child = subprocess.Popen(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         started.append(child)
         assert child.stdout is not None
@@ -72,3 +91,17 @@ def test_what_ignores_every_signal_is_killed_after_the_timeout(spawn) -> None:
     child = spawn(IGNORES_ALL)
     stop_tree(psutil.Process(child.pid), StopPolicy(signals=("SIGTERM",), timeout_seconds=1))
     assert child.wait(timeout=5) == -9
+
+
+def test_what_a_process_starts_while_it_stops_is_stopped_with_it(spawn, tmp_path: Path) -> None:
+    record = tmp_path / "late.pid"
+    child = spawn(RESTARTS_A_CHILD_AS_IT_STOPS, str(record))
+    stop_tree(psutil.Process(child.pid), StopPolicy(signals=("SIGTERM",), timeout_seconds=5))
+    assert child.wait(timeout=5) == 0
+    late = int(record.read_text())
+    with suppress(psutil.NoSuchProcess):
+        process = psutil.Process(late)
+        left = running(process)
+        if left:
+            process.kill()  # not left behind by a failing test
+        assert not left, f"pid {late}, started as it stopped, still runs"

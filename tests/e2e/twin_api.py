@@ -22,7 +22,7 @@ import psutil
 import psycopg
 
 from scripts.deploy import prefect_client
-from scripts.twin import SERVICES, Twin, running, tree
+from scripts.twin import Twin, running, tree
 
 
 @dataclass
@@ -37,7 +37,8 @@ class TwinHandle:
     training: TrainingRun | None = None
 
     def stop_service(self, name: str) -> None:
-        """Stop ``name`` (one of ``SERVICES``) as its unit would be stopped; wait until gone."""
+        """Stop ``name`` (one of the twin's services) as its unit would be stopped; wait until
+        gone."""
         self._remember()
         self.twin.stop_service(name)
 
@@ -52,7 +53,7 @@ class TwinHandle:
 
     def _remember(self) -> None:
         """Note every process of the twin now running, for the final check."""
-        for name in SERVICES:
+        for name in self.twin.config.services:
             process = self.twin.running_process(name)
             if process is not None:
                 self.started_pids.update(member.pid for member in tree(process))

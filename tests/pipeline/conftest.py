@@ -24,9 +24,12 @@ import mlflow
 import pytest
 import xgboost as xgb
 
+from pipeline import registry, tracking
 from pipeline.data import MonthData, file_name, load_month
 from pipeline.features import LabeledSet, make_labeled_set
+from pipeline.model import LoggedModel, log_model
 from pipeline.train import TrainConfig, train_model
+from tests.pipeline.registering import KEY, LOGGED_RUN
 from tests.pipeline.synthetic import SMALL_CONFIG, synthetic_trips, write_months
 
 TRAIN_MONTH, VAL_MONTH = "2023-01", "2023-02"
@@ -162,6 +165,46 @@ def mlflow_store(mlflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def unique_name() -> str:
     """A fresh name for an experiment or registered model."""
     return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def logged(
+    unique_name: str,
+    small_booster: xgb.Booster,
+    small_labeled: tuple[LabeledSet, LabeledSet],
+) -> tuple[LoggedModel, str]:
+    """The synthetic months' booster logged as a pyfunc model in a fresh run of the
+    ``unique_name`` experiment, named ``LOGGED_RUN`` (needs ``mlflow_store``): (the model, its
+    run's ID)."""
+    tracking.configure_tracking()
+    run_id = tracking.start_run(experiment=unique_name, run_name=LOGGED_RUN, tags={})
+    model = log_model(run_id, small_booster, small_labeled[1].trips)
+    tracking.end_run(run_id)
+    return model, run_id
+
+
+@pytest.fixture
+def register(
+    logged: tuple[LoggedModel, str], unique_name: str
+) -> Callable[..., registry.Candidate]:
+    """Register the logged model as a new version of ``unique_name`` (or ``name``) with a
+    recorded RMSE; each RMSE is a registration key of its own unless ``attempt`` names one."""
+    model, run_id = logged
+
+    def new_version(
+        rmse: float, *, key: str = KEY, attempt: str | None = None, name: str = unique_name
+    ) -> registry.Candidate:
+        return registry.register(
+            model,
+            model_name=name,
+            run_id=run_id,
+            registration_key=attempt or f"flow-run-{rmse}",
+            rmse_value=rmse,
+            validation_key=key,
+            tags={"color": "green"},
+        )
+
+    return new_version
 
 
 @dataclass

@@ -88,6 +88,23 @@ def assert_one_error_line(returncode: int, stdout: str, stderr: str, expected: s
             [*MONTHS, "--dask-workers", "2"],
             "dask_workers need engine dask; the engine is local",
         ),
+        (
+            [*MONTHS, "--engine", "dask", "--dask-workers", "2", "--dask-wait-seconds", "60"],
+            "--dask-wait-seconds applies with --dask-address (runs on a cluster you give take "
+            "turns); a local cluster is the run's own",
+        ),
+        (
+            [
+                *MONTHS,
+                "--engine",
+                "dask",
+                "--dask-address",
+                "tcp://h:8786",
+                "--dask-wait-seconds",
+                "-1",
+            ],
+            "--dask-wait-seconds: Input should be greater than or equal to 0, got -1",
+        ),
     ],
 )
 def test_bad_arguments_give_one_error_line(args: list[str], expected: str) -> None:
@@ -116,6 +133,15 @@ def test_the_module_entry_point_reports_a_bad_month_without_a_traceback(tmp_path
             "2023-01",
         ),
         ([*MONTHS, "--trials", "0"], "--trials: Input should be greater than or equal to 1, got 0"),
+        (
+            [*MONTHS, "--dask-wait-seconds", "60"],
+            "--dask-wait-seconds applies with --dask-address (runs on a cluster you give take "
+            "turns); a local cluster is the run's own",
+        ),
+        (
+            [*MONTHS, "--dask-address", "tcp://h:8786", "--dask-wait-seconds", "86401"],
+            "--dask-wait-seconds: Input should be less than or equal to 86400, got 86401",
+        ),
     ],
 )
 def test_bad_tuning_arguments_give_one_error_line(args: list[str], expected: str) -> None:

@@ -14,14 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from distributed import Client
 
 from pipeline.dask_engine import connect, pipeline_digest
+from pipeline.flows import tuning_flow
 from pipeline.parameters import TrainingParameters
 from pipeline.ports import free_port
+from pipeline.train import TrainConfig
+from pipeline.tuning import TuningParameters
 
 DASK = str(Path(sys.executable).parent / "dask")
 READY_SECONDS = 60
@@ -41,9 +45,27 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 @pytest.fixture
 def stale_cluster(tmp_path: Path) -> Iterator[str]:
     """A scheduler and one worker that imports a stand-in ``pipeline`` package."""
+    with cluster_importing(tmp_path, '"""Another version of the package."""\n') as address:
+        yield address
+
+
+@pytest.fixture
+def cluster_without_pipeline(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and one worker that cannot import ``pipeline`` (a stack's, before any run:
+    its hosts install no project code)."""
+    with cluster_importing(
+        tmp_path, "raise ImportError(\"No module named 'pipeline'\")\n"
+    ) as address:
+        yield address
+
+
+@contextmanager
+def cluster_importing(tmp_path: Path, package: str) -> Iterator[str]:
+    """A scheduler and one worker whose ``pipeline`` is a package of ``package`` alone (on
+    their PYTHONPATH: it hides the one this environment installs)."""
     stand_in = tmp_path / "other" / "pipeline"
     stand_in.mkdir(parents=True)
-    (stand_in / "__init__.py").write_text('"""Another version of the package."""\n')
+    (stand_in / "__init__.py").write_text(package)
     environment = {**os.environ, "PYTHONPATH": str(stand_in.parent)}
     address = f"tcp://127.0.0.1:{free_port()}"
     port = address.rsplit(":", 1)[1]
@@ -98,3 +120,33 @@ def test_workers_with_another_pipeline_get_this_runs(stale_cluster: str) -> None
         # (a lambda travels by value: the worker cannot import this test module)
         (origin,) = client.run(lambda: __import__("pipeline").__file__).values()
     assert origin.endswith(f"pipeline-{local[:16]}.zip/pipeline/__init__.py"), origin
+
+
+@pytest.mark.slow  # a search's trials on a cluster of worker processes
+@pytest.mark.usefixtures("prefect_api", "mlflow_store")
+def test_a_search_on_a_cluster_without_pipeline_gives_it_this_runs(
+    cluster_without_pipeline: str, synthetic_data_dir: Path, unique_name: str
+) -> None:
+    """The tuning flow's trials import ``pipeline`` on the workers: the search uploads it (as
+    a training run does) before its first trial, without a training run before it."""
+    address = cluster_without_pipeline
+    with Client(address, set_as_default=False) as client:
+        assert set(client.run(pipeline_digest).values()) == {None}
+    summary = tuning_flow(
+        TuningParameters(
+            training=TrainingParameters(
+                train_month="2023-01",
+                val_month="2023-02",
+                data_dir=str(synthetic_data_dir),
+                experiment=unique_name,
+                hyperparameters=TrainConfig(num_boost_round=8, early_stopping_rounds=4),
+            ),
+            trials=2,
+            parallel=1,
+            seed=0,
+            dask_address=address,
+        )
+    )
+    assert [trial.number for trial in summary.trials] == [0, 1]
+    with Client(address, set_as_default=False) as client:
+        assert set(client.run(pipeline_digest).values()) == {pipeline_digest()}

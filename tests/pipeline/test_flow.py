@@ -65,7 +65,7 @@ def test_the_deployment_entrypoint_loads_with_a_parameter_form(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(REPO)  # prefect deploy resolves the entrypoint from the project root
-    flow: Any = load_flow_from_entrypoint("pipeline/flows.py:training")
+    flow: Any = load_flow_from_entrypoint("pipeline/entrypoints.py:training")
     assert flow.name == "training"
     schema = parameter_schema(flow.fn).model_dump_for_openapi()
     form = schema["definitions"]["TrainingParameters"]["properties"]

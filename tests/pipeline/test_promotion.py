@@ -27,53 +27,13 @@ from pipeline.flows import training
 from pipeline.model import LoggedModel, log_model, model_digest
 from pipeline.parameters import TrainingParameters
 from pipeline.train import TrainConfig
+from tests.pipeline.registering import KEY, LOGGED_RUN, aliases
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "mlflow_store")
 
-KEY = "green_tripdata_2023-02.parquet:1999"
 WEAK = TrainConfig(max_depth=1, num_boost_round=5, early_stopping_rounds=5)
 # How long a thread waits for the other to reach a point it may never reach (held by the lock).
 RENDEZVOUS_SECONDS = 5.0
-
-
-@pytest.fixture
-def logged(
-    unique_name: str, small_booster: xgb.Booster, small_labeled: tuple[LabeledSet, LabeledSet]
-) -> tuple[LoggedModel, str]:
-    """The synthetic months' booster logged as a model in a fresh run: (the model, run ID)."""
-    tracking.configure_tracking()
-    run_id = tracking.start_run(experiment=unique_name, run_name="promotion", tags={})
-    logged_model = log_model(run_id, small_booster, small_labeled[1].trips)
-    tracking.end_run(run_id)
-    return logged_model, run_id
-
-
-@pytest.fixture
-def register(
-    logged: tuple[LoggedModel, str], unique_name: str
-) -> Callable[..., registry.Candidate]:
-    """Register the logged model as a new version with a given recorded RMSE."""
-    logged_model, run_id = logged
-
-    def new_version(
-        rmse: float, *, key: str = KEY, attempt: str | None = None
-    ) -> registry.Candidate:
-        return registry.register(
-            logged_model,
-            model_name=unique_name,
-            run_id=run_id,
-            registration_key=attempt or f"flow-run-{rmse}",
-            rmse_value=rmse,
-            validation_key=key,
-            tags={},
-        )
-
-    return new_version
-
-
-def aliases(name: str) -> dict[str, int]:
-    """The registered model's aliases."""
-    return dict(MlflowClient().get_registered_model(name).aliases)
 
 
 def test_67_concurrent_promotions_never_demote_a_better_champion(
@@ -208,7 +168,7 @@ def test_68_a_run_failing_after_registration_moves_no_alias_and_keeps_no_version
     (run,) = [
         r
         for r in mlflow.search_runs(experiment_names=[unique_name], output_format="list")
-        if r.info.run_name != "promotion"
+        if r.info.run_name != LOGGED_RUN
     ]
     assert run.info.status == "FAILED"
 

@@ -22,51 +22,11 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate
 from pipeline.features import LabeledSet
 from pipeline.model import LoggedModel, log_model, model_digest
+from tests.pipeline.registering import KEY, aliases
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
 
-KEY = "green_tripdata_2023-02.parquet:1999"
 OTHER_KEY = "green_tripdata_2023-03.parquet:1"
-
-
-@pytest.fixture
-def logged(
-    unique_name: str, small_booster: xgb.Booster, small_labeled: tuple[LabeledSet, LabeledSet]
-) -> tuple[LoggedModel, str]:
-    """The synthetic months' booster logged as a pyfunc model in a fresh run: (model, run ID)."""
-    tracking.configure_tracking()
-    run_id = tracking.start_run(experiment=unique_name, run_name="registry", tags={})
-    model = log_model(run_id, small_booster, small_labeled[1].trips)
-    tracking.end_run(run_id)
-    return model, run_id
-
-
-@pytest.fixture
-def register(
-    logged: tuple[LoggedModel, str], unique_name: str
-) -> Callable[..., registry.Candidate]:
-    """Register the logged model with a recorded RMSE (a new registration key per RMSE)."""
-    model, run_id = logged
-
-    def new_version(
-        rmse: float, *, key: str = KEY, attempt: str | None = None, name: str = unique_name
-    ) -> registry.Candidate:
-        return registry.register(
-            model,
-            model_name=name,
-            run_id=run_id,
-            registration_key=attempt or f"flow-run-{rmse}",
-            rmse_value=rmse,
-            validation_key=key,
-            tags={"color": "green"},
-        )
-
-    return new_version
-
-
-def aliases(name: str) -> dict[str, int]:
-    """The registered model's aliases."""
-    return dict(MlflowClient().get_registered_model(name).aliases)
 
 
 def test_no_champion_without_a_registered_model(

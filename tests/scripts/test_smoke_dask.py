@@ -9,12 +9,11 @@ from pathlib import Path
 import dask.config
 import pytest
 from distributed import LocalCluster
-from distributed.security import Security
 
 from pipeline.dask_engine import TLS_SETTINGS
 from pipeline.ports import free_port
 from scripts.smoke import Check, CheckFailed, CheckSkipped, dask_checks, dask_cluster, run_checks
-from scripts.twin.tls import authority, identity
+from tests.support.dask_tls import IdentityFiles, client_settings, tls_local_cluster
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +28,11 @@ def tcp_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, dict]]:
-    paths = identity(authority(), "workers").write(tmp_path_factory.mktemp("tls"))
-    roles = ("scheduler", "worker", "client")
-    security = Security(
-        tls_ca_file=paths["ca"],
-        **{f"tls_{role}_cert": paths["cert"] for role in roles},
-        **{f"tls_{role}_key": paths["key"] for role in roles},
-        require_encryption=True,
-    )
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tls",
-        security=security,
-        dashboard_address=":0",  # a free port: 8787 may be taken
-    ) as cluster:
-        yield cluster, paths
+def tls_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalCluster, IdentityFiles]]:
+    with tls_local_cluster(tmp_path_factory.mktemp("tls")) as cluster:
+        yield cluster
 
 
 def test_the_scheduler_sees_the_expected_workers(tcp_cluster: LocalCluster) -> None:
@@ -71,17 +57,15 @@ def test_a_worker_count_that_is_not_a_number_fails(tcp_cluster: LocalCluster) ->
 
 
 def test_a_tls_scheduler_is_checked_with_the_hosts_identity(
-    tls_cluster: tuple[LocalCluster, dict],
+    tls_cluster: tuple[LocalCluster, IdentityFiles],
 ) -> None:
-    cluster, paths = tls_cluster
-    keys = list(TLS_SETTINGS)
-    settings = {keys[0]: paths["ca"], keys[1]: paths["cert"], keys[2]: paths["key"]}
-    with dask.config.set(settings):
+    cluster, files = tls_cluster
+    with dask.config.set(client_settings(files)):
         assert dask_cluster(cluster.scheduler_address, "1").endswith("answers with 1 workers")
 
 
 def test_a_tls_scheduler_without_an_identity_is_skipped_not_failed(
-    tls_cluster: tuple[LocalCluster, dict], tmp_path: Path
+    tls_cluster: tuple[LocalCluster, IdentityFiles], tmp_path: Path
 ) -> None:
     cluster, _ = tls_cluster
     with dask.config.set(dict.fromkeys(TLS_SETTINGS)):
@@ -101,3 +85,24 @@ def test_the_check_runs_only_when_the_env_file_names_a_cluster(
     env = {"MLOPS_DASK_SCHEDULER_ADDRESS": tcp_cluster.scheduler_address, "MLOPS_DASK_WORKERS": "2"}
     (verdict,) = run_checks(dask_checks(env))
     assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS")
+
+
+def test_the_env_files_identity_is_the_one_the_check_uses(
+    tls_cluster: tuple[LocalCluster, IdentityFiles],
+) -> None:
+    """The process twin's env file names the client identity it made: `mlops smoke` reaches
+    the TLS scheduler with it, nothing set in the environment."""
+    cluster, paths = tls_cluster
+    variables = list(TLS_SETTINGS.values())
+    env = {
+        "MLOPS_DASK_SCHEDULER_ADDRESS": cluster.scheduler_address,
+        "MLOPS_DASK_WORKERS": "1",
+        variables[0]: paths["ca"],
+        variables[1]: paths["cert"],
+        variables[2]: paths["key"],
+    }
+    with dask.config.set(dict.fromkeys(TLS_SETTINGS)):
+        (verdict,) = run_checks(dask_checks(env))
+        assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS"), verdict.detail
+        # The identity applies to the check only: the configuration is as it was after it.
+        assert all(dask.config.get(key) is None for key in TLS_SETTINGS)
