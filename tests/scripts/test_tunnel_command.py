@@ -22,6 +22,34 @@ from scripts.tunnel import Forward, LocalPorts, forwards, run_tunnel, session_co
 MLOPS = str(Path(sys.executable).parent / "mlops")
 OUTPUT_COMMAND = ["pulumi", "stack", "output", "--json", "--stack", "dev"]
 INSTANCE = "i-0a1b2c3d4e5f60718"
+# No test here takes more than a few seconds; a tunnel that never closes fails it at this
+# deadline rather than holding the session (under `make mutate`, until mutmut's own limit,
+# minutes per mutant).
+TEST_DEADLINE_SECONDS = 60
+
+
+class TunnelDidNotReturn(Exception):
+    """The test's deadline passed: the code under test never returned."""
+
+
+@pytest.fixture(autouse=True)
+def deadline() -> Iterator[None]:
+    """Each test fails with :class:`TunnelDidNotReturn` after ``TEST_DEADLINE_SECONDS``.
+
+    A SIGALRM raised in the test's (main) thread interrupts a blocking wait there, as Ctrl-C
+    would; the tunnel's own handlers (SIGINT, SIGTERM) are not involved.
+    """
+
+    def expired(signum: int, frame: object) -> None:
+        raise TunnelDidNotReturn(f"the test did not end within {TEST_DEADLINE_SECONDS} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_DEADLINE_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _session(remote_port: int, local_port: int) -> list[str]:
