@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from bench import dask_memory
-
 pytestmark = pytest.mark.slow
 
 YEARS = 3
@@ -29,6 +27,9 @@ FRACTION = 0.8
 def test_two_workers_each_below_the_local_engine_s_peak_train_the_same_model(
     real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Imported here: `make mutate` collects this module from mutants/, which holds no bench/.
+    from bench import dask_memory
+
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(real_data_dir))
     # The window's scratch files and the local run's figures: the test's own directory.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
