@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import stat
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from tests.hosts.rendered_hosts import (
     unit_environment,
 )
 from tests.hosts.test_hostboot_validators import exec_paths, run, tool, verify_unit
+from tests.support.processes import stop_groups
 
 SCHEDULER_TLS = secret_arn("dask-scheduler-tls")
 WORKERS_TLS = secret_arn("dask-workers-tls")
@@ -435,11 +435,4 @@ def test_74_the_rendered_scheduler_and_worker_form_a_tls_cluster(tmp_path: Path)
         with pytest.raises(CheckFailed, match="cannot reach"):
             dask_cluster(f"tcp://127.0.0.1:{port}", "1")  # plain TCP: refused
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_groups(processes)

@@ -9,7 +9,6 @@ another version would.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,20 +25,10 @@ from pipeline.parameters import TrainingParameters
 from pipeline.ports import free_port
 from pipeline.train import TrainConfig
 from pipeline.tuning import TuningParameters
+from tests.support.processes import stop_groups
 
 DASK = str(Path(sys.executable).parent / "dask")
 READY_SECONDS = 60
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture
@@ -96,7 +85,7 @@ def cluster_importing(tmp_path: Path, package: str) -> Iterator[str]:
             time.sleep(0.5)
         yield address
     finally:
-        _stop(processes)
+        stop_groups(processes)
 
 
 def test_workers_with_another_pipeline_get_this_runs(stale_cluster: str) -> None:

@@ -18,10 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import dask.config
 import pytest
@@ -40,6 +39,7 @@ from pipeline.flows import training
 from pipeline.parameters import TrainingParameters, TrainingSummary
 from pipeline.ports import free_port
 from tests.pipeline.synthetic import SMALL_CONFIG
+from tests.support.processes import stop_groups
 
 DASK = str(Path(sys.executable).with_name("dask"))
 READY_SECONDS = 120.0
@@ -79,18 +79,6 @@ def turns_taken(watcher: Client) -> int:
     return int(watcher.run_on_scheduler(held))
 
 
-def _stop(processes: Sequence[subprocess.Popen[Any]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, Client]]:
     """A scheduler and two single-thread workers, each a process; a client to watch them."""
@@ -122,7 +110,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Client]]:
             watcher.wait_for_workers(2, timeout=READY_SECONDS)
             yield address, watcher
     finally:
-        _stop(processes)
+        stop_groups(processes)
 
 
 def test_past_the_deadline_the_run_fails_naming_the_cluster_and_its_holder(
@@ -190,7 +178,7 @@ def test_a_killed_holder_passes_the_turn_on(cluster: tuple[str, Client], tmp_pat
         holder.wait(timeout=30)
         assert got.wait(timeout=120), "the killed holder's turn never passed on"
     finally:
-        _stop([holder])
+        stop_groups([holder])
         for pipe in (holder.stdin, holder.stdout):
             if pipe is not None:
                 pipe.close()
@@ -303,7 +291,7 @@ def test_two_runs_of_different_pipelines_both_complete(
 
 def _stop_runs(runs: dict[str, subprocess.Popen[str]]) -> None:
     """Stop the runs still going; close their pipes."""
-    _stop(list(runs.values()))
+    stop_groups(list(runs.values()))
     for run in runs.values():
         for pipe in (run.stdout, run.stderr):
             if pipe is not None:
@@ -394,7 +382,7 @@ def test_after_a_run_killed_mid_training_the_next_does_not_hang(
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        _stop([driver])
+        stop_groups([driver])
     assert xgboost_locks_held(watcher) == 1  # the killed run's, on both workers
     parameters = run_parameters(synthetic_data_dir, unique_name, address, dask_wait_seconds=120)
     outcome: list[object] = []
