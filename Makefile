@@ -31,7 +31,8 @@ help: ## list the targets
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes --requirement constraints.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps --requirement constraints.txt
+	$(BIN)/python -m pip check
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
