@@ -215,6 +215,7 @@ def _run_flow(name: str, parameters: Any) -> Any:
             # While it boots (the imports above took part of that time), open the tracking store.
             tracking.configure_tracking()
             tracking.open_store()
+            tracking.warm_up()
     _hide_tracebacks_of_expected_errors()
     flow = flows.training if name == "training" else flows.tuning_flow
     try:

@@ -314,6 +314,7 @@ def training(parameters: TrainingParameters = TrainingParameters()) -> TrainingS
         "training on %s, validating on %s (engine %s)", train_month, val_month, parameters.engine
     )
     tracking_uri = tracking.configure_tracking()
+    tracking.warm_up()  # beside the stages (the command line started it already)
     data_dir = resolve_data_dir(parameters.data_dir)
     run_id = start_mlflow_run(parameters, train_months, val_month)
     candidate: registry.Candidate | None = None

@@ -9,11 +9,13 @@ values), not a transient failure: retrying cannot fix a wrong password.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +115,53 @@ def open_store() -> None:
     MlflowClient()
 
 
+_warm_up: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Start, once per process, in a thread, the work of the first model logging and
+    registration that depends on nothing of the run (about 0.9 s of CPU on 2 cores).
+
+    Done then, it sits on a run's critical path; started here it overlaps the wait for Prefect's
+    temporary server (the command line) or the stages (a deployed run):
+
+    - the map of every installed distribution to its modules, which MLflow builds once per
+      process to check a model's requirements against the environment (0.55 s);
+    - the run context MLflow resolves when it creates the logged model: the entry point's git
+      commit, through GitPython (0.17 s);
+    - the model registry's store (its plugins' entry points, a SQLite engine: 0.18 s);
+    - matplotlib, which the plots need once the model is trained.
+
+    :func:`log_training` waits for it first, so MLflow never does the same work twice at once.
+    A failure here is left for the real call to raise where it belongs.
+    """
+    global _warm_up
+    if _warm_up is None:
+        _warm_up = threading.Thread(target=_warm, name="mlflow-warm-up", daemon=True)
+        _warm_up.start()
+
+
+def _warm() -> None:
+    """The work of :func:`warm_up` (MLflow's private caches: a test checks each is filled)."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+    for step in (
+        _init_modules_to_packages_map,
+        resolve_tags,
+        lambda: MlflowClient()._get_registry_client(),
+        lambda: __import__("pipeline.plots"),
+    ):
+        with contextlib.suppress(Exception):  # the same call fails again where it is made
+            step()
+
+
+def _warmed() -> None:
+    """Wait for :func:`warm_up`, if started."""
+    if _warm_up is not None:
+        _warm_up.join()
+
+
 def code_version() -> str:
     """A digest of the pipeline's source: the same on a laptop and on a worker without git."""
     digest = hashlib.sha256()
@@ -150,6 +199,7 @@ def log_training(
     on the run and on the logged model (else MLflow reads each metric's history back to link it
     to the model); the plots are drawn while the model uploads.
     """
+    _warmed()
     client = MlflowClient()
     now = int(time.time() * 1000)
     metrics = {**evaluation.metrics(), "trees": booster.num_boosted_rounds()}

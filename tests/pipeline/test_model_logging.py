@@ -50,21 +50,48 @@ def logged_run(
     small_labeled: tuple[LabeledSet, LabeledSet],
 ) -> tuple[str, str]:
     """A run tracked as the flow tracks it: (run ID, logged model URI)."""
+    return _track(unique_name, small_booster, small_labeled)
+
+
+def _track(
+    experiment: str, booster: xgb.Booster, labeled: tuple[LabeledSet, LabeledSet]
+) -> tuple[str, str]:
+    """Track a run as the flow does: (run ID, logged model URI)."""
     tracking.configure_tracking()
-    run_id = tracking.start_run(experiment=unique_name, run_name="logging", tags={})
+    run_id = tracking.start_run(experiment=experiment, run_name="logging", tags={})
     model = tracking.log_training(
         run_id,
         params={"max_depth": 8, "color": "green"},
         months=[
-            (_summary("2023-01", small_labeled[0]), "training"),
-            (_summary("2023-02", small_labeled[1]), "validation"),
+            (_summary("2023-01", labeled[0]), "training"),
+            (_summary("2023-02", labeled[1]), "validation"),
         ],
-        booster=small_booster,
-        val=small_labeled[1],
-        evaluation=evaluate(small_booster, *small_labeled),
+        booster=booster,
+        val=labeled[1],
+        evaluation=evaluate(booster, *labeled),
     )
     tracking.end_run(run_id)
     return run_id, model.uri
+
+
+def test_logging_waits_for_the_warm_up_before_mlflow_logs_the_model(
+    unique_name: str,
+    small_booster: xgb.Booster,
+    small_labeled: tuple[LabeledSet, LabeledSet],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else MLflow would build the warm-up's caches a second time, beside it."""
+    calls: list[str] = []
+    real_log_model = tracking.log_model
+    monkeypatch.setattr(tracking, "_warmed", lambda: calls.append("warmed"))
+
+    def log_model(*args: object, **kwargs: object) -> object:
+        calls.append("log_model")
+        return real_log_model(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tracking, "log_model", log_model)
+    _track(unique_name, small_booster, small_labeled)
+    assert calls == ["warmed", "log_model"]
 
 
 def test_the_model_carries_the_code_it_imports_and_no_bytecode(

@@ -230,3 +230,58 @@ def test_an_http_error_without_a_response_passes_through_unchanged() -> None:
     with pytest.raises(requests.HTTPError) as raised:
         call()
     assert raised.value is error
+
+
+def test_warm_up_builds_once_what_the_first_model_logging_would(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a thread, started once; logging waits for it. Each of MLflow's private caches it
+    fills is checked here: an MLflow upgrade that renames one fails this test rather than
+    silently putting the work back on the run's critical path."""
+    import sys
+
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking.context.git_context import GitRunContext
+    from mlflow.tracking.context.registry import _run_context_provider_registry
+    from mlflow.utils import requirements_utils
+
+    git = next(p for p in _run_context_provider_registry if isinstance(p, GitRunContext))
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(git, "_cache", {})
+    monkeypatch.setattr(registry_utils, "_model_registry_store_registry", None)
+    monkeypatch.delitem(sys.modules, "pipeline.plots", raising=False)
+    monkeypatch.setattr(tracking, "_warm_up", None)
+
+    tracking.warm_up()
+    thread = tracking._warm_up
+    assert thread is not None
+    tracking.warm_up()
+    assert tracking._warm_up is thread  # once per process
+    tracking._warmed()
+    assert not thread.is_alive()
+    assert requirements_utils._MODULES_TO_PACKAGES is not None
+    assert "git_info" in git._cache
+    assert registry_utils._model_registry_store_registry is not None
+    assert "pipeline.plots" in sys.modules
+
+
+def test_a_failing_warm_up_step_leaves_the_rest_done_and_the_error_to_the_real_call(
+    mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import threading
+
+    from mlflow.utils import requirements_utils
+
+    def broken() -> None:
+        raise OSError("site-packages unreadable")
+
+    monkeypatch.setattr(requirements_utils, "_init_modules_to_packages_map", broken)
+    monkeypatch.delitem(sys.modules, "pipeline.plots", raising=False)
+    monkeypatch.setattr(tracking, "_warm_up", None)
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    tracking.warm_up()
+    tracking._warmed()
+    assert escaped == []
+    assert "pipeline.plots" in sys.modules  # the steps after the failed one ran
