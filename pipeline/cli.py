@@ -262,18 +262,26 @@ def _still_needed(
 
 @contextmanager
 def _api(server: temporary_server.TemporaryServer | None) -> Iterator[None]:
-    """Point the flow at ``server`` once it answers; at the configured API without one."""
+    """Point the flow at ``server`` once it answers; at the configured API without one.
+
+    Against the temporary server, the flow run sends no heartbeats: they let a lasting server
+    tell a crashed run (no heartbeat for a while) from a long one, and this server ends with
+    the process. Prefect's heartbeat thread sleeps in whole seconds and the run's end waits for
+    it: up to a second (0.5 s on average) on every run of the command line.
+    """
     if server is None:
         yield
         return
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
     server.wait_until_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    updates = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates):
         yield
 
 

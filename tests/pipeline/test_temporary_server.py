@@ -59,3 +59,29 @@ def test_a_server_that_never_answers_is_an_error_after_the_deadline(tmp_path: Pa
     finally:
         server.stop()
     assert server.process.returncode is not None
+
+
+class _Answering:
+    """A server that answers at once (what ``cli._api`` needs of one)."""
+
+    api_url = "http://127.0.0.1:9/api"
+
+    def wait_until_ready(self, timeout_seconds: float) -> None:
+        assert timeout_seconds > 0
+
+
+def test_a_flow_against_the_temporary_server_sends_no_heartbeats() -> None:
+    """Nothing outlives the server to watch for them, and Prefect's heartbeat thread delays
+    every run's end by up to a second; a configured API keeps Prefect's setting."""
+    from prefect.settings import get_current_settings
+
+    from pipeline import cli
+
+    configured = get_current_settings().flows.heartbeat_frequency
+    assert configured is not None  # Prefect's default: 180 s
+    with cli._api(_Answering()):  # type: ignore[arg-type]
+        assert get_current_settings().api.url == _Answering.api_url
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == configured
+    with cli._api(None):
+        assert get_current_settings().flows.heartbeat_frequency == configured
