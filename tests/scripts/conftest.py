@@ -174,8 +174,9 @@ def _is_running(pid: int) -> bool:
 def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTools]:
     """``pulumi``, ``aws`` and ``session-manager-plugin`` stand-ins first on PATH.
 
-    Children of serving stand-ins still running when the test ends are killed (a tunnel
-    that failed to stop them must not leave them behind).
+    Stand-ins and their children still running when the test ends are killed (a tunnel
+    that failed to stop them must not leave them behind: under `make mutate`, every mutant
+    that does would leave its sessions running until the machine restarts).
     """
     bin_dir = tmp_path / "bin"
     state = tmp_path / "state"
@@ -188,8 +189,21 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_TOOLS_STATE", str(state))
     yield tools
+    stand_ins = [pid for tool in ("pulumi", "aws", "session-manager-plugin")
+                 for pid in tools.pids(tool)]  # fmt: skip
     for pid in tools.running_children():
         os.kill(pid, signal.SIGKILL)
+    for pid in stand_ins:
+        if _is_running(pid) and str(bin_dir) in _command_line(pid):  # not a reused pid
+            os.kill(pid, signal.SIGKILL)
+
+
+def _command_line(pid: int) -> str:
+    """``pid``'s command line ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 @pytest.fixture
