@@ -46,12 +46,20 @@ def deadline() -> Iterator[None]:
         raise TunnelDidNotReturn(f"the test did not end within {TEST_DEADLINE_SECONDS} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
+    # SIGTERM and SIGINT as an interactive shell leaves them to `mlops tunnel`: under `make
+    # mutate`, the test process inherits mutmut's fork-server handlers (SIGTERM: exit 0, which
+    # mutmut reads as "tests passed"; SIGINT: ignored), and a mutant that never installs the
+    # tunnel's own handler then survived a test that sends the signal to this process.
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.alarm(TEST_DEADLINE_SECONDS)
     try:
         yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _session(remote_port: int, local_port: int) -> list[str]:
