@@ -449,3 +449,20 @@ def test_stack_tags_that_are_not_an_object_are_no_tags(fake_tools) -> None:
     fake_tools.answer(_tags_ls("pr-1"), stdout=json.dumps([KEY, "ephemeral"]))
 
     assert ephemeral.ephemeral_stacks() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (
+            "PR-42",
+            "use 2 to 32 lower-case letters, digits and single hyphens, starting with a letter "
+            "and not ending with a hyphen (e.g. pr-42)",
+        ),
+        ("prod", "names a long-lived stack; pick another name (e.g. pr-42)"),
+    ],
+)
+def test_a_refused_name_says_what_a_name_must_be(name: str, reason: str) -> None:
+    with pytest.raises(OpsError) as refused:
+        ephemeral.check_name(name)
+    assert str(refused.value).endswith(reason)
