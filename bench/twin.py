@@ -11,7 +11,8 @@ the Prefect server split that time into phases:
 
 - pick-up: flow run created -> Pending (the worker's poll found it and submitted it)
 - start: Pending -> Running (the flow-run process: interpreter, code pull, the flow's imports)
-- stages: the load, build-features, train and evaluate task runs
+- stages: the load, build-features, train and evaluate task runs (their durations summed: the
+  months load concurrently, so this can exceed the stages' wall time and "other" go below 0)
 - tracking: the start-mlflow-run and log-to-mlflow task runs
 - registration: the register-model and promote-model task runs
 - other: the rest (between tasks, the run ended in MLflow, the artifact, the final state)
