@@ -98,6 +98,25 @@ def test_create_initialises_tags_configures_from_dev_and_deploys(fake_tools) -> 
     assert fake_tools.calls() == [LS, *new_stack, *_configure_and_up("pr-42")]
 
 
+def test_pulumi_up_shows_its_progress_on_the_terminal_as_it_runs(
+    fake_tools, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An `up` takes minutes: its output goes to the terminal (the process's own standard
+    output, which pulumi inherits), not into a string shown at the end or never."""
+    fake_tools.answer(LS, stdout=_stacks("dev", "pr-42"))
+    fake_tools.answer(_outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral"}))
+    _script(fake_tools, _configure_and_up("pr-42")[:-1])
+    fake_tools.answer(
+        ["pulumi", "up", "--yes", "--stack", "pr-42"], stdout="Updating (pr-42): 41 resources\n"
+    )
+
+    result = _mlops("ephemeral", "create", "pr-42")
+
+    assert result.exit_code == 0, result.stderr
+    assert "Updating (pr-42): 41 resources" in capfd.readouterr().out
+    assert "Updating (pr-42)" not in result.stdout
+
+
 def test_create_updates_an_existing_ephemeral_stack(fake_tools) -> None:
     fake_tools.answer(LS, stdout=_stacks("acme/dev", "acme/pr-42"))
     fake_tools.answer(_outputs("pr-42"), stdout=json.dumps({"environment": "ephemeral"}))
