@@ -255,6 +255,10 @@ def test_warm_up_builds_once_what_the_first_model_logging_would(
     tracking.warm_up()
     thread = tracking._warm_up
     assert thread is not None
+    # A daemon (a run failing before it logs does not wait for it at exit), named for what it
+    # is in a stack dump.
+    assert thread.daemon
+    assert thread.name == "mlflow-warm-up"
     tracking.warm_up()
     assert tracking._warm_up is thread  # once per process
     tracking._warmed()
