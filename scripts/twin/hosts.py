@@ -274,6 +274,11 @@ def fill_wheelhouse(wheelhouse: Path, user_data: list[str], say: Callable[[str],
                     "download",
                     "--quiet",
                     "--require-hashes",
+                    # Each lock is a hashed closure: its wheels, exactly, nothing to resolve.
+                    # Resolving, the downloader's pip (the container Python's bundled 23.2)
+                    # took prefect's httpx[http2] for a requirement of its own and picked
+                    # httpx 0.29.0 over the lock's 0.28.1, which --require-hashes refused.
+                    "--no-deps",
                     "--only-binary=:all:",
                     "--dest",
                     str(wheelhouse),
