@@ -9,6 +9,7 @@ with xgboost 3.x: about 5.19 (PROVENANCE.md quotes 5.19164).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,14 @@ def run(train_path: Path, val_path: Path, *, train_repeat: int = 1) -> float:
     x_val = dv.transform(df_val[features].to_dict(orient="records"))
     y_train = df_train["duration"].to_numpy()
     y_val = df_val["duration"].to_numpy()
+    return train_and_score(x_train, y_train, x_val, y_val)[1]
+
+
+def train_and_score(
+    x_train: Any, y_train: np.ndarray, x_val: Any, y_val: np.ndarray
+) -> tuple[xgb.Booster, float]:
+    """The course's training (its parameters, 100 rounds, early stopping 20) and its
+    validation RMSE at the best round."""
     train = xgb.DMatrix(x_train, label=y_train)
     valid = xgb.DMatrix(x_val, label=y_val)
     booster = xgb.train(
@@ -62,4 +71,4 @@ def run(train_path: Path, val_path: Path, *, train_repeat: int = 1) -> float:
         verbose_eval=False,
     )
     y_pred = booster.predict(valid, iteration_range=(0, booster.best_iteration + 1))
-    return float(root_mean_squared_error(y_val, np.asarray(y_pred)))
+    return booster, float(root_mean_squared_error(y_val, np.asarray(y_pred)))

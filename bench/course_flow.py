@@ -26,12 +26,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from prefect import flow, task
 from sklearn.feature_extraction import DictVectorizer
-from sklearn.metrics import root_mean_squared_error
 
-from bench.course import PARAMS, read_dataframe
+from bench.course import PARAMS, read_dataframe, train_and_score
 
 
 @task(retries=3, retry_delay_seconds=2)
@@ -56,19 +54,8 @@ def train_best_model(
 ) -> float:
     """Train with the course's best parameters and log everything to MLflow."""
     with mlflow.start_run():
-        train = xgb.DMatrix(x_train, label=y_train)
-        valid = xgb.DMatrix(x_val, label=y_val)
         mlflow.log_params(PARAMS)
-        booster = xgb.train(
-            params=PARAMS,
-            dtrain=train,
-            num_boost_round=100,
-            evals=[(valid, "validation")],
-            early_stopping_rounds=20,
-            verbose_eval=False,
-        )
-        y_pred = booster.predict(valid, iteration_range=(0, booster.best_iteration + 1))
-        rmse = float(root_mean_squared_error(y_val, np.asarray(y_pred)))
+        booster, rmse = train_and_score(x_train, y_train, x_val, y_val)
         mlflow.log_metric("rmse", rmse)
         Path("models").mkdir(exist_ok=True)
         with open("models/preprocessor.b", "wb") as out:
