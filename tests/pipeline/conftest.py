@@ -13,16 +13,23 @@ import http.server
 import os
 import shutil
 import socket
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+
+# MLflow's SQL stores, imported with the test modules: `make mutate` forks each mutant's
+# session after collection, and importing them there took each session 2 s or more.
+import mlflow.store.model_registry.sqlalchemy_store
+import mlflow.store.tracking.sqlalchemy_store
 import pytest
 import xgboost as xgb
+from mlflow import MlflowClient
 
 from pipeline import registry, tracking
 from pipeline.data import MonthData, file_name, load_month
@@ -48,10 +55,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
     if "__mutmut_" not in mutant:
         return
-    # The cheap tests first: mutmut's fork server hands a mutant's tests over in no particular
-    # order, and the session stops at the first failure, so a mutant a unit test kills should
-    # not start Prefect's harness or load the real months first. (The order changes no
-    # verdict: a survivor runs every test either way.)
+    # The cheap tests first (tests/conftest.py has sorted them by duration; this sort keeps
+    # that order within each cost): the durations mutmut records leave out fixtures, so a
+    # mutant a unit test kills should not start Prefect's harness or load the real months first.
     items.sort(key=_session_cost)
     if mutant.startswith("pipeline.flows."):
         return
@@ -144,8 +150,40 @@ def prefect_api() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the session's MLflow SQLite store and artifacts."""
-    return tmp_path_factory.mktemp("mlflow")
+    """A directory holding the session's MLflow SQLite store and artifacts.
+
+    The store starts as a copy of an empty one made once per MLflow version on this machine:
+    creating a store runs MLflow's schema migrations (4 s or more), and `make mutate` runs a
+    session per mutant.
+    """
+    home = tmp_path_factory.mktemp("mlflow")
+    store = home / "mlflow.db"
+    shutil.copyfile(_empty_store(tmp_path_factory.getbasetemp().parent), store)
+    with closing(sqlite3.connect(store)) as db, db:
+        # Where a store created from `home` (mlflow_store's working directory) keeps the
+        # default experiment's artifacts.
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(home / "mlruns" / "0"),),
+        )
+    return home
+
+
+def _empty_store(directory: Path) -> Path:
+    """An empty MLflow SQLite store of the installed MLflow's schema, made in ``directory``
+    unless there already."""
+    template = directory / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file():
+        return template
+    # Sessions running side by side (make mutate's) each build their own; the last one in wins.
+    building = directory / f"{template.name}.{os.getpid()}"
+    building.unlink(missing_ok=True)
+    uri = f"sqlite:///{building}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments()
+    client.search_registered_models()
+    os.replace(building, template)
+    return template
 
 
 @pytest.fixture

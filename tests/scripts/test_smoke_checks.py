@@ -432,8 +432,14 @@ def test_smoke_until_retries_a_failing_check_and_returns_once_all_pass(
     monkeypatch.setattr("scripts.smoke._RETRY_SECONDS", 0.1)  # not 10 s between the rounds
     mlflow, prefect = FakeMlflow(health_failures=1), FakePrefect()
     retries: list[str] = []
+
+    def retry(message: str) -> None:
+        retries.append(message)
+        # Fails here, not after the 60 s: a check that never passes would retry until then.
+        assert len(retries) == 1, f"retried again: {retries}"
+
     with _served(mlflow) as mlflow_url, _served(prefect) as prefect_url:
-        verdicts = smoke_until(_env(mlflow_url, prefect_url), "training", 60.0, retries.append)
+        verdicts = smoke_until(_env(mlflow_url, prefect_url), "training", 60.0, retry)
 
     assert [verdict.outcome for verdict in verdicts] == ["PASS"] * 7
     assert len(retries) == 1
@@ -441,12 +447,14 @@ def test_smoke_until_retries_a_failing_check_and_returns_once_all_pass(
 
 
 def test_smoke_until_does_not_retry_what_passes() -> None:
-    retries: list[str] = []
+    def retry(message: str) -> None:
+        # Fails at the first retry, not after the 60 s of retrying.
+        raise AssertionError(f"retried what passes: {message}")
+
     with _served(FakeMlflow()) as mlflow_url, _served(FakePrefect()) as prefect_url:
-        verdicts = smoke_until(_env(mlflow_url, prefect_url), "training", 60.0, retries.append)
+        verdicts = smoke_until(_env(mlflow_url, prefect_url), "training", 60.0, retry)
 
     assert [verdict.outcome for verdict in verdicts] == ["PASS"] * 7
-    assert retries == []
 
 
 def test_a_failing_check_skips_only_the_checks_built_on_it() -> None:
