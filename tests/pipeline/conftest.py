@@ -30,6 +30,7 @@ import mlflow.store.tracking.sqlalchemy_store
 import pytest
 import xgboost as xgb
 from mlflow import MlflowClient
+from mlflow.utils import requirements_utils
 
 from pipeline import registry, tracking
 from pipeline.data import MonthData, file_name, load_month
@@ -65,6 +66,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if under_prefect:
         config.hook.pytest_deselected(items=under_prefect)
         items[:] = [item for item in items if item not in under_prefect]
+
+
+@pytest.hookimpl(tryfirst=True)  # before tests/conftest.py freezes the fork server's objects
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In mutmut's fork server (``--collect-only`` under ``MUTANT_UNDER_TEST``): MLflow's map
+    of installed distributions to modules, built once for every mutant session.
+
+    Each session that logs a model built it again (scanning site-packages: 1.3 s of a
+    registry or tracking mutant's session on a loaded machine). The warm-up test empties it
+    before it checks that :func:`pipeline.tracking.warm_up` fills it.
+    """
+    if session.config.option.collectonly and "MUTANT_UNDER_TEST" in os.environ:
+        requirements_utils._init_modules_to_packages_map()
 
 
 _REAL_MONTHS = frozenset({"real_data_dir", "months", "labeled", "booster", "data_dir_with"})

@@ -474,6 +474,19 @@ def test_a_failing_check_skips_only_the_checks_built_on_it() -> None:
     assert verdicts[-1].detail == "needs work-pool"
 
 
+def test_rejected_credentials_are_named_by_service_and_variable() -> None:
+    env = _env("", "") | {"MLFLOW_TRACKING_PASSWORD": "wrong", "PREFECT_API_AUTH_STRING": "wrong"}
+    with _served(FakeMlflow()) as mlflow_url, _served(FakePrefect()) as prefect_url:
+        env |= {"MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": f"{prefect_url}/api"}
+        verdicts = smoke_test(env, "training")
+
+    failed = {v.check: v.detail for v in verdicts if v.outcome == "FAIL"}
+    assert failed == {
+        "mlflow-auth": f"MLflow rejected {MLFLOW_CREDENTIAL} (HTTP 401)",
+        "prefect-auth": "Prefect rejected PREFECT_API_AUTH_STRING (HTTP 401)",
+    }
+
+
 @pytest.mark.parametrize(
     ("base_url", "hinted"),
     [

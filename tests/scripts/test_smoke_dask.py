@@ -40,9 +40,27 @@ def test_the_scheduler_sees_the_expected_workers(tcp_cluster: LocalCluster) -> N
     assert verdict == f"{tcp_cluster.scheduler_address} answers with 2 workers"
 
 
-def test_a_missing_worker_fails_naming_the_counts(tcp_cluster: LocalCluster) -> None:
-    with pytest.raises(CheckFailed, match=r"sees 2 workers .*MLOPS_DASK_WORKERS expects 3"):
-        dask_cluster(tcp_cluster.scheduler_address, "3")
+def test_a_missing_worker_fails_naming_the_counts_and_the_workers(
+    tcp_cluster: LocalCluster,
+) -> None:
+    address = tcp_cluster.scheduler_address
+    with pytest.raises(CheckFailed) as failed:
+        dask_cluster(address, "3")
+
+    assert str(failed.value) == (
+        f"the scheduler at {address} sees 2 workers (0, 1); MLOPS_DASK_WORKERS expects 3"
+    )
+
+
+def test_a_scheduler_without_workers_fails_saying_none() -> None:
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address
+        with pytest.raises(CheckFailed) as failed:
+            dask_cluster(address, "1")
+
+    assert str(failed.value) == (
+        f"the scheduler at {address} sees 0 workers (none); MLOPS_DASK_WORKERS expects 1"
+    )
 
 
 def test_an_unreachable_scheduler_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +106,12 @@ def test_the_check_runs_only_when_the_env_file_names_a_cluster(
     env = {"MLOPS_DASK_SCHEDULER_ADDRESS": tcp_cluster.scheduler_address, "MLOPS_DASK_WORKERS": "2"}
     (verdict,) = run_checks(dask_checks(env))
     assert (verdict.check, verdict.outcome) == ("dask-cluster", "PASS")
+    del env["MLOPS_DASK_WORKERS"]
+    (verdict,) = run_checks(dask_checks(env))
+    assert (verdict.outcome, verdict.detail) == (
+        "FAIL",
+        "MLOPS_DASK_WORKERS must be a number of workers, got ''",
+    )
 
 
 def test_the_env_files_identity_is_the_one_the_check_uses(

@@ -7,6 +7,7 @@ MLflow and Prefect servers give; no request leaves the process.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -177,8 +178,20 @@ def test_smoke_wait_retries_until_the_deadline_then_reports(unreachable_env_file
     # Long enough for one round of checks on a loaded machine (or under a coverage tracer).
     args = ["smoke", "--env-file", str(unreachable_env_file), "--wait", "5"]
 
-    result = CliRunner().invoke(app, args)
+    def overran(signum: int, frame: object) -> None:
+        raise TimeoutError("smoke --wait 5 was still retrying after 30 s")
 
+    # A command that misses its deadline fails the test at 30 s, not never (under `make
+    # mutate`: at mutmut's limit, 7 minutes).
+    previous = signal.signal(signal.SIGALRM, overran)
+    signal.alarm(30)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert not isinstance(result.exception, TimeoutError), result.exception
     assert result.exit_code == 1
     assert re.match(
         r"not passing yet: mlflow-health, prefect-health \([0-5] s left\)\n", result.stdout

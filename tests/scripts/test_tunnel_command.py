@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -326,6 +327,28 @@ def test_a_session_ending_on_its_own_fails_naming_it_and_stops_the_other(
     assert len(fake_tools.markers("stopped")) == 1
     _assert_all_gone(fake_tools.pids("aws"))
     _wait_until_children_gone(fake_tools)
+
+
+def test_a_stack_with_dask_checks_the_dashboard_s_local_port_too(
+    fake_tools, dev_outputs_masked: str, free_ports: tuple[int, int]
+) -> None:
+    outputs = json.loads(dev_outputs_masked) | {"dask_scheduler_address": "tcp://10.0.1.5:8786"}
+    fake_tools.answer(OUTPUT_COMMAND, stdout=json.dumps(outputs))
+    mlflow_port, prefect_port = free_ports
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = LocalPorts(mlflow=mlflow_port, prefect=prefect_port, dask_dashboard=port)
+
+        with pytest.raises(OpsError) as raised:
+            run_tunnel("dev", ports, lambda line: None)
+
+    assert str(raised.value) == (
+        f"local port {port} for Dask dashboard is in use: free it or pass another one with "
+        "--dask-dashboard-port"
+    )
+    assert fake_tools.calls() == [OUTPUT_COMMAND]  # no session started
 
 
 def test_a_stack_without_the_tunnel_s_outputs_is_named(fake_tools) -> None:
