@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -472,6 +473,76 @@ def test_a_failing_check_skips_only_the_checks_built_on_it() -> None:
         ("worker", "SKIP"),
     ]
     assert verdicts[-1].detail == "needs work-pool"
+
+
+@dataclass
+class SlowMlflow(FakeMlflow):
+    """MLflow answering each request a second late."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        time.sleep(1.0)  # the server's latency under test, not a wait for anything
+        return super().__call__(request)
+
+
+@dataclass
+class SlowPrefect(FakePrefect):
+    """Prefect answering each request a second late."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        time.sleep(1.0)
+        return super().__call__(request)
+
+
+def test_a_server_slower_than_the_timeout_fails_its_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("scripts.smoke._TIMEOUT", httpx.Timeout(0.2))  # 15 s in production
+    with _served(SlowMlflow()) as mlflow_url, _served(SlowPrefect()) as prefect_url:
+        verdicts = smoke_test(_env(mlflow_url, prefect_url), "training")
+
+    failed = {v.check: v.detail for v in verdicts if v.outcome == "FAIL"}
+    assert failed == {
+        "mlflow-health": f"no answer from {mlflow_url}/ in time",
+        "prefect-health": f"no answer from {prefect_url}/api/ in time",
+    }
+
+
+def test_a_prefect_api_url_ending_in_a_slash_is_the_same_api() -> None:
+    with _served(FakeMlflow()) as mlflow_url, _served(FakePrefect()) as prefect_url:
+        env = _env(mlflow_url, prefect_url) | {"PREFECT_API_URL": f"{prefect_url}/api/"}
+        verdicts = smoke_test(env, "training")
+
+    assert [(v.check, v.outcome) for v in verdicts if v.outcome != "PASS"] == []
+
+
+def test_smoke_until_retries_in_its_last_second_and_stops_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]  # smoke_until's clock: sleeping moves it on
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(
+        "scripts.smoke.time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep)
+    )
+    monkeypatch.setattr("scripts.smoke._RETRY_SECONDS", 9.5)
+    monkeypatch.setattr(
+        "scripts.smoke.smoke_test", lambda env, pool: [Verdict("mlflow-health", "FAIL", "down")]
+    )
+    retries: list[str] = []
+
+    def retry(message: str) -> None:
+        retries.append(message)
+        assert len(retries) <= 2, f"retried past the deadline: {retries}"
+
+    verdicts = smoke_until({}, "training", 10.0, retry)
+
+    # At 0 s, at 9.5 s (half a second left: still a retry), then at 10 s: the deadline.
+    assert retries == [
+        "not passing yet: mlflow-health (10 s left)",
+        "not passing yet: mlflow-health (0 s left)",
+    ]
+    assert clock[0] == 10.0
+    assert verdicts == [Verdict("mlflow-health", "FAIL", "down")]
 
 
 def test_rejected_credentials_are_named_by_service_and_variable() -> None:
