@@ -35,6 +35,10 @@ class TunnelDidNotReturn(Exception):
     """The test's deadline passed: the code under test never returned."""
 
 
+class SigtermNotHandled(Exception):
+    """A SIGTERM sent to the tunnel reached the test's own handler."""
+
+
 @pytest.fixture(autouse=True)
 def deadline() -> Iterator[None]:
     """Each test fails with :class:`TunnelDidNotReturn` after ``TEST_DEADLINE_SECONDS``.
@@ -46,12 +50,17 @@ def deadline() -> Iterator[None]:
     def expired(signum: int, frame: object) -> None:
         raise TunnelDidNotReturn(f"the test did not end within {TEST_DEADLINE_SECONDS} s")
 
+    def unhandled_sigterm(signum: int, frame: object) -> None:
+        raise SigtermNotHandled("SIGTERM reached the test: the tunnel installed no handler")
+
     previous = signal.signal(signal.SIGALRM, expired)
-    # SIGTERM and SIGINT as an interactive shell leaves them to `mlops tunnel`: under `make
-    # mutate`, the test process inherits mutmut's fork-server handlers (SIGTERM: exit 0, which
-    # mutmut reads as "tests passed"; SIGINT: ignored), and a mutant that never installs the
-    # tunnel's own handler then survived a test that sends the signal to this process.
-    previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # SIGINT as an interactive shell leaves it to `mlops tunnel`, and a SIGTERM that reaches
+    # the test rather than the tunnel's own handler fails the test: under `make mutate`, the
+    # test process inherits mutmut's fork-server handlers (SIGTERM: exit 0, which mutmut reads
+    # as "tests passed"; SIGINT: ignored), and a mutant that never installs the tunnel's
+    # handler survived a test that sends the signal to this process (and with SIGTERM's
+    # default, killed the whole session: "suspicious", not a failing test).
+    previous_term = signal.signal(signal.SIGTERM, unhandled_sigterm)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.alarm(TEST_DEADLINE_SECONDS)
     try:
